@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` (the quickstart notebook, executed) and `make test`.
+# Each makes its own virtual environment in .venv with the pinned versions of constraints.txt.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+OUT := out
+
+.PHONY: demo test bench chromium clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) notebooks/execute.py notebooks/quickstart.ipynb --out $(OUT)
+
+test: $(VENV)/.installed chromium
+	$(PY) -m ruff check nbbatch tests benchmarks notebooks
+	$(PY) -m ruff format --check nbbatch tests benchmarks notebooks
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
+
+# The browser test drives Debian's Chromium; `playwright install` cannot download here.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

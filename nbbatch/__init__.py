@@ -1,0 +1,48 @@
+"""nbbatch: reproducible batch image generation with diffusers, in Jupyter.
+
+``%load_ext nbbatch`` registers ``%%batchgen`` and ``%batchgen_panel``. From Python:
+`generate`, `panel`, `load` and `reproduce`. Heavy modules (torch, diffusers,
+ipywidgets) are imported only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "generate": "nbbatch.api",
+    "BatchError": "nbbatch.api",
+    "BatchResult": "nbbatch.result",
+    "Item": "nbbatch.result",
+    "Settings": "nbbatch.spec",
+    "parse_seeds": "nbbatch.seeds",
+    "build_tiny_pipeline": "nbbatch.tiny",
+    "clear_cache": "nbbatch.pipelines",
+}
+__all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nbbatch' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """Register ``%%batchgen`` and ``%batchgen_panel`` (called by ``%load_ext nbbatch``)."""
+    from nbbatch.magic import BatchMagics
+
+    ipython.register_magics(BatchMagics)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """Remove the magics again (called by ``%unload_ext nbbatch``)."""
+    magics = ipython.magics_manager.magics
+    magics["cell"].pop("batchgen", None)
+    magics["line"].pop("batchgen_panel", None)

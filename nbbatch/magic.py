@@ -1,0 +1,218 @@
+"""The ``%%batchgen`` cell magic: arguments -> settings and jobs -> run -> result in the namespace and a grid.
+
+Validation happens before anything runs; every ValueError becomes a one-line
+`UsageError`, so bad input leaves nothing made and nothing overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from nbbatch.spec import DEFAULT_MODEL, Settings, parse_prompt_lines
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbbatch.result import BatchResult
+    from nbbatch.run import Progress
+
+_SETTINGS = (
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "strength",
+    "scheduler",
+    "dtype",
+    "device",
+    "generator_device",
+    "batch_size",
+)
+
+
+@magics_class
+class BatchMagics(Magics):
+    """``%%batchgen`` and ``%batchgen_panel``; remembers the last result for ``--refine``."""
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        super().__init__(shell)
+        self.last: BatchResult | None = None
+
+    @magic_arguments()
+    @argument("--model", "-m", help=f"model id, local folder or built-in name (default {DEFAULT_MODEL})")
+    @argument("--seeds", "-s", help="seeds: 0-7, 3,17,42 or 0-3,10 (default 0-3)")
+    @argument("--num", "-n", type=int, help="draw this many random seeds instead (they are shown and kept)")
+    @argument("--steps", type=int, help="denoising steps (default 30)")
+    @argument("--guidance", "-g", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    @argument("--width", type=int, help="image width, a multiple of 8 (default: the model's)")
+    @argument("--height", type=int, help="image height, a multiple of 8 (default: the model's)")
+    @argument("--negative", help="negative prompt, for every image")
+    @argument("--image", help="image-to-image: a variable holding an image or a list (one per prompt), or a file")
+    @argument("--strength", type=float, help="image-to-image strength, above 0 to 1 (default 0.8; 0.3 with --vary)")
+    @argument("--scheduler", help="euler, euler-a, ddim, dpm++2m, unipc, heun, pndm or a diffusers class name")
+    @argument("--batch-size", help="images per pipeline call, or auto (halves on out-of-memory; default: all)")
+    @argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), help="auto: fp16 on CUDA, fp32 on CPU")
+    @argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    @argument("--generator-device", help="where the per-image generators live: cpu (default) or cuda")
+    @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
+    @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")
+    @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
+    @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
+    @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
+    @argument("--out", "-o", default="_batch", help="variable to store the result in (default _batch)")
+    @argument("--no-display", action="store_true", help="do not show the grid")
+    @cell_magic
+    def batchgen(self, line: str, cell: str) -> None:
+        """Generate a batch: every prompt of the cell (one per line) with every seed.
+
+        Each image gets its own generator, so any image can be made again alone; the
+        result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
+        ``--refine SEED`` makes that image again from the same starting noise with the
+        cell's prompt(s); ``--vary SEED`` makes variations of its picture.
+        ``{name}`` in a prompt is filled from the namespace.
+        """
+        from nbbatch.api import execute
+
+        args = parse_argstring(self.batchgen, line)
+        try:
+            settings, jobs, parent = self._plan(args, cell)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        with ProgressBar() as bar:
+            try:
+                result = execute(settings, jobs, parent=parent, on_progress=bar.update)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+        self.shell.user_ns[args.out] = result
+        self.last = result
+        if not args.no_display:
+            display(result)
+        if result.status == "failed":
+            raise UsageError(
+                f"the batch stopped: {_first_line(result.error)}; its {len(result)} finished images are in {args.out}"
+            )
+
+    @line_magic
+    def batchgen_panel(self, line: str) -> Any:
+        """Show the nbbatch panel: prompts, settings, Generate, progress, Cancel, a seed grid and Refine."""
+        from nbbatch.panel import Panel
+
+        panel = Panel()
+        display(panel.widget)
+        return None
+
+    def _plan(self, args: Namespace, cell: str):
+        """Turn the arguments and the cell into settings, jobs and the parent result, or raise ValueError."""
+        from nbbatch.api import choose_seeds, make_jobs
+        from nbbatch.result import refine_jobs, vary_jobs
+
+        if not args.out.isidentifier():
+            raise ValueError(f"--out needs a variable name, not {args.out!r}")
+        prompts = parse_prompt_lines(cell, self.shell.user_ns)
+        given = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
+        if "batch_size" in given and given["batch_size"] != "auto":
+            given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
+        if args.offload:
+            given["offload"] = True
+        if args.model is not None:
+            given["model"] = args.model
+        if args.refine is not None and args.vary is not None:
+            raise ValueError("--refine and --vary do not go together: choose one")
+        if args.refine is None and args.vary is None:
+            if args.source is not None or args.prompt_index is not None:
+                raise ValueError("--from and --prompt-index go with --refine or --vary")
+            if "strength" in given and args.image is None:
+                raise ValueError("--strength is for image-to-image: give --image too")
+            settings = Settings(**given)
+            images = self._images(args.image) if args.image is not None else ()
+            jobs = make_jobs(prompts, args.seeds, args.num, args.negative or "", images, settings)
+            return settings, jobs, None
+        parent = self._source(args.source)
+        if args.image is not None:
+            raise ValueError("--image does not go with --refine or --vary: they start from the chosen image")
+        if args.refine is not None:
+            if args.seeds is not None or args.num is not None:
+                raise ValueError("--refine reuses the saved generator state of its seed: --seeds and --num don't apply")
+            item = parent.by_seed(args.refine, args.prompt_index)
+            settings, jobs = refine_jobs(item, prompts or [item.prompt], args.negative, given)
+            return settings, jobs, parent
+        item = parent.by_seed(args.vary, args.prompt_index)
+        if len(prompts) > 1:
+            raise ValueError("--vary takes one prompt (or none, to keep the image's prompt)")
+        seeds = choose_seeds(args.seeds, args.num, default=None)
+        settings, jobs = vary_jobs(item, prompts[0] if prompts else None, seeds, args.negative, given)
+        return settings, jobs, parent
+
+    def _source(self, name: str | None) -> BatchResult:
+        from nbbatch.result import BatchResult
+
+        if name is None:
+            if self.last is None:
+                raise ValueError("nothing to refine yet: run a batch first, or pass --from NAME")
+            return self.last
+        value = self.shell.user_ns.get(name)
+        if not isinstance(value, BatchResult):
+            raise ValueError(f"--from {name}: no batch result in a variable of that name")
+        return value
+
+    def _images(self, name: str) -> list:
+        """--image: a namespace variable (an image, or a list of images or paths) or an image file."""
+        from PIL import Image, UnidentifiedImageError
+
+        value = self.shell.user_ns.get(name, name)
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ValueError(f"--image {name}: the list is empty")
+        images = []
+        for entry in values:
+            if isinstance(entry, Image.Image):
+                images.append(entry)
+            elif isinstance(entry, (str, os.PathLike)) and os.path.isfile(entry):
+                try:
+                    with Image.open(entry) as opened:
+                        images.append(opened.convert("RGB"))
+                except (UnidentifiedImageError, OSError) as error:
+                    raise ValueError(f"--image: cannot read {os.fspath(entry)!r} as an image: {error}") from None
+            elif entry is value and isinstance(entry, str):
+                raise ValueError(f"--image {name!r} is neither a variable nor an image file")
+            else:
+                raise ValueError(f"--image {name}: {entry!r} is neither an image nor an image file")
+        return images
+
+
+class ProgressBar:
+    """One bar for the whole batch (images, step, time left), drawn with tqdm in notebooks and terminals."""
+
+    def __enter__(self) -> ProgressBar:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {desc}", desc="loading the pipeline", leave=False)
+        return self
+
+    def update(self, progress: Progress) -> None:
+        """Show `progress`; tqdm rate-limits the redraws."""
+        self.bar.set_description_str(progress.describe(), refresh=False)
+        self.bar.update(round(progress.fraction * 1000) - self.bar.n)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.bar.close()
+
+
+def _whole_number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,226 @@
+"""Loading pipelines once per kernel: device and dtype choice, the cache, schedulers and image-to-image.
+
+The text-to-image pipeline is loaded with `AutoPipelineForText2Image.from_pretrained`
+(a hub id, a local folder, or a built-in ``nbbatch:`` model). Image-to-image and other
+schedulers are views made with `from_pipe`, which share the loaded weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nbbatch.spec import Settings
+from nbbatch.tiny import BUILTIN_MODELS, builtin_path
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+SCHEDULERS = {
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++2m": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+}
+"""Short scheduler names; any diffusers scheduler class name is accepted too."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pipeline runs and in which dtype, with the reason in words."""
+
+    device: str
+    dtype: str
+    reason: str
+
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype as a torch dtype."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def choose_placement(device: str = "auto", dtype: str = "auto", *, cuda: bool | None = None) -> Placement:
+    """Pick the device and dtype: ``auto`` is CUDA in float16 when CUDA is there, else the CPU in float32.
+
+    float32 on the CPU because float16 there is slow or unsupported on many processors
+    (``--dtype fp16`` still works where the CPU has it). `cuda` overrides the check,
+    so the choice can be tested on any machine.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+        why = "CUDA is available" if cuda else "no CUDA device found"
+    else:
+        why = "as asked"
+        if device.startswith("cuda") and not cuda:
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+    if dtype == "auto":
+        dtype = "float16" if device.startswith(("cuda", "mps")) else "float32"
+        why += f"; {dtype} is the default on {device.split(':')[0]}"
+    else:
+        dtype = DTYPE_NAMES[dtype]
+    return Placement(device, dtype, f"{device}, {dtype} ({why})")
+
+
+def generator_device(settings: Settings, *, cuda: bool | None = None) -> str:
+    """The device of the per-image generators; CPU unless asked, and CUDA only when present."""
+    if settings.generator_device.startswith("cuda"):
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        if not cuda:
+            raise ValueError("--generator-device cuda needs CUDA, which is not available here: use cpu")
+    return settings.generator_device
+
+
+@dataclass
+class Loaded:
+    """A loaded pipeline and its views (image-to-image, other schedulers), which share its weights.
+
+    `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``.
+    """
+
+    model: str
+    placement: Placement
+    offload: bool
+    pipe: DiffusionPipeline
+    views: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
+    working_batch_size: int | None = None
+
+    def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
+        """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
+        key = ("img2img" if image_to_image else "txt2img", scheduler)
+        if key not in self.views:
+            from diffusers import AutoPipelineForImage2Image
+
+            kwargs = {"scheduler": make_scheduler(scheduler, self.pipe.scheduler)} if scheduler else {}
+            if image_to_image:
+                view = AutoPipelineForImage2Image.from_pipe(self.pipe, **kwargs)
+            elif kwargs:
+                view = type(self.pipe).from_pipe(self.pipe, **kwargs)
+            else:
+                view = self.pipe
+            view.set_progress_bar_config(disable=True)  # nbbatch shows one bar for the whole batch
+            self.views[key] = view
+        return self.views[key]
+
+
+def make_scheduler(name: str, current: Any) -> Any:
+    """A scheduler of class `name` (a short name or a diffusers class name) with `current`'s config."""
+    import diffusers
+
+    class_name = SCHEDULERS.get(name.lower(), name)
+    scheduler_class = getattr(diffusers, class_name, None)
+    if not class_name.endswith("Scheduler") or scheduler_class is None:
+        raise ValueError(
+            f"unknown scheduler {name!r}: choose {', '.join(SCHEDULERS)} or a diffusers scheduler class name"
+        )
+    return scheduler_class.from_config(current.config)
+
+
+_cache: dict[tuple[str, str, str, bool], Loaded] = {}
+
+
+def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
+    """The pipeline for `settings`, loaded on first use and reused by later cells.
+
+    One pipeline is kept: loading another model (or dtype or device) releases the last
+    one, so two large models never sit in GPU memory together.
+    """
+    placement = choose_placement(settings.device, settings.dtype, cuda=cuda)
+    if settings.offload and not placement.device.startswith("cuda"):
+        raise ValueError("--offload moves models between the CPU and a GPU: it needs a CUDA device")
+    source = resolve_model(settings.model)
+    key = (source, placement.device, placement.dtype, settings.offload)
+    if key not in _cache:
+        clear_cache()
+        pipe = load_pipeline(source, placement, settings.model)
+        place(pipe, placement, settings.offload)
+        pipe.set_progress_bar_config(disable=True)
+        _cache[key] = Loaded(settings.model, placement, settings.offload, pipe)
+    return _cache[key]
+
+
+def clear_cache() -> None:
+    """Forget the loaded pipeline and free what it held on the GPU."""
+    _cache.clear()
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def resolve_model(model: str) -> str:
+    """The folder or hub id to load: built-in names become their folder; a missing local folder is an error."""
+    if model in BUILTIN_MODELS:
+        with quiet_loading():
+            return str(builtin_path(model))
+    if model.startswith("nbbatch:"):
+        raise ValueError(f"unknown built-in model {model!r}: choose {' or '.join(BUILTIN_MODELS)}")
+    path = os.path.expanduser(model)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise ValueError(f"folder {model!r} is not a diffusers pipeline: it has no model_index.json")
+        return os.path.abspath(path)
+    looks_local = model.startswith(("/", "./", "../", "~", "\\")) or model.count("/") > 1 or os.sep + os.sep in model
+    if looks_local or os.path.exists(path):
+        raise ValueError(f"model folder {model!r} does not exist")
+    return model
+
+
+def load_pipeline(source: str, placement: Placement, name: str) -> DiffusionPipeline:
+    """`AutoPipelineForText2Image.from_pretrained(source, dtype=...)`, with the loading bars silenced."""
+    from diffusers import AutoPipelineForText2Image
+
+    with quiet_loading():
+        try:
+            return AutoPipelineForText2Image.from_pretrained(source, dtype=placement.torch_dtype())
+        except (OSError, ValueError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"could not load model {name!r}: {message}") from error
+
+
+def place(pipe: Any, placement: Placement, offload: bool) -> None:
+    """Move `pipe` to its device, or install model CPU offload (one model on the GPU at a time)."""
+    if offload:
+        pipe.enable_model_cpu_offload(device=placement.device)
+    else:
+        pipe.to(placement.device)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence diffusers' and transformers' loading bars and info logs, and restore them after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = [
+        (module, module.get_verbosity(), module.is_progress_bar_enabled())
+        for module in (diffusers_logging, transformers_logging)
+    ]
+    for module, _, _ in saved:
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, verbosity, bars in saved:
+            module.set_verbosity(verbosity)
+            if bars:
+                module.enable_progress_bar()

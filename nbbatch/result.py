@@ -1,0 +1,298 @@
+"""The result of a batch: its images with everything that made them, lookup by seed, refine and vary.
+
+An `Item` keeps its generator's initial state, which is the source of truth for
+making the image again: `refine` restores it exactly and changes only the prompt or
+settings. Items remember their parent, so a refinement knows its whole lineage.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from nbbatch.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
+from nbbatch.seeds import random_seeds
+from nbbatch.spec import Job, Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from nbbatch.run import CancelFlag, Progress, Status
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One finished image and everything needed to make it again.
+
+    `state` is the initial state of the image's own generator; `params` holds every
+    setting used, defaults resolved; `parent` is the item this one refines or varies.
+    """
+
+    image: Image.Image = field(repr=False)
+    seed: int
+    prompt: str
+    negative_prompt: str
+    prompt_index: int
+    settings: Settings = field(repr=False)
+    params: MappingProxyType = field(repr=False)
+    state: bytes = field(repr=False)
+    init_image: Image.Image | None = field(default=None, repr=False)
+    parent: Item | None = field(default=None, repr=False)
+    origin: str = "batch"
+    broken: bool = False
+
+    @property
+    def depth(self) -> int:
+        """How many refinements lie between this item and the image it started from."""
+        return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
+
+    @property
+    def label(self) -> str:
+        """The grid caption: ``seed 5``, ``seed 5 · refine 2`` or ``seed 12 · vary of 5``."""
+        if self.origin == "refine":
+            return f"seed {self.seed} · refine {self.depth}"
+        if self.origin == "vary" and self.parent is not None:
+            return f"seed {self.seed} · vary of {self.parent.seed}"
+        return f"seed {self.seed}"
+
+    def lineage(self) -> tuple[Item, ...]:
+        """The ancestors of this item and itself, the first image first."""
+        chain = [self]
+        while chain[-1].parent is not None:
+            chain.append(chain[-1].parent)
+        return tuple(reversed(chain))
+
+
+class BatchResult(Sequence[Item]):
+    """The images of one batch, in order (grouped by prompt), and how the batch ended.
+
+    A result that was cancelled, interrupted or failed still holds every finished image;
+    `complete` says whether all were made.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        settings: Settings,
+        *,
+        total: int,
+        status: Status = "complete",
+        error: BaseException | None = None,
+        elapsed: float = 0.0,
+        placement: str = "",
+        batch_size: int | None = None,
+        parent: BatchResult | None = None,
+    ) -> None:
+        self.items = list(items)
+        self.settings = settings
+        self.total = total
+        self.status = status
+        self.error = error
+        self.elapsed = elapsed
+        self.placement = placement
+        self.batch_size = batch_size
+        self.parent = parent
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.items[index]
+
+    @property
+    def complete(self) -> bool:
+        """True when every image of the batch was made."""
+        return self.status == "complete" and len(self.items) == self.total
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """The PIL images, in order."""
+        return [item.image for item in self.items]
+
+    @property
+    def seeds(self) -> list[int]:
+        """The distinct seeds, in order of first appearance."""
+        return list(dict.fromkeys(item.seed for item in self.items))
+
+    @property
+    def broken(self) -> list[Item]:
+        """Items whose image came out NaN or all black."""
+        return [item for item in self.items if item.broken]
+
+    def by_seed(self, seed: int, prompt_index: int | None = None) -> Item:
+        """The item made with `seed` (and `prompt_index` when several prompts share the seed)."""
+        matches = [item for item in self.items if item.seed == seed]
+        if prompt_index is not None:
+            matches = [item for item in matches if item.prompt_index == prompt_index]
+        if not matches:
+            where = "" if prompt_index is None else f" for prompt {prompt_index}"
+            raise ValueError(f"seed {seed}{where} is not in this result; its seeds are {_seed_list(self.seeds)}")
+        if len(matches) > 1:
+            indices = ", ".join(str(item.prompt_index) for item in matches)
+            raise ValueError(f"seed {seed} was used with prompts {indices}: say which with prompt_index")
+        return matches[0]
+
+    def lineage(self, seed: int, prompt_index: int | None = None) -> tuple[Item, ...]:
+        """The chain of items from the first image to the one with `seed`: each step's prompt is in it."""
+        return self.by_seed(seed, prompt_index).lineage()
+
+    def refine(
+        self,
+        seed: int,
+        prompt: str | Sequence[str],
+        *,
+        prompt_index: int | None = None,
+        negative_prompt: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        **overrides: Any,
+    ) -> BatchResult:
+        """Make the image of `seed` again from the same starting noise with a new prompt (or several).
+
+        The generator is restored to the image's saved initial state, so composition
+        carries over; `overrides` change settings (steps, guidance, scheduler, ...),
+        but not the size, which would change the starting noise.
+        """
+        from nbbatch.api import execute
+
+        item = self.by_seed(seed, prompt_index)
+        settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides)
+        return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+
+    def vary(
+        self,
+        seed: int,
+        prompt: str | None = None,
+        strength: float = 0.3,
+        seeds: Sequence[int] | None = None,
+        *,
+        prompt_index: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        **overrides: Any,
+    ) -> BatchResult:
+        """Variations of the picture of `seed`: image-to-image from it with new seeds (4 random by default).
+
+        A low `strength` keeps the picture and changes details; `prompt` defaults to the item's.
+        """
+        from nbbatch.api import execute
+
+        item = self.by_seed(seed, prompt_index)
+        settings, jobs = vary_jobs(
+            item, prompt, seeds if seeds is not None else random_seeds(4), None, {"strength": strength, **overrides}
+        )
+        return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+
+    def groups(self) -> list[Group]:
+        """Grid rows: one group per prompt, titled with the prompt (and what it refines)."""
+        groups: dict[int, list[int]] = {}
+        for position, item in enumerate(self.items):
+            groups.setdefault(item.prompt_index, []).append(position)
+        return [Group(_title(self.items[positions[0]]), tuple(positions)) for positions in groups.values()]
+
+    def grid(self, columns: int = 8, cell: int = 256) -> Image.Image:
+        """All images in one seed-labelled PIL image, one row (or more) per prompt."""
+        return make_grid(self.images, [item.label for item in self.items], self.groups(), cell=cell, columns=columns)
+
+    def figure(self, columns: int = 8) -> Figure:
+        """The grid as a matplotlib figure, one titled axes per image."""
+        return grid_figure(self.images, [item.label for item in self.items], self.groups(), columns=columns)
+
+    def preview(self, columns: int = 8) -> bytes:
+        """The grid at display size as JPEG bytes: what the notebook shows and stores."""
+        return encode_preview(self.grid(columns, preview_cell(len(self.items), columns)))
+
+    def summary(self) -> str:
+        """One line: how many images, how the batch ended, where it ran and how long it took."""
+        made = f"{len(self.items)} of {self.total} images" if not self.complete else f"{len(self.items)} images"
+        text = f"{made} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
+        if not self.complete:
+            text += f" · {self.status}, incomplete"
+        if self.error is not None:
+            text += f": {_first_line(self.error)}"
+        if self.broken:
+            text += f" · broken (NaN or black): seeds {_seed_list([item.seed for item in self.broken])}"
+        return text
+
+    def _repr_html_(self) -> str:
+        if not self.items:
+            return f"<div class='nbbatch-result'>{html.escape(self.summary())}</div>"
+        data = base64.b64encode(self.preview()).decode("ascii")
+        return (
+            "<div class='nbbatch-result'>"
+            f"<div style='font-size:90%;opacity:.8'>{html.escape(self.summary())}</div>"
+            f"<img src='data:image/jpeg;base64,{data}' style='max-width:100%' "
+            f"alt='{html.escape(', '.join(item.label for item in self.items))}'/></div>"
+        )
+
+    def __repr__(self) -> str:
+        return f"<BatchResult {self.summary()}; seeds {_seed_list(self.seeds)}>"
+
+
+def refine_jobs(
+    item: Item, prompt: str | Sequence[str], negative_prompt: str | None, overrides: dict[str, Any]
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and jobs that refine `item`: its saved generator state, one job per new prompt."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+    if not prompts:
+        raise ValueError("no prompt given for the refinement")
+    width, height = item.image.size
+    for name, value in (("width", width), ("height", height)):
+        if overrides.get(name) not in (None, value):
+            raise ValueError(
+                f"a refinement keeps the starting noise of seed {item.seed}, so its size stays "
+                f"{width}x{height}: {name} {overrides[name]} would change it"
+            )
+    if overrides.get("generator_device") not in (None, item.settings.generator_device):
+        raise ValueError("a refinement restores the saved generator state, so its generator device cannot change")
+    if item.init_image is None:
+        overrides = {**overrides, "width": width, "height": height}
+    settings = item.settings.replace(**overrides)
+    negative = item.negative_prompt if negative_prompt is None else negative_prompt
+    jobs = tuple(
+        Job(text, item.seed, index, negative, item.init_image, item.state, item, "refine")
+        for index, text in enumerate(prompts)
+    )
+    return settings, jobs
+
+
+def vary_jobs(
+    item: Item, prompt: str | None, seeds: Sequence[int], negative_prompt: str | None, overrides: dict[str, Any]
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed."""
+    if not seeds:
+        raise ValueError("no seeds given for the variations")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("a seed is given twice")
+    settings = item.settings.replace(**{"strength": 0.3, "width": None, "height": None, **overrides})
+    settings.image_to_image_steps()
+    negative = item.negative_prompt if negative_prompt is None else negative_prompt
+    jobs = tuple(Job(prompt or item.prompt, seed, 0, negative, item.image, None, item, "vary") for seed in seeds)
+    return settings, jobs
+
+
+def _title(item: Item) -> str:
+    if item.origin == "refine" and item.parent is not None:
+        return f"refine of {item.parent.label}: {item.prompt}"
+    if item.origin == "vary" and item.parent is not None:
+        return f"variations of {item.parent.label}: {item.prompt}"
+    return f"prompt {item.prompt_index}: {item.prompt}"
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    shown = ", ".join(str(seed) for seed in seeds[:20])
+    return shown + (f", ... ({len(seeds)} in all)" if len(seeds) > 20 else "")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

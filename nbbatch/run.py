@@ -1,0 +1,231 @@
+"""Running jobs through a pipeline in chunks: one generator per image, progress, cancel and memory back-off.
+
+Each chunk is one pipeline call with lists of prompts and generators, as the diffusers
+batch guide shows. Every generator is made fresh from its image's seed or saved state
+and that initial state is kept, so any image can be made again alone. Finished chunks
+are never lost: a cancel, a kernel interrupt or an error ends the run with what is done.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from nbbatch.seeds import generator_state, make_generator
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from nbbatch.spec import Job, Settings
+
+Status = Literal["complete", "cancelled", "interrupted", "failed"]
+
+
+class CancelFlag(Protocol):
+    """Anything with ``is_set()``, such as a `threading.Event`."""
+
+    def is_set(self) -> bool:
+        """True once the run should stop."""
+        ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: images `done` of `total`, and the step of the chunk in flight."""
+
+    done: int
+    total: int
+    chunk: int
+    step: int
+    steps: int
+    elapsed: float
+
+    @property
+    def fraction(self) -> float:
+        """The share of all denoising work finished, 0 to 1."""
+        return (self.done + self.chunk * self.step / max(self.steps, 1)) / max(self.total, 1)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the time so far; None before the first step."""
+        if self.fraction <= 0:
+            return None
+        return self.elapsed * (1 - self.fraction) / self.fraction
+
+    def describe(self) -> str:
+        """One line for a progress bar: images, step and time left."""
+        if self.chunk and self.done < self.total:
+            images = f"images {self.done + 1}-{self.done + self.chunk} of {self.total}"
+            text = f"{images} · step {self.step}/{self.steps}"
+        else:
+            text = f"{self.done} of {self.total} images"
+        eta = self.eta
+        if eta is not None and self.done < self.total:
+            text += f" · {eta:.1f} s left"
+        return text
+
+
+@dataclass(frozen=True)
+class Made:
+    """One finished image with the initial state of its generator."""
+
+    job: Job
+    image: Image.Image
+    state: bytes
+    broken: bool
+
+
+@dataclass
+class Outcome:
+    """What a run made and how it ended; `batch_size` is the chunk size that last worked."""
+
+    made: list[Made]
+    status: Status
+    error: BaseException | None
+    batch_size: int
+    elapsed: float
+    arguments: dict[str, Any]
+
+
+def call_arguments(pipe: Any, settings: Settings, image_to_image: bool) -> dict[str, Any]:
+    """The pipeline arguments shared by every image, with the pipeline's defaults filled in."""
+    arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
+    defaults = inspect.signature(pipe.__call__).parameters
+    guidance = settings.guidance
+    if guidance is None and "guidance_scale" in defaults:
+        guidance = defaults["guidance_scale"].default
+    arguments["guidance_scale"] = guidance
+    if image_to_image:
+        settings.image_to_image_steps()
+        arguments["strength"] = settings.strength
+    else:
+        arguments["width"] = settings.width
+        arguments["height"] = settings.height
+    return arguments
+
+
+def run_jobs(
+    pipe: Any,
+    jobs: Sequence[Job],
+    settings: Settings,
+    *,
+    generator_device: str = "cpu",
+    batch_size: int | None = None,
+    back_off: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelFlag | None = None,
+    on_chunk: Callable[[list[Made]], None] | None = None,
+) -> Outcome:
+    """Run `jobs` in chunks of at most `batch_size` images (all at once when None).
+
+    With `back_off`, an out-of-memory error halves the chunk and retries it; finished
+    images are kept either way. Returns every finished image and how the run ended.
+    """
+    import torch
+
+    image_to_image = jobs[0].init_image is not None if jobs else False
+    arguments = call_arguments(pipe, settings, image_to_image)
+    steps = settings.image_to_image_steps() if image_to_image else settings.steps
+    size = min(batch_size or len(jobs), len(jobs)) or 1
+    states = [_initial_state(job, generator_device) for job in jobs]
+    made: list[Made] = []
+    start = time.perf_counter()
+    status: Status = "complete"
+    error: BaseException | None = None
+    stop = {"cancelled": False}
+
+    def report(step: int, chunk: int) -> None:
+        if on_progress is not None:
+            on_progress(Progress(len(made), len(jobs), chunk, step, steps, time.perf_counter() - start))
+
+    while len(made) < len(jobs):
+        if cancel is not None and cancel.is_set():
+            status = "cancelled"
+            break
+        first = len(made)
+        chunk = list(range(first, min(first + size, len(jobs))))
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict, chunk: int = len(chunk)) -> dict:
+            if cancel is not None and cancel.is_set():
+                stop["cancelled"] = True
+                pipeline._interrupt = True  # diffusers skips the remaining steps of this call
+            report(step + 1, chunk)
+            return tensors
+
+        report(0, len(chunk))
+        try:
+            images = _call(
+                pipe, [jobs[i] for i in chunk], [states[i] for i in chunk], generator_device, arguments, on_step_end
+            )
+        except torch.OutOfMemoryError as exc:
+            _free_memory()
+            if back_off and size > 1:
+                size //= 2
+                continue
+            status, error = "failed", exc
+            break
+        except KeyboardInterrupt:
+            status = "interrupted"
+            break
+        except Exception as exc:
+            status, error = "failed", exc
+            break
+        if stop["cancelled"]:  # the VAE decoded half-denoised latents: not results
+            status = "cancelled"
+            break
+        new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
+        made.extend(new)
+        if on_chunk is not None:
+            try:
+                on_chunk(new)
+            except Exception as exc:
+                status, error = "failed", exc
+                break
+    report(0, 0)
+    return Outcome(made, status, error, size, time.perf_counter() - start, arguments)
+
+
+def _initial_state(job: Job, device: str) -> bytes:
+    return job.state if job.state is not None else generator_state(make_generator(device, job.seed))
+
+
+def _call(
+    pipe: Any,
+    jobs: list[Job],
+    states: list[bytes],
+    device: str,
+    arguments: dict[str, Any],
+    on_step_end: Callable,
+) -> list[tuple[Image.Image, bool]]:
+    """One pipeline call for a chunk; returns each image and whether it is broken (NaN or all black)."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    kwargs = dict(arguments)
+    kwargs["prompt"] = [job.prompt for job in jobs]
+    if any(job.negative_prompt for job in jobs):  # None keeps each pipeline's own empty-negative behaviour
+        kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]
+    if jobs[0].init_image is not None:
+        kwargs["image"] = [job.init_image for job in jobs]
+    kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
+    kwargs["callback_on_step_end"] = on_step_end
+    kwargs["output_type"] = "np"
+    pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+    broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
+    pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    images = VaeImageProcessor.numpy_to_pil(pixels)
+    return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,227 @@
+"""What a batch is: its settings and its jobs (one per image), validated before anything runs.
+
+Everything here is plain data: frozen dataclasses whose constructors raise ValueError
+naming the bad value, so the magic, the panel and the Python API share one set of checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from nbbatch.seeds import MAX_IMAGES
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_MODEL = "nbbatch:tiny-sd"
+"""The built-in offline pipeline (random weights, so its images are noise)."""
+
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_GENERATOR_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+MAX_SIDE = 8192
+
+BatchSize = int | Literal["auto"] | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every image of a batch is made (the prompts and seeds live in its jobs).
+
+    ``None`` for `guidance`, `width`, `height` or `scheduler` means the pipeline's own
+    default; the value used is recorded with each image. `batch_size` ``None`` runs the
+    whole batch in one call; ``"auto"`` also does, halving on out-of-memory errors.
+    """
+
+    model: str = DEFAULT_MODEL
+    steps: int = 30
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    strength: float = 0.8
+    scheduler: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    generator_device: str = "cpu"
+    batch_size: BatchSize = None
+    offload: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError("no model given: pass a model id or a local folder")
+        _check_int("steps", self.steps, 1, 1000)
+        if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 100):
+            raise ValueError(f"guidance must be a number from 0 to 100, not {self.guidance!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 8, MAX_SIDE)
+                if value % 8:
+                    raise ValueError(f"{name} must be a multiple of 8 (the model works on 8x8 blocks), not {value}")
+        if not _is_number(self.strength) or not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be above 0 and at most 1, not {self.strength!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ValueError(f"unknown device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
+        if not isinstance(self.generator_device, str) or not _GENERATOR_DEVICE.match(self.generator_device):
+            raise ValueError(f"unknown generator device {self.generator_device!r}: choose cpu, cuda or cuda:N")
+        if self.batch_size not in (None, "auto"):
+            _check_int("batch size", self.batch_size, 1, MAX_IMAGES, hint=" (or auto)")
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
+            raise ValueError(f"scheduler must be a name, not {self.scheduler!r}")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied and validated; unknown names raise ValueError."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}")
+        return dataclasses.replace(self, **changes)
+
+    def image_to_image_steps(self) -> int:
+        """How many denoising steps image-to-image runs: ``int(steps * strength)``, at least 1."""
+        run = int(self.steps * self.strength)
+        if run < 1:
+            raise ValueError(
+                f"steps {self.steps} x strength {self.strength} leaves no denoising step: "
+                "raise the steps or the strength"
+            )
+        return run
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make: its prompt, seed and, for image-to-image, its input picture.
+
+    `state` is a saved generator state; when set it replaces the seed, so a refinement
+    starts from exactly the noise its parent started from. `parent` is the result item
+    this image refines or varies.
+    """
+
+    prompt: str
+    seed: int
+    prompt_index: int = 0
+    negative_prompt: str = ""
+    init_image: Image.Image | None = field(default=None, compare=False, repr=False)
+    state: bytes | None = field(default=None, compare=False, repr=False)
+    parent: Any = field(default=None, compare=False, repr=False)
+    origin: str = "batch"
+
+
+def build_jobs(
+    prompts: list[str] | tuple[str, ...],
+    seeds: tuple[int, ...] | list[int],
+    negative_prompt: str = "",
+    images: list[Image.Image] | tuple[Image.Image, ...] = (),
+) -> tuple[Job, ...]:
+    """Prompts x seeds, flattened: one job per image, grouped by prompt (p0 s0, p0 s1, ..., p1 s0).
+
+    `images` (image-to-image) holds one picture for every prompt, or one shared by all.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = [p.strip() if isinstance(p, str) else p for p in prompts]
+    if not prompts:
+        raise ValueError("no prompt given: write one prompt per line")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt {index} is empty")
+    if not seeds:
+        raise ValueError("no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("a seed is given twice")
+    if len(prompts) * len(seeds) > MAX_IMAGES:
+        raise ValueError(
+            f"{len(prompts)} prompts x {len(seeds)} seeds make {len(prompts) * len(seeds)} images; "
+            f"the most one batch may hold is {MAX_IMAGES}"
+        )
+    if not isinstance(negative_prompt, str):
+        raise ValueError(f"the negative prompt must be text, not {type(negative_prompt).__name__}")
+    images = list(images)
+    if images and len(images) not in (1, len(prompts)):
+        raise ValueError(
+            f"{len(images)} input images for {len(prompts)} prompts: give one image per prompt, or one for all"
+        )
+    jobs = []
+    for index, prompt in enumerate(prompts):
+        image = images[index if len(images) > 1 else 0] if images else None
+        for seed in seeds:
+            jobs.append(Job(prompt, seed, index, negative_prompt.strip(), image))
+    return tuple(jobs)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: object, low: int, high: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}{hint}, not {value!r}")
+
+
+def prepare_images(
+    images: list[Image.Image] | tuple[Image.Image, ...], width: int | None, height: int | None
+) -> tuple[Image.Image, ...]:
+    """Input pictures for image-to-image, as RGB and all of one size.
+
+    With `width` and `height` every picture is resized to that size; without, each
+    keeps its size cut down to a multiple of 8, and the sizes must then agree, since
+    one pipeline call takes one size.
+    """
+    from PIL import Image as PILImage
+
+    prepared = []
+    for index, image in enumerate(images):
+        if not isinstance(image, PILImage.Image):
+            raise ValueError(f"input image {index} is a {type(image).__name__}, not a PIL image")
+        if (width is None) != (height is None):
+            raise ValueError("give both width and height to resize input images, or neither")
+        size = (width, height) if width is not None else (image.width // 8 * 8, image.height // 8 * 8)
+        if min(size) < 8:
+            raise ValueError(f"input image {index} is {image.width}x{image.height}: at least 8x8 is needed")
+        image = image.convert("RGB")
+        prepared.append(image if image.size == size else image.resize(size, PILImage.Resampling.LANCZOS))
+    sizes = sorted({image.size for image in prepared})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sizes)
+        raise ValueError(f"input images differ in size ({shown}): pass width and height to resize them all")
+    return tuple(prepared)
+
+
+def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) -> list[str]:
+    """One prompt per line; blank lines and ``#`` comments are skipped.
+
+    ``{name}`` is filled from `namespace` (write ``{{`` and ``}}`` for literal braces);
+    an unknown name raises ValueError naming it and its line.
+    """
+    prompts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if namespace is not None:
+            line = _fill(line, number, namespace)
+        prompts.append(line)
+    return prompts
+
+
+def _fill(line: str, number: int, namespace: Mapping[str, Any]) -> str:
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
+    except ValueError as error:
+        raise ValueError(f"prompt line {number}: {error}; write {{{{ or }}}} for a literal brace") from None
+    for name in fields:
+        if not name.isidentifier():
+            raise ValueError(f"prompt line {number}: {{{name}}} is not a variable name; write {{{{ for a literal brace")
+        if name not in namespace:
+            raise ValueError(f"prompt line {number}: unknown variable {{{name}}}")
+    try:
+        return line.format_map(namespace)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise ValueError(f"prompt line {number}: cannot fill it in: {error}") from None

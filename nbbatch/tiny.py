@@ -1,0 +1,161 @@
+"""The built-in offline pipelines: tiny Stable Diffusion 1.x- and SDXL-style models with random weights.
+
+They exist so that the demo and the tests run the real diffusers code (tokenizer, text
+encoders, UNet, VAE, scheduler, `from_pretrained`) with no download. The weights are
+random, so the images are coloured noise: they show the plumbing, not the art.
+Each is built once, deterministically, into a folder and loaded from there like any model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+BUILTIN_MODELS = {"nbbatch:tiny-sd": "sd", "nbbatch:tiny-sdxl": "sdxl"}
+_VERSION = "v1"
+_MAX_TOKENS = 32
+
+
+def cache_dir() -> Path:
+    """Where built-in pipelines are saved: ``$NBBATCH_HOME`` or ``~/.cache/nbbatch``."""
+    return Path(os.environ.get("NBBATCH_HOME") or Path.home() / ".cache" / "nbbatch")
+
+
+def builtin_path(name: str) -> Path:
+    """The folder of built-in pipeline `name`, built and saved there on first use."""
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown built-in model {name!r}: choose {' or '.join(BUILTIN_MODELS)}")
+    target = cache_dir() / f"{name.split(':', 1)[1]}-{_VERSION}"
+    if not (target / "model_index.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
+            build_tiny_pipeline(BUILTIN_MODELS[name]).save_pretrained(staging)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not (target / "model_index.json").is_file():  # not a concurrent build that won
+                    raise
+            Path(staging).mkdir(exist_ok=True)  # let TemporaryDirectory clean up after the rename
+    return target
+
+
+def build_tiny_pipeline(kind: str = "sd"):
+    """Build a tiny pipeline in memory: ``"sd"`` (StableDiffusionPipeline) or ``"sdxl"``.
+
+    The weights come from a fixed seed, so every build is the same; the global
+    random state of torch is left as it was.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if kind not in ("sd", "sdxl"):
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose sd or sdxl")
+    tokenizer = _tokenizer()
+    text_config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=_MAX_TOKENS,
+        projection_dim=32,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = AutoencoderKL(
+            block_out_channels=(8, 16),
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=32,
+        )
+        unet_shape = dict(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            attention_head_dim=2,
+        )
+        if kind == "sd":
+            return StableDiffusionPipeline(
+                vae=vae,
+                text_encoder=CLIPTextModel(text_config),
+                tokenizer=tokenizer,
+                unet=UNet2DConditionModel(cross_attention_dim=32, **unet_shape),
+                scheduler=scheduler,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+        unet = UNet2DConditionModel(
+            cross_attention_dim=64,  # both text encoders' hidden states, side by side
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids and the pooled text embedding
+            use_linear_projection=True,
+            **unet_shape,
+        )
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config),
+            text_encoder_2=CLIPTextModelWithProjection(text_config),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
+
+
+def _tokenizer():
+    """A byte-level CLIP tokenizer with no merges: every byte is a token, written to vocab.json and merges.txt."""
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    vocab.update({symbol + "</w>": len(symbols) + index for index, symbol in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file = Path(folder, "vocab.json")
+        merges_file = Path(folder, "merges.txt")
+        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n", encoding="utf-8")
+        tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS)
+        tokenizer.save_pretrained(folder)  # load it back from disk: what from_pretrained will do later
+        return CLIPTokenizer.from_pretrained(folder)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, which CLIP's byte-level BPE uses."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes)))

@@ -1,0 +1,68 @@
+"""Shared fixtures: the built-in tiny pipelines (built offline into a temporary folder) and an IPython shell."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+# Build the offline pipelines afresh for every test session, as a fresh clone would.
+os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-home-")
+
+MODELS = ["nbbatch:tiny-sd", "nbbatch:tiny-sdxl"]
+FAST = {"steps": 4, "width": 32, "height": 32}
+
+
+@pytest.fixture(params=MODELS, ids=["sd", "sdxl"])
+def model(request) -> str:
+    """Each test that takes `model` runs on the tiny SD and the tiny SDXL pipeline."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def ip():
+    """A real IPython shell with nbbatch loaded; errors in cells raise, as in IPython's own tests."""
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "nbbatch")
+    return shell
+
+
+@pytest.fixture
+def shell(ip):
+    """The shell with a clean namespace and no remembered result."""
+    ip.reset(new_session=False)
+    ip.magics_manager.registry["BatchMagics"].last = None
+    yield ip
+    ip.reset(new_session=False)
+
+
+def pixels(image) -> np.ndarray:
+    """An image as a signed integer array, for pixel differences."""
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def max_difference(a, b) -> int:
+    """The largest difference of any channel of any pixel of two images of one size."""
+    assert a.size == b.size, f"sizes differ: {a.size} and {b.size}"
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
+    """The image diffusers itself makes for `prompt` and `seed`, with no nbbatch code in the call."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+    from nbbatch.tiny import builtin_path
+
+    pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    if image is not None:
+        pipe = AutoPipelineForImage2Image.from_pipe(pipe)
+        kwargs["image"] = image
+    if "scheduler" in kwargs:
+        pipe.scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
