@@ -8,6 +8,7 @@ in the result. A matplotlib figure is offered for people who annotate.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,7 +58,7 @@ def make_grid(
     caption = font_size + 8
     title_band = font_size + 10 if any(g.title for g in groups) else 0
     pad = 4
-    titles = max((_text_width(g.title, font) for g in groups), default=0)
+    titles = math.ceil(max((_text_width(g.title, font) for g in groups), default=0))
     width = max(columns * (cell + pad) + pad, min(titles + 3 * pad, 4 * (cell + pad)))
     height = pad
     for group in groups:

@@ -7,11 +7,12 @@ Validation happens before anything runs; every ValueError becomes a one-line
 from __future__ import annotations
 
 import os
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nbbatch.spec import DEFAULT_MODEL, Settings, parse_prompt_lines
@@ -81,7 +82,11 @@ class BatchMagics(Magics):
         """
         from nbbatch.api import execute
 
-        args = parse_argstring(self.batchgen, line)
+        try:  # shell-style quoting, so that --negative "blurry, dark" loses its quotes
+            argv = shlex.split(line)
+        except ValueError as error:
+            raise UsageError(f"cannot read the options: {error}") from None
+        args = self.batchgen.parser.parse_args(argv)
         try:
             settings, jobs, parent = self._plan(args, cell)
         except ValueError as error:

@@ -186,9 +186,9 @@ def resolve_model(model: str) -> str:
 
 def load_pipeline(source: str, placement: Placement, name: str) -> DiffusionPipeline:
     """`AutoPipelineForText2Image.from_pretrained(source, dtype=...)`, with the loading bars silenced."""
-    from diffusers import AutoPipelineForText2Image
-
     with quiet_loading():
+        from diffusers import AutoPipelineForText2Image
+
         try:
             return AutoPipelineForText2Image.from_pretrained(source, dtype=placement.torch_dtype())
         except (OSError, ValueError) as error:
@@ -207,13 +207,15 @@ def place(pipe: Any, placement: Placement, offload: bool) -> None:
 @contextlib.contextmanager
 def quiet_loading():
     """Silence diffusers' and transformers' loading bars and info logs, and restore them after."""
-    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     saved = [
-        (module, module.get_verbosity(), module.is_progress_bar_enabled())
-        for module in (diffusers_logging, transformers_logging)
+        (transformers_logging, transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled())
     ]
+    transformers_logging.set_verbosity_error()  # before diffusers imports transformers' image processors
+    from diffusers.utils import logging as diffusers_logging
+
+    saved.append((diffusers_logging, diffusers_logging.get_verbosity(), diffusers_logging.is_progress_bar_enabled()))
     for module, _, _ in saved:
         module.set_verbosity_error()
         module.disable_progress_bar()

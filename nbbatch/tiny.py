@@ -15,7 +15,7 @@ from pathlib import Path
 
 BUILTIN_MODELS = {"nbbatch:tiny-sd": "sd", "nbbatch:tiny-sdxl": "sdxl"}
 _VERSION = "v1"
-_MAX_TOKENS = 32
+_MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
 
 
 def cache_dir() -> Path:

@@ -27,6 +27,7 @@ def ip():
     from IPython.testing.globalipapp import start_ipython
 
     shell = start_ipython()
+    shell.display_formatter.active_types = shell.display_formatter.format_types  # as a notebook front end has
     shell.run_line_magic("load_ext", "nbbatch")
     return shell
 

@@ -44,9 +44,16 @@ def test_items_record_every_parameter_and_the_generator_state():
     item = result[0]
     assert item.negative_prompt == "blurry"
     assert dict(item.params) | {} == {
-        "model": "nbbatch:tiny-sd", "pipeline": "StableDiffusionPipeline", "scheduler": "EulerDiscreteScheduler",
-        "dtype": "float32", "device": "cpu", "generator_device": "cpu", "num_inference_steps": 4,
-        "guidance_scale": 6.0, "width": 32, "height": 32,
+        "model": "nbbatch:tiny-sd",
+        "pipeline": "StableDiffusionPipeline",
+        "scheduler": "EulerDiscreteScheduler",
+        "dtype": "float32",
+        "device": "cpu",
+        "generator_device": "cpu",
+        "num_inference_steps": 4,
+        "guidance_scale": 6.0,
+        "width": 32,
+        "height": 32,
     }
     assert item.state == torch.Generator().manual_seed(7).get_state().numpy().tobytes()
 
@@ -81,8 +88,9 @@ def test_progress_covers_every_image_and_ends_at_one():
     nbbatch.generate(["a", "b"], "0-2", batch_size=4, on_progress=seen.append, **FAST)
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert "images 1-4 of 6 · step 2/4" in [p.describe().split(" · ")[0] + " · " + p.describe().split(" · ")[1]
-                                            for p in seen if p.chunk and p.step == 2][0]
+    first_chunk, second_chunk = (p.describe() for p in seen if p.chunk and p.step == 2)
+    assert first_chunk.startswith("images 1-4 of 6 · step 2/4 · ") and first_chunk.endswith(" s left")
+    assert second_chunk.startswith("images 5-6 of 6 · step 2/4")
     assert seen[-1].describe() == "6 of 6 images"
 
 

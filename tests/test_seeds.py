@@ -63,7 +63,9 @@ def test_saved_state_restores_the_exact_random_stream():
 
 
 def test_state_of_a_seeded_generator_equals_a_fresh_seeding():
-    assert torch.equal(torch.randn(8, generator=make_generator("cpu", 7)), torch.randn(8, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(
+        torch.randn(8, generator=make_generator("cpu", 7)), torch.randn(8, generator=torch.Generator().manual_seed(7))
+    )
 
 
 def test_generator_on_a_missing_cuda_device_is_a_clear_error():

@@ -47,7 +47,12 @@ def test_image_to_image_needs_at_least_one_denoising_step():
 def test_jobs_are_prompts_times_seeds_grouped_by_prompt():
     jobs = build_jobs(["a cat", "a dog"], (5, 6, 7), "blurry")
     assert [(j.prompt, j.seed, j.prompt_index) for j in jobs] == [
-        ("a cat", 5, 0), ("a cat", 6, 0), ("a cat", 7, 0), ("a dog", 5, 1), ("a dog", 6, 1), ("a dog", 7, 1),
+        ("a cat", 5, 0),
+        ("a cat", 6, 0),
+        ("a cat", 7, 0),
+        ("a dog", 5, 1),
+        ("a dog", 6, 1),
+        ("a dog", 7, 1),
     ]
     assert {j.negative_prompt for j in jobs} == {"blurry"}
 

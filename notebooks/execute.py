@@ -1,0 +1,45 @@
+"""Execute notebooks headless (nbclient) and keep the executed copies and what they write in one folder.
+
+Usage: python notebooks/execute.py notebooks/quickstart.ipynb [more.ipynb ...] --out out
+The kernel runs inside the output folder, so the files a notebook saves land beside its executed copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def execute(notebook: Path, out: Path, timeout: int = 600) -> Path:
+    """Run every cell of `notebook` with the kernel in `out`; write the executed notebook there and return its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    document = nbformat.read(notebook, as_version=4)
+    NotebookClient(
+        document,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(out)}},
+        store_widget_state=True,
+    ).execute()
+    target = out / notebook.name
+    nbformat.write(document, target)
+    return target
+
+
+def main() -> None:
+    """Execute the notebooks named on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    args = parser.parse_args()
+    for notebook in args.notebooks:
+        target = execute(notebook, args.out)
+        written = sorted(p.name for p in args.out.iterdir() if p.suffix == ".png")
+        print(f"executed {notebook} -> {target}; images in {args.out}/: {', '.join(written)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+import base64
+import re
+
+import numpy as np
+from PIL import Image
+
+from nbbatch.grid import Group, encode_preview, make_grid, preview_cell, thumbnail
+from nbbatch.result import BatchResult, Item
+from nbbatch.spec import Settings
+
+
+def synthetic(index: int, size: int = 1024) -> Image.Image:
+    """A photo-like test picture: smooth gradients with some grain, different for every index."""
+    rng = np.random.default_rng(index)
+    ramp = np.linspace(0, 1, size, dtype=np.float32)
+    pixels = np.stack(
+        [
+            np.add.outer(ramp, ramp * (index % 3)) * 120,
+            np.add.outer(ramp * 0, ramp) * 255,
+            np.full((size, size), (index * 37) % 256, np.float32),
+        ],
+        axis=-1,
+    )
+    pixels += rng.normal(0, 12, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_each_image_sits_in_its_cell_with_its_label_underneath():
+    images = [Image.new("RGB", (32, 32), colour) for colour in ("red", "green", "blue")]
+    grid = make_grid(images, ["seed 1", "seed 2", "seed 3"], cell=64, columns=3)
+    other = make_grid(images, ["seed 1", "seed 9", "seed 3"], cell=64, columns=3)
+    difference = np.argwhere(np.any(np.asarray(grid) != np.asarray(other), axis=-1))
+    assert len(difference), "the label is drawn"
+    rows, columns = difference[:, 0], difference[:, 1]
+    assert rows.min() >= 4 + 64 and columns.min() >= 4 + 68 and columns.max() < 4 + 2 * 68, "only under image 2"
+    assert np.asarray(grid)[4 + 32, 4 + 68 + 32].tolist() == [0, 128, 0], "image 2 fills its cell"
+
+
+def test_groups_start_new_rows_under_their_title_and_wrap():
+    images = [Image.new("RGB", (16, 16), "gray")] * 5
+    one_row = make_grid(images[:2], ["a", "b"], [Group("prompt 0", (0, 1))], cell=32, columns=2)
+    two_rows = make_grid(images[:3], ["a", "b", "c"], [Group("prompt 0", (0, 1, 2))], cell=32, columns=2)
+    wrapped = make_grid(
+        images, list("abcde"), [Group("prompt 0", (0, 1, 2)), Group("prompt 1", (3, 4))], cell=32, columns=2
+    )
+    row = two_rows.height - one_row.height
+    title = one_row.height - 4 - row
+    assert row >= 32 and title > 0
+    assert wrapped.height == 4 + 2 * title + 3 * row, "prompt 0 wraps to two rows, prompt 1 takes one"
+    assert wrapped.width == one_row.width
+
+
+def test_a_long_title_widens_a_narrow_grid_and_is_cut_to_fit():
+    image = Image.new("RGB", (16, 16), "gray")
+    short = make_grid([image], ["seed 1"], [Group("a", (0,))], cell=32)
+    long = make_grid([image], ["seed 1"], [Group("refine of seed 4 · refine 1: " + "very " * 40, (0,))], cell=32)
+    assert long.width > short.width and long.height == short.height
+
+
+def test_thumbnails_keep_the_aspect_ratio():
+    assert thumbnail(Image.new("RGB", (200, 100)), 64).size == (64, 32)
+    assert thumbnail(Image.new("L", (16, 32)), 64).size == (32, 64)
+
+
+def test_inline_preview_of_8_images_of_1024_pixels_stays_under_50_kb_each():
+    images = [synthetic(i) for i in range(8)]
+    items = [
+        Item(image, seed, "a synthetic test picture", "", 0, Settings(), {}, b"") for seed, image in enumerate(images)
+    ]
+    html = BatchResult(items, Settings(), total=8)._repr_html_()
+    assert len(html.encode()) < 400_000 and len(html.encode()) / 8 < 50_000
+    data = base64.b64decode(re.search(r"base64,([^']+)'", html).group(1))
+    preview = Image.open(__import__("io").BytesIO(data))
+    assert preview.format == "JPEG" and preview.width <= 1100
+
+
+def test_preview_of_64_images_is_small_and_at_display_size():
+    images = [synthetic(i, 256) for i in range(64)]
+    grid = make_grid(images, [f"seed {i}" for i in range(64)], cell=preview_cell(64))
+    data = encode_preview(grid)
+    assert len(data) < 64 * 50_000
+    assert grid.width <= 1100

@@ -1,0 +1,179 @@
+import re
+
+import pytest
+from conftest import max_difference
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from PIL import Image
+
+import nbbatch
+
+FAST = "--steps 4 --width 32 --height 32"
+
+
+def run(shell, line, cell):
+    with capture_output() as captured:
+        shell.run_cell_magic("batchgen", line, cell)
+    return captured
+
+
+def test_prompts_times_seeds_land_in_batch_and_show_a_seed_grid(shell, model):
+    captured = run(shell, f"-m {model} --seeds 0-3 {FAST}", "\n# a comment\na red cube\n\na blue ball\n")
+    result = shell.user_ns["_batch"]
+    assert isinstance(result, nbbatch.BatchResult) and result.complete
+    assert [(item.prompt, item.seed) for item in result] == [
+        (prompt, seed) for prompt in ("a red cube", "a blue ball") for seed in range(4)
+    ]
+    assert {item.image.size for item in result} == {(32, 32)}
+    (shown,) = [output.data for output in captured.outputs]
+    assert "data:image/jpeg;base64," in shown["text/html"] and "8 images" in shown["text/html"]
+
+
+def test_magic_images_equal_the_python_api_images(shell):
+    shell.user_ns["thing"] = "lighthouse"
+    run(shell, f"--seeds 5,9 {FAST} --negative 'dull, flat' --guidance 5 --out mine", "a {thing} at noon")
+    result = shell.user_ns["mine"]
+    assert [item.prompt for item in result] == ["a lighthouse at noon"] * 2
+    assert result[0].negative_prompt == "dull, flat" and result[0].params["guidance_scale"] == 5.0
+    direct = nbbatch.generate(
+        "a lighthouse at noon", [9], negative_prompt="dull, flat", guidance=5.0, steps=4, width=32, height=32
+    )
+    assert max_difference(direct[0].image, result.by_seed(9).image) <= 1
+
+
+def test_random_seeds_are_drawn_shown_and_kept(shell):
+    captured = run(shell, f"--num 3 {FAST}", "a lamp")
+    seeds = shell.user_ns["_batch"].seeds
+    assert len(seeds) == 3
+    assert f"seeds {', '.join(map(str, seeds))}" in captured.outputs[0].data["text/plain"]
+
+
+def test_image_to_image_from_a_variable_and_from_a_file(shell, tmp_path):
+    shell.user_ns["pictures"] = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
+    run(shell, "--image pictures --strength 0.5 --steps 4 --seeds 0-1", "warm\ncold")
+    from_variable = shell.user_ns["_batch"]
+    assert len(from_variable) == 4 and from_variable[0].params["strength"] == 0.5
+    path = tmp_path / "blue.png"
+    Image.new("RGB", (32, 32), "blue").save(path)
+    run(shell, f"--image {path} --strength 0.5 --steps 4 --seeds 1", "cold")
+    assert max_difference(shell.user_ns["_batch"][0].image, from_variable.by_seed(1, 1).image) <= 1
+
+
+def test_refine_in_a_cell_makes_one_refinement_per_line_from_the_last_result(shell):
+    run(shell, f"--seeds 0-7 {FAST}", "a cottage")
+    batch = shell.user_ns["_batch"]
+    run(shell, "--refine 5 --out refined", "a cottage\na cottage in snow, detailed")
+    refined = shell.user_ns["refined"]
+    assert [item.label for item in refined] == ["seed 5 · refine 1"] * 2
+    assert max_difference(refined[0].image, batch.by_seed(5).image) <= 1
+    run(shell, "--refine 5 --from refined --prompt-index 1 --steps 5", "a cottage in snow at night")
+    again = shell.user_ns["_batch"]
+    assert again[0].label == "seed 5 · refine 2" and again[0].params["num_inference_steps"] == 5
+    assert [step.prompt for step in again[0].lineage()] == [
+        "a cottage",
+        "a cottage in snow, detailed",
+        "a cottage in snow at night",
+    ]
+
+
+def test_vary_in_a_cell(shell):
+    run(shell, f"--seeds 0-1 {FAST}", "a cottage")
+    run(shell, "--vary 1 --seeds 20-22 --steps 4", "# keep the prompt")
+    varied = shell.user_ns["_batch"]
+    assert [item.label for item in varied] == ["seed 20 · vary of 1", "seed 21 · vary of 1", "seed 22 · vary of 1"]
+    assert varied[0].params["strength"] == 0.3
+
+
+def test_help_comes_from_magic_arguments(shell):
+    doc = shell.find_cell_magic("batchgen").__doc__
+    assert "--seeds SEEDS" in doc and "--refine SEED" in doc and "its own generator" in doc
+
+
+BAD = [
+    ("--bogus 1", "a", "unrecognized arguments: --bogus 1"),
+    ("--negative 'unclosed", "a", "cannot read the options: No closing quotation"),
+    ("--seeds 7-0", "a", "seed range '7-0' goes down"),
+    ("--seeds abc", "a", "bad seed 'abc'"),
+    ("--seeds=-3", "a", "bad seed '-3'"),
+    ("--seeds 1 --num 2", "a", "give seeds or a number of random seeds, not both"),
+    ("", "\n# only a comment\n", "no prompt given"),
+    ("--steps 0", "a", "steps must be a whole number from 1 to 1000, not 0"),
+    ("--steps x", "a", "argument --steps: invalid int value: 'x'"),
+    ("--width 30", "a", "width must be a multiple of 8"),
+    ("--model ./no/such/folder", "a", "model folder './no/such/folder' does not exist"),
+    ("--model nbbatch:huge", "a", "unknown built-in model 'nbbatch:huge'"),
+    ("--image nothing_here", "a", "--image 'nothing_here' is neither a variable nor an image file"),
+    ("--image two --strength 0.5", "a\nb\nc", "2 input images for 3 prompts"),
+    ("--strength 0.5", "a", "--strength is for image-to-image: give --image too"),
+    ("--image one --steps 2 --strength 0.3", "a", "steps 2 x strength 0.3 leaves no denoising step"),
+    ("", "a {unknown_name}", "prompt line 1: unknown variable {unknown_name}"),
+    ("--out 'not a name'", "a", "--out needs a variable name"),
+    ("--batch-size lots", "a", "--batch-size must be a whole number or auto, not 'lots'"),
+    ("--dtype fp8", "a", "argument --dtype: invalid choice: 'fp8'"),
+    ("--device cuda", "a", "device 'cuda' asked for, but CUDA is not available here"),
+    ("--generator-device cuda", "a", "--generator-device cuda needs CUDA"),
+    ("--offload", "a", "--offload moves models between the CPU and a GPU: it needs a CUDA device"),
+    ("--scheduler fancy", "a", "unknown scheduler 'fancy'"),
+    ("--refine 3", "a", "nothing to refine yet: run a batch first, or pass --from NAME"),
+    ("--refine 3 --from nope", "a", "--from nope: no batch result in a variable of that name"),
+    ("--prompt-index 1", "a", "--from and --prompt-index go with --refine or --vary"),
+]
+
+
+@pytest.mark.parametrize(("line", "cell", "message"), BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_input_is_a_one_line_usage_error_and_changes_nothing(shell, line, cell, message):
+    shell.user_ns["two"] = [Image.new("RGB", (16, 16))] * 2
+    shell.user_ns["one"] = Image.new("RGB", (16, 16))
+    shell.user_ns["_batch"] = sentinel = object()
+    before = set(shell.user_ns)
+    with pytest.raises(UsageError, match=re.escape(message)) as caught:
+        shell.run_cell_magic("batchgen", f"{line} --steps 4" if "--steps" not in line else line, cell)
+    assert "\n" not in str(caught.value)
+    assert shell.user_ns["_batch"] is sentinel and set(shell.user_ns) == before
+
+
+def test_refining_an_unknown_seed_lists_the_seeds_there_are(shell):
+    run(shell, f"--seeds 0-2 {FAST}", "a")
+    with pytest.raises(UsageError, match=re.escape("seed 9 is not in this result; its seeds are 0, 1, 2")):
+        shell.run_cell_magic("batchgen", "--refine 9", "a b")
+
+
+def test_a_failure_mid_batch_stores_and_shows_the_finished_images(shell, monkeypatch):
+    from nbbatch.pipelines import Loaded
+
+    original = Loaded.view
+    calls = []
+
+    def view(self, image_to_image, scheduler):
+        pipe = original(self, image_to_image, scheduler)
+
+        def fail_on_second(**kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("the GPU fell off the bus")
+            return pipe(**kwargs)
+
+        return type(
+            "Failing", (), {"__call__": staticmethod(fail_on_second), "__getattr__": lambda s, n: getattr(pipe, n)}
+        )()
+
+    monkeypatch.setattr(Loaded, "view", view)
+    with (
+        capture_output() as captured,
+        pytest.raises(
+            UsageError,
+            match=re.escape("the batch stopped: the GPU fell off the bus; its 2 finished images are in _batch"),
+        ),
+    ):
+        shell.run_cell_magic("batchgen", f"--seeds 0-5 --batch-size 2 --guidance 7 {FAST}", "a")
+    assert [item.seed for item in shell.user_ns["_batch"]] == [0, 1]
+    assert "2 of 6 images" in captured.outputs[0].data["text/html"]
+
+
+def test_unload_removes_the_magics(shell):
+    shell.run_line_magic("unload_ext", "nbbatch")
+    try:
+        assert shell.find_cell_magic("batchgen") is None
+    finally:
+        shell.run_line_magic("load_ext", "nbbatch")
+    assert shell.find_cell_magic("batchgen") is not None

@@ -1,0 +1,47 @@
+"""The notebooks run headless from top to bottom, with no error output, and leave their images behind."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "notebooks"))
+
+from execute import execute  # noqa: E402
+
+
+def outputs(notebook):
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+
+
+@pytest.mark.parametrize(
+    ("name", "images", "texts"),
+    [
+        ("quickstart", ["quickstart-grid.png", "quickstart-img2img-grid.png"], ["seed 5 | cinematic photo"]),
+        (
+            "refine",
+            ["refine-variations.png"],
+            [
+                "largest pixel difference from the original image: 0",
+                "seed 5 · refine 2 | a cottage in a forest, in the snow at night",
+            ],
+        ),
+    ],
+)
+def test_notebook_executes_cleanly_and_saves_its_grids(tmp_path, name, images, texts):
+    executed = nbformat.read(execute(ROOT / "notebooks" / f"{name}.ipynb", tmp_path), as_version=4)
+    produced = outputs(executed)
+    errors = [o for o in produced if o.output_type == "error"]
+    assert not errors, errors[0].evalue if errors else ""
+    assert not [o for o in produced if o.output_type == "stream" and o.name == "stderr"], "no warnings or bars"
+    for image in images:
+        with Image.open(tmp_path / image) as grid:
+            assert grid.format == "PNG" and grid.width > 200
+    grids = [o for o in produced if "text/html" in o.get("data", {}) and "nbbatch-result" in o.data["text/html"]]
+    assert grids and all(len(json.dumps(o)) < 50_000 * 16 for o in grids)
+    printed = "".join(o.get("text", "") for o in produced)
+    assert all(text in printed for text in texts)

@@ -1,0 +1,113 @@
+import pytest
+
+import nbbatch
+from nbbatch.pipelines import Placement, choose_placement, generator_device, get_pipeline, place, resolve_model
+from nbbatch.spec import Settings
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "cuda", "expected"),
+    [
+        ("auto", "auto", True, ("cuda", "float16")),
+        ("auto", "auto", False, ("cpu", "float32")),
+        ("auto", "bf16", True, ("cuda", "bfloat16")),
+        ("cuda:1", "auto", True, ("cuda:1", "float16")),
+        ("cpu", "auto", True, ("cpu", "float32")),
+        ("cpu", "fp16", False, ("cpu", "float16")),
+        ("mps", "auto", False, ("mps", "float16")),
+    ],
+)
+def test_device_and_dtype_choice(device, dtype, cuda, expected):
+    placement = choose_placement(device, dtype, cuda=cuda)
+    assert (placement.device, placement.dtype) == expected
+    assert placement.reason.startswith(f"{expected[0]}, {expected[1]} (")
+
+
+def test_auto_says_why():
+    assert choose_placement(cuda=True).reason == "cuda, float16 (CUDA is available; float16 is the default on cuda)"
+    assert choose_placement(cuda=False).reason == "cpu, float32 (no CUDA device found; float32 is the default on cpu)"
+
+
+def test_cuda_generators_follow_the_guide_when_cuda_is_there():
+    assert generator_device(Settings(generator_device="cuda"), cuda=True) == "cuda"
+    assert generator_device(Settings(), cuda=True) == "cpu", "CPU generators by default: same image on any machine"
+    with pytest.raises(ValueError, match="needs CUDA"):
+        generator_device(Settings(generator_device="cuda:0"), cuda=False)
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def to(self, device):
+        self.calls.append(("to", device))
+
+    def enable_model_cpu_offload(self, device):
+        self.calls.append(("offload", device))
+
+
+def test_offload_installs_cpu_offload_instead_of_moving_the_pipeline():
+    pipe = Recorder()
+    place(pipe, Placement("cuda", "float16", ""), offload=True)
+    assert pipe.calls == [("offload", "cuda")]
+    pipe = Recorder()
+    place(pipe, Placement("cuda:1", "float16", ""), offload=False)
+    assert pipe.calls == [("to", "cuda:1")]
+
+
+def test_offload_is_refused_without_cuda():
+    with pytest.raises(ValueError, match="it needs a CUDA device"):
+        get_pipeline(Settings(offload=True), cuda=False)
+
+
+def test_the_pipeline_is_loaded_once_and_image_to_image_shares_its_weights():
+    nbbatch.clear_cache()
+    first = get_pipeline(Settings())
+    assert get_pipeline(Settings(steps=9, guidance=2.0)) is first
+    img2img = first.view(True, None)
+    assert type(img2img).__name__ == "StableDiffusionImg2ImgPipeline"
+    assert img2img.unet is first.pipe.unet and img2img.vae is first.pipe.vae
+    euler_a = first.view(False, "euler-a")
+    assert type(euler_a.scheduler).__name__ == "EulerAncestralDiscreteScheduler" and euler_a.unet is first.pipe.unet
+    assert type(first.pipe.scheduler).__name__ == "EulerDiscreteScheduler", "the loaded pipeline is left as it was"
+    assert first.view(True, None) is img2img
+
+
+def test_another_model_replaces_the_cached_one():
+    sd = get_pipeline(Settings())
+    sdxl = get_pipeline(Settings(model="nbbatch:tiny-sdxl"))
+    assert sdxl is not sd and type(sdxl.pipe).__name__ == "StableDiffusionXLPipeline"
+    assert get_pipeline(Settings()) is not sd, "only one pipeline is kept"
+
+
+def test_a_saved_folder_loads_like_a_hub_model(tmp_path):
+    nbbatch.build_tiny_pipeline("sd").save_pretrained(tmp_path / "my-model")
+    result = nbbatch.generate("a cat", [1], model=str(tmp_path / "my-model"), steps=4, width=32, height=32)
+    reference = nbbatch.generate("a cat", [1], steps=4, width=32, height=32)
+    assert result[0].image.tobytes() == reference[0].image.tobytes(), "the built-in model is this same build"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("./missing", "model folder './missing' does not exist"),
+        ("/tmp/no/such/model", "does not exist"),
+        ("nbbatch:tiny-xl", "unknown built-in model"),
+    ],
+)
+def test_missing_models_are_named(model, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_model(model)
+
+
+def test_a_folder_that_is_not_a_pipeline_is_named(tmp_path):
+    with pytest.raises(ValueError, match="is not a diffusers pipeline: it has no model_index.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_a_hub_id_is_passed_to_from_pretrained_and_its_failure_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # no waiting for a network that isn't
+    monkeypatch.setattr("diffusers.utils.hub_utils.HF_HUB_OFFLINE", True)
+    assert resolve_model("stabilityai/stable-diffusion-xl-base-1.0") == "stabilityai/stable-diffusion-xl-base-1.0"
+    with pytest.raises(ValueError, match=r"^could not load model 'someone/not-cached': [^\n]+$"):
+        nbbatch.generate("a", [0], model="someone/not-cached", steps=1)

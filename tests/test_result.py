@@ -1,0 +1,127 @@
+import re
+
+import pytest
+from conftest import FAST, direct_call, max_difference
+from diffusers import EulerAncestralDiscreteScheduler
+from PIL import Image
+
+import nbbatch
+
+
+@pytest.fixture
+def batch(model):
+    return nbbatch.generate(["a house on a hill", "a boat at sea"], "3-6", model=model, **FAST)
+
+
+def test_refining_with_the_same_prompt_reproduces_the_image(batch):
+    original = batch.by_seed(5, prompt_index=1)
+    again = batch.refine(5, "a boat at sea", prompt_index=1)
+    assert max_difference(again[0].image, original.image) <= 1
+
+
+def test_refining_with_a_new_prompt_equals_diffusers_with_that_prompt_and_seed(batch, model):
+    refined = batch.refine(5, "a boat at sea at sunset, detailed", prompt_index=1)
+    direct = direct_call(model, "a boat at sea at sunset, detailed", 5, num_inference_steps=4, width=32, height=32)
+    assert max_difference(refined[0].image, direct) <= 1
+    assert max_difference(refined[0].image, batch.by_seed(5, prompt_index=1).image) > 1, "the prompt matters"
+
+
+def test_ancestral_scheduler_refinement_restores_the_whole_random_stream(model):
+    batch = nbbatch.generate(["a cat", "a dog"], "0-3", model=model, scheduler="euler-a", **FAST)
+    assert batch[0].params["scheduler"] == "EulerAncestralDiscreteScheduler"
+    again = batch.refine(2, "a dog", prompt_index=1)
+    assert max_difference(again[0].image, batch.by_seed(2, prompt_index=1).image) <= 1
+    new = batch.refine(2, "a dog in the snow", prompt_index=1)
+    direct = direct_call(
+        model,
+        "a dog in the snow",
+        2,
+        num_inference_steps=4,
+        width=32,
+        height=32,
+        scheduler=EulerAncestralDiscreteScheduler,
+    )
+    assert max_difference(new[0].image, direct) <= 1
+
+
+def test_refinements_keep_their_lineage_and_the_same_generator_state(batch):
+    first = batch.refine(4, ["a house on a hill, at dawn", "a house on a hill, in fog"], prompt_index=0)
+    assert [item.label for item in first] == ["seed 4 · refine 1", "seed 4 · refine 1"]
+    second = first.refine(4, "a house on a hill, in fog, oil painting", prompt_index=1)
+    item = second[0]
+    assert item.label == "seed 4 · refine 2"
+    assert [step.prompt for step in second.lineage(4)] == [
+        "a house on a hill",
+        "a house on a hill, in fog",
+        "a house on a hill, in fog, oil painting",
+    ]
+    assert item.state == batch.by_seed(4, prompt_index=0).state
+    assert second.parent is first and first.parent is batch
+    assert [group.title for group in second.groups()] == [
+        "refine of seed 4 · refine 1: a house on a hill, in fog, oil painting"
+    ]
+
+
+def test_refine_may_override_settings_but_not_the_size(batch):
+    more = batch.refine(3, "a boat at sea", prompt_index=1, steps=6, guidance=3.0)
+    assert more[0].params["num_inference_steps"] == 6 and more[0].params["guidance_scale"] == 3.0
+    assert more[0].image.size == (32, 32)
+    with pytest.raises(ValueError, match=re.escape("its size stays 32x32: width 64 would change it")):
+        batch.refine(3, "x", prompt_index=1, width=64)
+
+
+def test_refining_a_seed_that_is_not_there_lists_the_seeds_that_are(batch):
+    with pytest.raises(ValueError, match=re.escape("seed 9 is not in this result; its seeds are 3, 4, 5, 6")):
+        batch.refine(9, "x")
+    with pytest.raises(ValueError, match="seed 3 was used with prompts 0, 1: say which with prompt_index"):
+        batch.refine(3, "x")
+
+
+def test_random_seeds_refine_exactly_from_their_stored_state():
+    batch = nbbatch.generate("a lamp", num=3, **FAST)
+    assert len(set(batch.seeds)) == 3
+    seed = batch.seeds[1]
+    again = batch.refine(seed, "a lamp")
+    assert max_difference(again[0].image, batch.by_seed(seed).image) <= 1
+
+
+def test_image_to_image_items_refine_with_their_input_and_strength(model):
+    picture = Image.new("RGB", (32, 32), (40, 160, 90))
+    batch = nbbatch.generate("a field", "0-2", images=[picture], strength=0.75, model=model, steps=4)
+    again = batch.refine(1, "a field")
+    assert max_difference(again[0].image, batch.by_seed(1).image) <= 1
+    new = batch.refine(1, "a field of flowers")
+    assert new[0].init_image is batch.by_seed(1).init_image and new[0].params["strength"] == 0.75
+    direct = direct_call(model, "a field of flowers", 1, image=picture, strength=0.75, num_inference_steps=4)
+    assert max_difference(new[0].image, direct) <= 1
+
+
+def test_vary_makes_image_to_image_variations_of_the_chosen_picture(batch, model):
+    chosen = batch.by_seed(6, prompt_index=0)
+    variations = batch.vary(6, seeds=[10, 11], strength=0.5, prompt_index=0, steps=4)
+    assert [item.label for item in variations] == ["seed 10 · vary of 6", "seed 11 · vary of 6"]
+    assert all(item.init_image is chosen.image and item.prompt == chosen.prompt for item in variations)
+    direct = direct_call(model, chosen.prompt, 11, image=chosen.image, strength=0.5, num_inference_steps=4)
+    assert max_difference(variations[1].image, direct) <= 1
+    assert len(batch.vary(6, prompt_index=0, steps=4)) == 4, "four random seeds by default"
+
+
+def test_grid_labels_every_image_with_its_seed_in_rows_by_prompt(batch):
+    grid = batch.grid(cell=64)
+    assert [g.title for g in batch.groups()] == ["prompt 0: a house on a hill", "prompt 1: a boat at sea"]
+    assert [g.indices for g in batch.groups()] == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert grid.width >= 4 * 64 and grid.height >= 2 * 64
+
+
+def test_rich_display_is_a_compressed_preview_with_a_summary(batch):
+    html = batch._repr_html_()
+    assert html.count("data:image/jpeg;base64,") == 1
+    assert "8 images · nbbatch:tiny-sd" in html or "8 images · nbbatch:tiny-sdxl" in html
+    assert "seed 3, seed 4" in html
+    assert "seeds 3, 4, 5, 6" in repr(batch)
+
+
+def test_matplotlib_figure_has_one_titled_axes_per_image(batch):
+    figure = batch.figure(columns=4)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == [item.label for item in batch]
