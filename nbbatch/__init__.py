@@ -24,6 +24,8 @@ _LAZY = {
     "parse_seeds": "nbbatch.seeds",
     "build_tiny_pipeline": "nbbatch.tiny",
     "clear_cache": "nbbatch.pipelines",
+    "load": "nbbatch.metadata",
+    "reproduce": "nbbatch.metadata",
 }
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
 

@@ -119,6 +119,7 @@ def execute(
         "model": settings.model,
         "pipeline": type(pipe).__name__,
         "scheduler": type(pipe.scheduler).__name__,
+        "scheduler_config": MappingProxyType(dict(pipe.scheduler.config)),
         "dtype": loaded.placement.dtype,
         "device": loaded.placement.device,
         "generator_device": device,

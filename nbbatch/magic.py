@@ -15,6 +15,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from nbbatch.metadata import Saver
 from nbbatch.spec import DEFAULT_MODEL, Settings, parse_prompt_lines
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class BatchMagics(Magics):
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
     @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
+    @argument("--save", metavar="FOLDER", help="save the images (PNG with parameters), the grid and an index there")
+    @argument("--autosave", metavar="FOLDER", help="like --save, but each chunk as soon as it is finished")
     @argument("--out", "-o", default="_batch", help="variable to store the result in (default _batch)")
     @argument("--no-display", action="store_true", help="do not show the grid")
     @cell_magic
@@ -89,17 +92,25 @@ class BatchMagics(Magics):
         args = self.batchgen.parser.parse_args(argv)
         try:
             settings, jobs, parent = self._plan(args, cell)
+            saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
         except ValueError as error:
             raise UsageError(str(error)) from None
         with ProgressBar() as bar:
             try:
-                result = execute(settings, jobs, parent=parent, on_progress=bar.update)
+                result = execute(
+                    settings, jobs, parent=parent, on_progress=bar.update, on_chunk=saver.add if args.autosave else None
+                )
             except ValueError as error:
                 raise UsageError(str(error)) from None
         self.shell.user_ns[args.out] = result
         self.last = result
         if not args.no_display:
             display(result)
+        if saver is not None and result.items:
+            if args.save:
+                saver.add(result.items)
+            saver.add_grid(result)
+            print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
         if result.status == "failed":
             raise UsageError(
                 f"the batch stopped: {_first_line(result.error)}; its {len(result)} finished images are in {args.out}"
@@ -129,6 +140,8 @@ class BatchMagics(Magics):
             given["offload"] = True
         if args.model is not None:
             given["model"] = args.model
+        if args.save and args.autosave:
+            raise ValueError("--save and --autosave do not go together: choose one")
         if args.refine is not None and args.vary is not None:
             raise ValueError("--refine and --vary do not go together: choose one")
         if args.refine is None and args.vary is None:

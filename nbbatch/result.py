@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -190,6 +192,16 @@ class BatchResult(Sequence[Item]):
             item, prompt, seeds if seeds is not None else random_seeds(4), None, {"strength": strength, **overrides}
         )
         return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+
+    def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
+        """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.
+
+        See `nbbatch.metadata`: each PNG carries an A1111-style ``parameters`` chunk and the
+        exact nbbatch record; the folder's ``index.jsonl`` gains one line per image.
+        """
+        from nbbatch.metadata import save
+
+        return save(self, folder, grid)
 
     def groups(self) -> list[Group]:
         """Grid rows: one group per prompt, titled with the prompt (and what it refines)."""

@@ -67,3 +67,29 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
         pipe.scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
+
+
+def fail_on_call(monkeypatch, number: int, message: str) -> None:
+    """Make pipeline call `number` (counting from 1) raise RuntimeError(message), as a GPU fault would.
+
+    The wrapper hides the pipeline's signature, so callers give the guidance scale themselves.
+    """
+    from nbbatch.pipelines import Loaded
+
+    original = Loaded.view
+    calls = []
+
+    def view(self, image_to_image, scheduler):
+        pipe = original(self, image_to_image, scheduler)
+
+        def call(**kwargs):
+            calls.append(1)
+            if len(calls) == number:
+                raise RuntimeError(message)
+            return pipe(**kwargs)
+
+        return type(
+            "Failing", (), {"__call__": staticmethod(call), "__getattr__": lambda _, name: getattr(pipe, name)}
+        )()
+
+    monkeypatch.setattr(Loaded, "view", view)

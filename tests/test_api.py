@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, direct_call, max_difference
+from conftest import FAST, direct_call, fail_on_call, max_difference
 from PIL import Image
 
 import nbbatch
@@ -43,7 +43,9 @@ def test_items_record_every_parameter_and_the_generator_state():
     result = nbbatch.generate("a cat", [7], negative_prompt="blurry", guidance=6.0, **FAST)
     item = result[0]
     assert item.negative_prompt == "blurry"
-    assert dict(item.params) | {} == {
+    params = dict(item.params)
+    assert params.pop("scheduler_config")["_class_name"] == "EulerDiscreteScheduler"
+    assert params == {
         "model": "nbbatch:tiny-sd",
         "pipeline": "StableDiffusionPipeline",
         "scheduler": "EulerDiscreteScheduler",
@@ -207,17 +209,7 @@ def test_nan_images_are_flagged_and_warned_about_naming_the_seeds(monkeypatch):
 
 
 def test_a_failure_in_a_later_chunk_keeps_the_earlier_ones(monkeypatch):
-    original = Loaded.view
-    calls = []
-
-    class FailThirdCall(NaNForPrompt):
-        def __call__(self, **kwargs):
-            calls.append(1)
-            if len(calls) == 3:
-                raise RuntimeError("disk on fire")
-            return self.pipe(**kwargs)
-
-    monkeypatch.setattr(Loaded, "view", lambda self, i, s: FailThirdCall(original(self, i, s)))
+    fail_on_call(monkeypatch, 3, "disk on fire")
     with pytest.raises(nbbatch.BatchError, match="4 of 8 images.*failed, incomplete: disk on fire") as caught:
         nbbatch.generate("a", "0-7", batch_size=2, **WRAPPED)
     assert [item.seed for item in caught.value.result] == [0, 1, 2, 3]

@@ -1,7 +1,7 @@
 import re
 
 import pytest
-from conftest import max_difference
+from conftest import fail_on_call, max_difference
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image
@@ -139,25 +139,7 @@ def test_refining_an_unknown_seed_lists_the_seeds_there_are(shell):
 
 
 def test_a_failure_mid_batch_stores_and_shows_the_finished_images(shell, monkeypatch):
-    from nbbatch.pipelines import Loaded
-
-    original = Loaded.view
-    calls = []
-
-    def view(self, image_to_image, scheduler):
-        pipe = original(self, image_to_image, scheduler)
-
-        def fail_on_second(**kwargs):
-            calls.append(1)
-            if len(calls) == 2:
-                raise RuntimeError("the GPU fell off the bus")
-            return pipe(**kwargs)
-
-        return type(
-            "Failing", (), {"__call__": staticmethod(fail_on_second), "__getattr__": lambda s, n: getattr(pipe, n)}
-        )()
-
-    monkeypatch.setattr(Loaded, "view", view)
+    fail_on_call(monkeypatch, 2, "the GPU fell off the bus")
     with (
         capture_output() as captured,
         pytest.raises(

@@ -1,0 +1,347 @@
+"""Saving and loading results: PNGs with their parameters, an index of runs, and reproduction.
+
+Every image is written with two PNG text chunks: ``parameters`` in the layout
+AUTOMATIC1111's web UI writes (which its "PNG Info" and many other tools read), and
+``nbbatch``, the exact record as JSON (settings, every call argument, the generator's
+initial state, lineage and library versions). Files are never overwritten: a taken
+name gets a suffix. Each file is written to a temporary name and linked into place,
+so an interrupted save leaves no half-written image.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from nbbatch.result import BatchResult, Item
+from nbbatch.seeds import generator_state, make_generator
+from nbbatch.spec import Settings
+
+RECORD_VERSION = 1
+INDEX = "index.jsonl"
+SAMPLERS = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DDIMScheduler": "DDIM",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "UniPCMultistepScheduler": "UniPC",
+    "HeunDiscreteScheduler": "Heun",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+}
+"""diffusers scheduler classes and the sampler names A1111 shows for them."""
+
+_PARAMETER = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def a1111_parameters(item: Item) -> str:
+    """The ``parameters`` text A1111 writes: the prompt, ``Negative prompt: ...``, then ``key: value, ...``."""
+    params = item.params
+    fields = {
+        "Steps": params.get("num_inference_steps"),
+        "Sampler": SAMPLERS.get(params.get("scheduler", ""), params.get("scheduler")),
+        "CFG scale": params.get("guidance_scale"),
+        "Seed": item.seed,
+        "Size": f"{item.image.width}x{item.image.height}",
+        "Model": params.get("model"),
+        "Denoising strength": params.get("strength"),
+        "Version": f"nbbatch {_version()}",
+    }
+    line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value not in (None, ""))
+    negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
+    return f"{item.prompt}{negative}\n{line}"
+
+
+def parse_a1111(text: str) -> dict[str, Any]:
+    """Read A1111's ``parameters`` text back: prompt, negative prompt and every ``key: value`` field.
+
+    Numbers come back as numbers, ``Size`` as width and height. The prompt may hold commas,
+    colons and several lines; the last line counts as the fields only when it holds at least three.
+    """
+    lines = text.strip().split("\n")
+    fields_line = lines[-1] if len(lines) > 1 and len(_PARAMETER.findall(lines[-1])) >= 3 else ""
+    if fields_line:
+        lines = lines[:-1]
+    prompt: list[str] = []
+    negative: list[str] | None = None
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            negative = [line[len("Negative prompt:") :].strip()]
+        elif negative is not None:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    parsed: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative or []).strip()}
+    for key, value in _PARAMETER.findall(fields_line):
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"'):
+            value = json.loads(value)
+        parsed[key.strip()] = _number(value)
+    if isinstance(parsed.get("Size"), str) and re.fullmatch(r"\d+x\d+", parsed["Size"]):
+        parsed["width"], parsed["height"] = map(int, parsed["Size"].split("x"))
+    return parsed
+
+
+def record(item: Item) -> dict[str, Any]:
+    """The exact, JSON-ready record of how `item` was made."""
+    return {
+        "nbbatch_record": RECORD_VERSION,
+        "prompt": item.prompt,
+        "negative_prompt": item.negative_prompt,
+        "seed": item.seed,
+        "prompt_index": item.prompt_index,
+        "origin": item.origin,
+        "broken": item.broken,
+        "settings": dataclasses.asdict(item.settings),
+        "call": {key: value for key, value in item.params.items() if key != "scheduler_config"},
+        "scheduler_config": dict(item.params.get("scheduler_config", {})),
+        "generator": {"device": item.settings.generator_device, "state": base64.b64encode(item.state).decode()},
+        "lineage": [{"prompt": step.prompt, "seed": step.seed, "origin": step.origin} for step in item.lineage()],
+        "versions": versions(),
+    }
+
+
+def versions() -> dict[str, str]:
+    """The versions of nbbatch, diffusers, transformers, torch and Python."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"nbbatch": _version(), "python": sys.version.split()[0]}
+    for name in ("diffusers", "transformers", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+class Saver:
+    """Writes items into one folder as they come: PNGs with metadata, input images, and index lines.
+
+    Used whole by `BatchResult.save` and chunk by chunk by autosave.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder).expanduser()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".nbbatch-check-"):
+                pass
+        except OSError as error:
+            raise ValueError(f"cannot write to {str(folder)!r}: {error.strerror or error}") from None
+        self.written: list[Path] = []
+
+    def add(self, items: Iterable[Item]) -> list[Path]:
+        """Write each item's PNG (and input image), then append their index lines; return the PNG paths."""
+        paths, lines = [], []
+        for item in items:
+            entry = record(item)
+            if item.init_image is not None:
+                entry["init_image"] = self._input_image(item.init_image)
+            info = PngImagePlugin.PngInfo()
+            info.add_text("parameters", a1111_parameters(item))
+            info.add_text("nbbatch", json.dumps(entry, default=str))
+            stem = f"p{item.prompt_index:02d}-s{item.seed}" + (f"-{item.origin}" if item.origin != "batch" else "")
+            path = self._write(stem, _png_bytes(item.image, info))
+            paths.append(path)
+            lines.append(json.dumps({"file": path.name, **entry}, default=str) + "\n")
+        if lines:
+            with open(self.folder / INDEX, "a", encoding="utf-8") as index:
+                index.write("".join(lines))  # one write: the lines of a chunk go in together
+        self.written.extend(paths)
+        return paths
+
+    def add_grid(self, result: BatchResult) -> Path:
+        """Write the result's seed-labelled grid as one more PNG."""
+        return self._write("grid", _png_bytes(result.grid()))
+
+    def _input_image(self, image: Image.Image) -> str:
+        data = _png_bytes(image)
+        name = f"input-{hashlib.sha1(data).hexdigest()[:12]}.png"  # same picture, same file
+        if not (self.folder / name).exists():
+            self._write(name[:-4], data, exact=True)
+        return name
+
+    def _write(self, stem: str, data: bytes, exact: bool = False) -> Path:
+        """Write `data` to ``stem.png`` or, if taken, ``stem-1.png``, ...: atomically, never overwriting."""
+        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".nbbatch-", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            for number in range(10_000):
+                path = self.folder / (f"{stem}.png" if number == 0 else f"{stem}-{number}.png")
+                try:
+                    os.link(temporary, path)  # fails if the name is taken: no overwrite, no race
+                    return path
+                except FileExistsError:
+                    if exact:
+                        return path
+            raise ValueError(f"no free file name for {stem}.png in {self.folder}")
+        finally:
+            os.unlink(temporary)
+
+
+def save(result: BatchResult, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
+    """Save every image of `result` (and its grid) into `folder`; return the paths of the images."""
+    saver = Saver(folder)
+    paths = saver.add(result.items)
+    if grid and result.items:
+        saver.add_grid(result)
+    return paths
+
+
+def load(path: str | os.PathLike) -> BatchResult:
+    """Read images back with their parameters: one PNG, or a folder's index (or the index file itself).
+
+    An nbbatch PNG gives the exact item (refine and reproduce work on it); a PNG from
+    another tool with only an A1111 ``parameters`` chunk gives what that text holds.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / INDEX
+    if not path.exists():
+        raise ValueError(f"{str(path)!r} does not exist")
+    if path.suffix == ".jsonl":
+        items = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"line {number} of {str(path)!r} is damaged: not JSON") from None
+            items.extend(load(path.parent / entry["file"]).items)
+    else:
+        items = [_load_png(path)]
+    settings = items[0].settings if items else Settings()
+    return BatchResult(items, settings, total=len(items), placement="loaded from disk")
+
+
+def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
+    """Make a saved image again, from its record: same settings, same generator state, same pixels."""
+    from nbbatch.api import execute
+    from nbbatch.spec import Job
+
+    item = load(path)[index]
+    if item.origin == "foreign":
+        raise ValueError(f"{str(path)!r} was not made by nbbatch: it has no generator state to reproduce")
+    job = Job(item.prompt, item.seed, 0, item.negative_prompt, item.init_image, item.state, None, item.origin)
+    return execute(item.settings, [job])
+
+
+def _load_png(path: Path) -> Item:
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image, text = opened.convert("RGB"), dict(getattr(opened, "text", {}))
+            if opened.format != "PNG":
+                raise ValueError(f"{str(path)!r} is a {opened.format} image: nbbatch reads parameters from PNGs")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read {str(path)!r} as an image: {error}") from None
+    if "nbbatch" in text:
+        try:
+            entry = json.loads(text["nbbatch"])
+            return _item_from_record(entry, image, path.parent)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
+    if "parameters" in text:
+        return _item_from_a1111(parse_a1111(text["parameters"]), image)
+    raise ValueError(f"{str(path)!r} holds no generation parameters (no nbbatch or A1111 'parameters' chunk)")
+
+
+def _item_from_record(entry: Mapping[str, Any], image: Image.Image, folder: Path) -> Item:
+    settings = Settings(**entry["settings"])
+    init_image = None
+    if entry.get("init_image"):
+        with Image.open(folder / entry["init_image"]) as opened:
+            init_image = opened.convert("RGB")
+    params = {**entry["call"], "scheduler_config": entry.get("scheduler_config", {})}
+    params["lineage"] = entry.get("lineage", [])
+    return Item(
+        image,
+        int(entry["seed"]),
+        entry["prompt"],
+        entry["negative_prompt"],
+        int(entry["prompt_index"]),
+        settings,
+        MappingProxyType(params),
+        base64.b64decode(entry["generator"]["state"]),
+        init_image,
+        None,
+        entry["origin"],
+        bool(entry.get("broken")),
+    )
+
+
+def _item_from_a1111(parsed: Mapping[str, Any], image: Image.Image) -> Item:
+    seed = parsed.get("Seed", 0)
+    seed = seed if isinstance(seed, int) and seed >= 0 else 0
+    guidance = parsed.get("CFG scale")
+    settings = Settings(
+        model=str(parsed.get("Model") or "unknown"),
+        steps=parsed["Steps"] if isinstance(parsed.get("Steps"), int) and 1 <= parsed["Steps"] <= 1000 else 30,
+        guidance=float(guidance) if isinstance(guidance, (int, float)) and 0 <= guidance <= 100 else None,
+    )
+    params = {
+        "num_inference_steps": parsed.get("Steps"),
+        "guidance_scale": guidance,
+        "sampler": parsed.get("Sampler"),
+        "width": parsed.get("width", image.width),
+        "height": parsed.get("height", image.height),
+        "model": parsed.get("Model"),
+    }
+    state = generator_state(make_generator("cpu", seed))
+    return Item(
+        image,
+        seed,
+        parsed["prompt"],
+        parsed["negative_prompt"],
+        0,
+        settings,
+        MappingProxyType(params),
+        state,
+        None,
+        None,
+        "foreign",
+    )
+
+
+def _png_bytes(image: Image.Image, info: PngImagePlugin.PngInfo | None = None) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _quote(value: Any) -> str:
+    """A1111's quoting: values with commas, colons or newlines are written as JSON strings."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _version() -> str:
+    from nbbatch import __version__
+
+    return __version__

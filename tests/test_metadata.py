@@ -1,0 +1,222 @@
+import json
+import os
+import re
+
+import pytest
+from conftest import FAST, fail_on_call, max_difference
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from PIL import Image, PngImagePlugin
+
+import nbbatch
+from nbbatch.metadata import a1111_parameters, parse_a1111
+
+
+@pytest.fixture
+def batch():
+    return nbbatch.generate(
+        ["a quiet harbour, at dawn: misty", "a red kite"],
+        "4-5",
+        negative_prompt="blurry, dark",
+        scheduler="euler-a",
+        **FAST,
+    )
+
+
+def test_save_writes_one_png_per_image_with_both_chunks_a_grid_and_an_index(batch, tmp_path):
+    paths = batch.save(tmp_path)
+    assert [p.name for p in paths] == ["p00-s4.png", "p00-s5.png", "p01-s4.png", "p01-s5.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grid.png",
+        "index.jsonl",
+        "p00-s4.png",
+        "p00-s5.png",
+        "p01-s4.png",
+        "p01-s5.png",
+    ]
+    with Image.open(paths[1]) as png:
+        assert png.text["parameters"].splitlines() == [
+            "a quiet harbour, at dawn: misty",
+            "Negative prompt: blurry, dark",
+            'Steps: 4, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: "nbbatch:tiny-sd", '
+            f"Version: nbbatch {nbbatch.__version__}",
+        ]
+        record = json.loads(png.text["nbbatch"])
+    assert record["seed"] == 5 and record["settings"]["scheduler"] == "euler-a"
+    assert record["call"]["pipeline"] == "StableDiffusionPipeline" and record["call"]["guidance_scale"] == 7.5
+    assert record["scheduler_config"]["_class_name"] == "EulerAncestralDiscreteScheduler"
+    assert record["generator"]["device"] == "cpu" and len(record["generator"]["state"]) > 6000
+    assert set(record["versions"]) == {"nbbatch", "diffusers", "transformers", "torch", "python"}
+    lines = (tmp_path / "index.jsonl").read_text().splitlines()
+    assert [json.loads(line)["file"] for line in lines] == [p.name for p in paths]
+
+
+def test_load_and_reproduce_give_the_same_pixels(batch, tmp_path):
+    paths = batch.save(tmp_path)
+    loaded = nbbatch.load(paths[3])
+    assert (loaded[0].prompt, loaded[0].seed, loaded[0].negative_prompt) == ("a red kite", 5, "blurry, dark")
+    assert loaded[0].image.tobytes() == batch[3].image.tobytes()
+    assert loaded[0].state == batch[3].state
+    again = nbbatch.reproduce(paths[3])
+    assert max_difference(again[0].image, batch[3].image) <= 1
+    everything = nbbatch.load(tmp_path)
+    assert [(item.prompt_index, item.seed) for item in everything] == [(0, 4), (0, 5), (1, 4), (1, 5)]
+    refined = everything.refine(4, "a red kite, storm", prompt_index=1)
+    assert max_difference(refined[0].image, batch.refine(4, "a red kite, storm", prompt_index=1)[0].image) <= 1
+
+
+def test_image_to_image_saves_its_input_once_and_reproduces(tmp_path):
+    picture = Image.new("RGB", (32, 32), (10, 200, 30))
+    batch = nbbatch.generate("a meadow", "0-2", images=[picture], strength=0.5, steps=4)
+    paths = batch.save(tmp_path)
+    inputs = [p.name for p in tmp_path.iterdir() if p.name.startswith("input-")]
+    assert len(inputs) == 1
+    assert nbbatch.load(paths[2])[0].params["strength"] == 0.5
+    assert max_difference(nbbatch.reproduce(paths[2])[0].image, batch[2].image) <= 1
+
+
+def test_saving_twice_never_overwrites(batch, tmp_path):
+    first = batch.save(tmp_path)
+    second = batch.save(tmp_path)
+    assert [p.name for p in second] == ["p00-s4-1.png", "p00-s5-1.png", "p01-s4-1.png", "p01-s5-1.png"]
+    assert (tmp_path / "grid-1.png").exists()
+    assert all(p.exists() for p in first)
+    assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 8
+
+
+def test_an_interrupted_write_leaves_no_partial_file(batch, tmp_path, monkeypatch):
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        batch.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "a cat\nNegative prompt: ugly, blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x768, "
+            "Model: sd15",
+            {
+                "prompt": "a cat",
+                "negative_prompt": "ugly, blurry",
+                "Steps": 20,
+                "Sampler": "Euler a",
+                "CFG scale": 7,
+                "Seed": 5,
+                "width": 512,
+                "height": 768,
+                "Model": "sd15",
+            },
+        ),
+        (
+            "portrait, 85mm, f/1.8: soft light\nSteps: 30, Sampler: DPM++ 2M, CFG scale: 6.5, Seed: 1234, "
+            'Size: 1024x1024, Model: "nbbatch:tiny-sd"',
+            {
+                "prompt": "portrait, 85mm, f/1.8: soft light",
+                "negative_prompt": "",
+                "Steps": 30,
+                "Sampler": "DPM++ 2M",
+                "CFG scale": 6.5,
+                "Seed": 1234,
+                "width": 1024,
+                "height": 1024,
+                "Model": "nbbatch:tiny-sd",
+            },
+        ),
+        ("just a prompt, with a comma", {"prompt": "just a prompt, with a comma", "negative_prompt": ""}),
+    ],
+    ids=["negative", "commas-and-colons", "prompt-only"],
+)
+def test_a1111_parameters_parse_field_by_field(text, expected):
+    parsed = parse_a1111(text)
+    assert {key: parsed[key] for key in expected} == expected
+
+
+def test_our_parameters_text_parses_back(batch):
+    item = batch[1]
+    parsed = parse_a1111(a1111_parameters(item))
+    assert (parsed["prompt"], parsed["negative_prompt"], parsed["Seed"], parsed["Steps"]) == (
+        item.prompt,
+        "blurry, dark",
+        5,
+        4,
+    )
+    assert (parsed["CFG scale"], parsed["width"], parsed["Model"]) == (7.5, 32, "nbbatch:tiny-sd")
+
+
+def test_a_png_from_another_tool_loads_what_its_parameters_hold(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "a fox in snow\nNegative prompt: text\nSteps: 25, Sampler: Euler, CFG scale: 5, "
+        "Seed: 42, Size: 64x48, Model: other",
+    )
+    path = tmp_path / "foreign.png"
+    Image.new("RGB", (64, 48)).save(path, pnginfo=info)
+    (item,) = nbbatch.load(path)
+    assert (item.prompt, item.negative_prompt, item.seed) == ("a fox in snow", "text", 42)
+    assert (item.params["num_inference_steps"], item.params["guidance_scale"]) == (25, 5)
+    assert (item.params["width"], item.params["height"]) == (64, 48)
+    with pytest.raises(ValueError, match="was not made by nbbatch: it has no generator state"):
+        nbbatch.reproduce(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b"not an image"), "cannot read .* as an image"),
+        (lambda p: Image.new("RGB", (8, 8)).save(p, format="PNG"), "holds no generation parameters"),
+        (lambda p: Image.new("RGB", (8, 8)).save(p, format="JPEG"), "is a JPEG image"),
+    ],
+    ids=["garbage", "no-chunks", "jpeg"],
+)
+def test_unreadable_or_foreign_files_are_clear_errors(tmp_path, make, message):
+    path = tmp_path / "file.png"
+    make(path)
+    with pytest.raises(ValueError, match=message):
+        nbbatch.load(path)
+
+
+def test_a_damaged_record_is_named(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("nbbatch", '{"seed": ')
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png", pnginfo=info)
+    with pytest.raises(ValueError, match="the nbbatch record in .* is damaged"):
+        nbbatch.load(tmp_path / "x.png")
+
+
+def test_a_folder_that_cannot_be_written_is_a_clear_error_and_nothing_is_written(batch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    with pytest.raises(ValueError, match=re.escape(f"cannot write to '{blocker / 'out'}'")):
+        batch.save(blocker / "out")
+    assert blocker.read_text() == "I am a file"
+
+
+def test_magic_save_and_autosave(shell, tmp_path):
+    with capture_output() as captured:
+        shell.run_cell_magic("batchgen", f"--seeds 0-1 --steps 4 --save {tmp_path / 'kept'}", "a lamp")
+    assert f"saved 2 images and the grid to {tmp_path / 'kept'}" in captured.stdout
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        "grid.png",
+        "index.jsonl",
+        "p00-s0.png",
+        "p00-s1.png",
+    ]
+    with pytest.raises(UsageError, match="--save and --autosave do not go together"):
+        shell.run_cell_magic("batchgen", f"--save {tmp_path} --autosave {tmp_path}", "a")
+
+
+def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_path, monkeypatch):
+    fail_on_call(monkeypatch, 3, "CUDA error: an illegal memory access was encountered")
+    with capture_output(), pytest.raises(UsageError, match="its 4 finished images are in _batch"):
+        shell.run_cell_magic(
+            "batchgen", f"--seeds 0-7 --batch-size 2 --guidance 7 --steps 4 --autosave {tmp_path}", "a lamp"
+        )
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["grid.png", "index.jsonl", "p00-s0.png", "p00-s1.png", "p00-s2.png", "p00-s3.png"]
+    assert [item.seed for item in nbbatch.load(tmp_path)] == [0, 1, 2, 3]
