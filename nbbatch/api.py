@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.pipelines import generator_device, get_pipeline
+from nbbatch.pipelines import apply_memory_options, generator_device, get_pipeline
 from nbbatch.result import BatchResult, Item
 from nbbatch.run import run_jobs
 from nbbatch.seeds import parse_seeds, random_seeds
@@ -45,7 +45,7 @@ def generate(
     draws that many random seeds instead. `images` makes it image-to-image (one per
     prompt, or one for all). Other keywords are `Settings` fields (steps, guidance,
     width, height, strength, scheduler, dtype, device, generator_device, batch_size,
-    offload). A cancel or interrupt returns the finished images with ``complete`` False;
+    offload, vae_tiling). A cancel or interrupt returns the finished images with ``complete`` False;
     an error raises `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(model=model, **settings)
@@ -113,6 +113,7 @@ def execute(
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None
     pipe = loaded.view(image_to_image, settings.scheduler)
+    apply_memory_options(pipe, settings)
     auto = settings.batch_size == "auto"
     batch_size = (loaded.working_batch_size if auto else settings.batch_size) or None
     common: dict[str, Any] = {

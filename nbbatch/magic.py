@@ -65,6 +65,7 @@ class BatchMagics(Magics):
     @argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     @argument("--generator-device", help="where the per-image generators live: cpu (default) or cuda")
     @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
+    @argument("--vae-tiling", action="store_true", default=None, help="decode in tiles: less memory for large images")
     @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
@@ -106,6 +107,8 @@ class BatchMagics(Magics):
         self.last = result
         if not args.no_display:
             display(result)
+        if result.status in ("cancelled", "interrupted"):
+            print(f"{result.status} after {len(result)} of {result.total} images; they are in {args.out}")
         if saver is not None and result.items:
             if args.save:
                 saver.add(result.items)
@@ -138,6 +141,8 @@ class BatchMagics(Magics):
             given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
         if args.offload:
             given["offload"] = True
+        if args.vae_tiling:
+            given["vae_tiling"] = True
         if args.model is not None:
             given["model"] = args.model
         if args.save and args.autosave:

@@ -143,49 +143,49 @@ def run_jobs(
         if on_progress is not None:
             on_progress(Progress(len(made), len(jobs), chunk, step, steps, time.perf_counter() - start))
 
-    while len(made) < len(jobs):
-        if cancel is not None and cancel.is_set():
-            status = "cancelled"
-            break
-        first = len(made)
-        chunk = list(range(first, min(first + size, len(jobs))))
-
-        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict, chunk: int = len(chunk)) -> dict:
+    try:  # a kernel interrupt (Ctrl-C) ends the run with what is finished
+        while len(made) < len(jobs):
             if cancel is not None and cancel.is_set():
-                stop["cancelled"] = True
-                pipeline._interrupt = True  # diffusers skips the remaining steps of this call
-            report(step + 1, chunk)
-            return tensors
+                status = "cancelled"
+                break
+            first = len(made)
+            chunk = list(range(first, min(first + size, len(jobs))))
 
-        report(0, len(chunk))
-        try:
-            images = _call(
-                pipe, [jobs[i] for i in chunk], [states[i] for i in chunk], generator_device, arguments, on_step_end
-            )
-        except torch.OutOfMemoryError as exc:
-            _free_memory()
-            if back_off and size > 1:
-                size //= 2
-                continue
-            status, error = "failed", exc
-            break
-        except KeyboardInterrupt:
-            status = "interrupted"
-            break
-        except Exception as exc:
-            status, error = "failed", exc
-            break
-        if stop["cancelled"]:  # the VAE decoded half-denoised latents: not results
-            status = "cancelled"
-            break
-        new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
-        made.extend(new)
-        if on_chunk is not None:
+            def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict, chunk: int = len(chunk)) -> dict:
+                if cancel is not None and cancel.is_set():
+                    stop["cancelled"] = True
+                    pipeline._interrupt = True  # diffusers skips the remaining steps of this call
+                report(step + 1, chunk)
+                return tensors
+
+            report(0, len(chunk))
             try:
-                on_chunk(new)
-            except Exception as exc:
+                images = _call(
+                    pipe, [jobs[i] for i in chunk], [states[i] for i in chunk], generator_device, arguments, on_step_end
+                )
+            except torch.OutOfMemoryError as exc:
+                _free_memory()
+                if back_off and size > 1:
+                    size //= 2
+                    continue
                 status, error = "failed", exc
                 break
+            except Exception as exc:  # any failure ends the run; what is finished stays
+                status, error = "failed", exc
+                break
+            if stop["cancelled"]:  # the VAE decoded half-denoised latents: not results
+                status = "cancelled"
+                break
+            new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
+            made.extend(new)
+            if on_chunk is not None:
+                try:
+                    on_chunk(new)
+                except Exception as exc:  # autosave could not write: stop, keep the images
+                    status, error = "failed", exc
+                    break
+    except KeyboardInterrupt:
+        status = "interrupted"
     report(0, 0)
     return Outcome(made, status, error, size, time.perf_counter() - start, arguments)
 

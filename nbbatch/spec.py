@@ -37,6 +37,7 @@ class Settings:
     ``None`` for `guidance`, `width`, `height` or `scheduler` means the pipeline's own
     default; the value used is recorded with each image. `batch_size` ``None`` runs the
     whole batch in one call; ``"auto"`` also does, halving on out-of-memory errors.
+    `offload` is model CPU offload; `vae_tiling` decodes large images in tiles.
     """
 
     model: str = DEFAULT_MODEL
@@ -51,6 +52,7 @@ class Settings:
     generator_device: str = "cpu"
     batch_size: BatchSize = None
     offload: bool = False
+    vae_tiling: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():

@@ -69,8 +69,8 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
     return pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
 
 
-def fail_on_call(monkeypatch, number: int, message: str) -> None:
-    """Make pipeline call `number` (counting from 1) raise RuntimeError(message), as a GPU fault would.
+def fail_on_call(monkeypatch, number: int, error: str | BaseException) -> None:
+    """Make pipeline call `number` (counting from 1) raise `error` (a message: a RuntimeError, as a GPU fault).
 
     The wrapper hides the pipeline's signature, so callers give the guidance scale themselves.
     """
@@ -85,7 +85,7 @@ def fail_on_call(monkeypatch, number: int, message: str) -> None:
         def call(**kwargs):
             calls.append(1)
             if len(calls) == number:
-                raise RuntimeError(message)
+                raise RuntimeError(error) if isinstance(error, str) else error
             return pipe(**kwargs)
 
         return type(

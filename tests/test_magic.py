@@ -152,6 +152,17 @@ def test_a_failure_mid_batch_stores_and_shows_the_finished_images(shell, monkeyp
     assert "2 of 6 images" in captured.outputs[0].data["text/html"]
 
 
+def test_a_kernel_interrupt_keeps_stores_and_shows_the_finished_images(shell, monkeypatch):
+    fail_on_call(monkeypatch, 3, KeyboardInterrupt())
+    with capture_output() as captured:
+        shell.run_cell_magic("batchgen", f"--seeds 0-7 --batch-size 2 --guidance 7 {FAST}", "a")
+    result = shell.user_ns["_batch"]
+    assert [item.seed for item in result] == [0, 1, 2, 3]
+    assert result.status == "interrupted" and not result.complete
+    assert "interrupted after 4 of 8 images; they are in _batch" in captured.stdout
+    assert "4 of 8 images" in captured.outputs[0].data["text/html"]
+
+
 def test_unload_removes_the_magics(shell):
     shell.run_line_magic("unload_ext", "nbbatch")
     try:

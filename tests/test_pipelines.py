@@ -73,6 +73,15 @@ def test_the_pipeline_is_loaded_once_and_image_to_image_shares_its_weights():
     assert first.view(True, None) is img2img
 
 
+def test_vae_slicing_is_always_on_and_tiling_when_asked():
+    tiled = nbbatch.generate("a", "0-1", steps=4, width=64, height=64, vae_tiling=True)
+    vae = get_pipeline(Settings()).pipe.vae
+    assert vae.use_slicing and vae.use_tiling
+    plain = nbbatch.generate("a", "0-1", steps=4, width=64, height=64)
+    assert vae.use_slicing and not vae.use_tiling
+    assert tiled[0].image.size == plain[0].image.size == (64, 64)
+
+
 def test_another_model_replaces_the_cached_one():
     sd = get_pipeline(Settings())
     sdxl = get_pipeline(Settings(model="nbbatch:tiny-sdxl"))
