@@ -25,15 +25,26 @@ _LAZY = {
     "build_tiny_pipeline": "nbbatch.tiny",
     "clear_cache": "nbbatch.pipelines",
     "load": "nbbatch.metadata",
+    "Panel": "nbbatch.widgets",
     "reproduce": "nbbatch.metadata",
 }
-__all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [*_LAZY, "load_ipython_extension", "panel", "unload_ipython_extension"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'nbbatch' has no attribute {name!r}")
+
+
+def panel(**defaults: Any) -> Any:
+    """The nbbatch panel (an ipywidgets UI): leave it last in a cell to show it.
+
+    Keywords preset the model, prompts, seeds and steps; its ``results`` hold its batches.
+    """
+    from nbbatch.widgets import Panel
+
+    return Panel(**defaults)
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:

@@ -15,6 +15,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from nbbatch.errors import first_line
 from nbbatch.metadata import Saver
 from nbbatch.spec import DEFAULT_MODEL, Settings, parse_prompt_lines
 
@@ -116,17 +117,15 @@ class BatchMagics(Magics):
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
         if result.status == "failed":
             raise UsageError(
-                f"the batch stopped: {_first_line(result.error)}; its {len(result)} finished images are in {args.out}"
+                f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are in {args.out}"
             )
 
     @line_magic
     def batchgen_panel(self, line: str) -> Any:
         """Show the nbbatch panel: prompts, settings, Generate, progress, Cancel, a seed grid and Refine."""
-        from nbbatch.panel import Panel
+        from nbbatch.widgets import Panel
 
-        panel = Panel()
-        display(panel.widget)
-        return None
+        return Panel()
 
     def _plan(self, args: Namespace, cell: str):
         """Turn the arguments and the cell into settings, jobs and the parent result, or raise ValueError."""
@@ -234,8 +233,3 @@ def _whole_number(flag: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
-
-
-def _first_line(error: BaseException | None) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.errors import first_line
 from nbbatch.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
 from nbbatch.seeds import random_seeds
 from nbbatch.spec import Job, Settings
@@ -229,7 +230,7 @@ class BatchResult(Sequence[Item]):
         if not self.complete:
             text += f" · {self.status}, incomplete"
         if self.error is not None:
-            text += f": {_first_line(self.error)}"
+            text += f": {first_line(self.error)}"
         if self.broken:
             text += f" · broken (NaN or black): seeds {_seed_list([item.seed for item in self.broken])}"
         return text
@@ -303,8 +304,3 @@ def _title(item: Item) -> str:
 def _seed_list(seeds: Sequence[int]) -> str:
     shown = ", ".join(str(seed) for seed in seeds[:20])
     return shown + (f", ... ({len(seeds)} in all)" if len(seeds) > 20 else "")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

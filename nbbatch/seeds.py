@@ -10,6 +10,8 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
+from nbbatch.errors import first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -81,21 +83,17 @@ def make_generator(device: str, seed: int, state: bytes | None = None) -> torch.
     try:
         generator = torch.Generator(device=device)
     except RuntimeError as error:
-        raise ValueError(f"cannot make a random generator on {device!r}: {_first_line(error)}") from None
+        raise ValueError(f"cannot make a random generator on {device!r}: {first_line(error)}") from None
     if state is None:
         generator.manual_seed(seed)
     else:
         try:
             generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
         except RuntimeError as error:
-            raise ValueError(f"saved generator state does not fit a {device} generator: {_first_line(error)}") from None
+            raise ValueError(f"saved generator state does not fit a {device} generator: {first_line(error)}") from None
     return generator
 
 
 def generator_state(generator: torch.Generator) -> bytes:
     """The generator's current state as bytes (5056 of them for a CPU generator)."""
     return generator.get_state().numpy().tobytes()
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,334 @@
+"""The nbbatch panel: an ipywidgets UI over the same core as the magic (`nbbatch.panel()`).
+
+Prompts and settings, Generate, a progress bar with the time left, Cancel, a grid of
+seed-labelled thumbnails to pick from, and Refine. Batches run on a worker thread so
+the widgets stay live (Cancel is received while a batch runs); every error is shown
+as one line inside the panel, which stays usable.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from nbbatch.errors import first_line
+from nbbatch.grid import thumbnail
+from nbbatch.spec import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from nbbatch.result import BatchResult, Item
+    from nbbatch.run import Progress
+
+THUMBNAIL = 128
+STYLE = """<style>
+.nbbatch-panel .nbbatch-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
+.nbbatch-panel .nbbatch-thumb { border: 3px solid transparent; border-radius: 4px; padding: 2px; }
+.nbbatch-panel .nbbatch-thumb.nbbatch-selected { border-color: var(--jp-brand-color1, #1976d2); }
+.nbbatch-panel .nbbatch-error { color: var(--jp-error-color1, #d32f2f); }
+.nbbatch-panel .nbbatch-row-title { color: var(--jp-ui-font-color1, inherit); font-weight: 600; }
+</style>"""
+
+
+def _widgets():
+    try:
+        import ipywidgets
+    except ImportError:  # pragma: no cover - ipywidgets is a dependency; this guards broken installs
+        raise ImportError("the nbbatch panel needs ipywidgets: pip install ipywidgets") from None
+    return ipywidgets
+
+
+class Panel:
+    """Widgets for the whole loop: batch, watch, pick, refine. Show it by leaving it last in a cell.
+
+    `results` lists this panel's batches (refinements included), each a `BatchResult`.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, prompts: str = "", seeds: str = "0-3", steps: int = 30) -> None:
+        w = _widgets()
+        self.results: list[BatchResult] = []
+        self.selected: Item | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._last_draw = 0.0
+        self._thumbs: list = []
+        wide = w.Layout(width="100%")
+        self.prompts = w.Textarea(prompts, placeholder="one prompt per line", rows=3, layout=wide)
+        self.negative = w.Text(placeholder="negative prompt (optional)", layout=wide)
+        self.seeds = w.Text(seeds, description="seeds", placeholder="0-7, 3,17 or 0-3,10")
+        self.random = w.BoundedIntText(0, min=0, max=4096, description="or random")
+        self.steps = w.BoundedIntText(steps, min=1, max=1000, description="steps")
+        self.guidance = w.Text(description="guidance", placeholder="model default")
+        self.width = w.Text(description="width", placeholder="model default")
+        self.height = w.Text(description="height", placeholder="model default")
+        self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
+        self.model = w.Text(model, description="model", layout=w.Layout(width="min(100%, 40em)"))
+        self.upload = w.FileUpload(accept="image/*", multiple=True, description="image-to-image")
+        self.strength = w.FloatSlider(0.8, min=0.05, max=1.0, step=0.05, description="strength")
+        self.save_to = w.Text(description="save to", placeholder="folder (optional)")
+        self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
+        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = w.IntProgress(0, min=0, max=1000, layout=w.Layout(width="min(100%, 30em)"))
+        self.status = w.Label("")
+        self.message = w.HTML("")
+        self.batches = w.Dropdown(options=[], description="batch", layout=w.Layout(width="min(100%, 40em)"))
+        self.grid = w.VBox()
+        self.refine_title = w.Label("")
+        self.refine_prompts = w.Textarea(rows=2, placeholder="follow-up prompt(s), one per line", layout=wide)
+        self.refine_button = w.Button(description="Refine", button_style="info", icon="magic")
+        self.refine_area = w.VBox(
+            [self.refine_title, self.refine_prompts, self.refine_button], layout=w.Layout(display="none")
+        )
+        for widget, name in [
+            (self.prompts, "prompts"),
+            (self.seeds, "seeds"),
+            (self.generate_button, "generate"),
+            (self.cancel_button, "cancel"),
+            (self.progress, "progress"),
+            (self.status, "status"),
+            (self.message, "message"),
+            (self.grid, "grid"),
+            (self.refine_area, "refine-area"),
+            (self.refine_prompts, "refine-prompts"),
+            (self.refine_button, "refine"),
+            (self.batches, "batches"),
+            (self.upload, "upload"),
+            (self.random, "random"),
+            (self.steps, "steps"),
+        ]:
+            widget.add_class(f"nbbatch-{name}")
+        self.generate_button.on_click(lambda _: self.generate())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.refine_button.on_click(lambda _: self.refine())
+        self.batches.observe(lambda change: self._show(change["new"]), names="value")
+        flow = w.Layout(flex_flow="row wrap")
+        self.widget = w.VBox(
+            [
+                w.HTML(STYLE),
+                self.prompts,
+                self.negative,
+                w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
+                w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
+                w.HBox([self.model], layout=flow),
+                w.HBox([self.upload, self.strength], layout=flow),
+                w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
+                self.message,
+                self.batches,
+                self.grid,
+                self.refine_area,
+            ],
+            layout=w.Layout(max_width="100%"),
+        )
+        self.widget.add_class("nbbatch-panel")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    @property
+    def running(self) -> bool:
+        """True while a batch runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def generate(self) -> None:
+        """Validate the inputs and start the batch on a worker thread (refused while one runs)."""
+        from nbbatch.api import make_jobs
+        from nbbatch.spec import parse_prompt_lines
+
+        if self.running:
+            self._error("a batch is already running: wait for it, or Cancel it")
+            return
+        try:
+            settings = self._settings()
+            images = self._uploaded_images()
+            prompts = parse_prompt_lines(self.prompts.value)
+            seeds = None if self.random.value else self.seeds.value
+            jobs = make_jobs(prompts, seeds, self.random.value or None, self.negative.value, images, settings)
+            saver = self._saver()
+        except ValueError as error:
+            self._error(str(error))
+            return
+        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver))
+
+    def refine(self) -> None:
+        """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
+        from nbbatch.result import refine_jobs
+        from nbbatch.spec import parse_prompt_lines
+
+        if self.running:
+            self._error("a batch is already running: wait for it, or Cancel it")
+            return
+        item = self.selected
+        if item is None:
+            self._error("select an image first: click its seed")
+            return
+        try:
+            settings, jobs = refine_jobs(item, parse_prompt_lines(self.refine_prompts.value), None, {})
+        except ValueError as error:
+            self._error(str(error))
+            return
+        parent = self._current()
+        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, parent))
+
+    def cancel(self) -> None:
+        """Stop at the next step; every image already finished is kept."""
+        self._cancel.set()
+        self.status.value = "cancelling…"
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running batch ends (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def select(self, result: BatchResult, item: Item) -> None:
+        """Select `item`: highlight its thumbnail and open Refine with its prompt."""
+        self.selected = item
+        for box in self._thumbs:
+            chosen = box.item is item
+            (box.add_class if chosen else box.remove_class)("nbbatch-selected")
+            box.children[1].button_style = "info" if chosen else ""
+        self.refine_title.value = f"Refine {item.label} (prompt {item.prompt_index}): same starting noise, new prompt"
+        self.refine_prompts.value = item.prompt
+        self.refine_area.layout.display = "flex"
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    def _start(self, work) -> None:
+        self._cancel.clear()
+        self.message.value = ""
+        self.generate_button.disabled = self.refine_button.disabled = True
+        self.cancel_button.disabled = False
+        self.progress.value = 0
+        self.status.value = "loading the pipeline…"
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name="nbbatch-panel")
+        self._thread.start()
+
+    def _run(self, work) -> None:
+        try:
+            work(self._progress, self._cancel)
+        except ValueError as error:
+            self._error(str(error))
+        except Exception as error:  # shown in the panel as one line, never as a traceback
+            self._error(f"{type(error).__name__}: {first_line(error)}")
+        finally:
+            self.generate_button.disabled = self.refine_button.disabled = False
+            self.cancel_button.disabled = True
+
+    def _execute(self, settings: Settings, jobs, progress, cancel, saver, parent=None) -> None:
+        from nbbatch.api import execute
+
+        result = execute(
+            settings, jobs, parent=parent, on_progress=progress, cancel=cancel, on_chunk=saver.add if saver else None
+        )
+        if saver is not None and result.items:
+            saver.add_grid(result)
+        self.results.append(result)
+        self.progress.value = 1000 if result.complete else self.progress.value
+        self.status.value = result.summary().split(" · ")[0] + f" in {result.elapsed:.1f} s"
+        if result.status == "failed":
+            self._error(f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are kept")
+        elif not result.complete:
+            self.message.value = f"{result.status} after {len(result)} of {result.total} images; they are kept"
+        self.batches.options = [(f"{n + 1}: {_describe(r)}", n) for n, r in enumerate(self.results)]
+        self.batches.value = len(self.results) - 1
+
+    def _progress(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last_draw < 0.1 and progress.chunk:  # at most ten redraws a second
+            return
+        self._last_draw = now
+        self.progress.value = round(progress.fraction * 1000)
+        self.status.value = progress.describe()
+
+    # -- display ---------------------------------------------------------------------------------------
+
+    def _current(self) -> BatchResult | None:
+        value = self.batches.value
+        return self.results[value] if value is not None and value < len(self.results) else None
+
+    def _show(self, index: int | None) -> None:
+        w = _widgets()
+        self._thumbs = []
+        if index is None:
+            self.grid.children = ()
+            return
+        result = self.results[index]
+        rows = []
+        for group in result.groups():
+            thumbs = []
+            for position in group.indices:
+                item = result[position]
+                picture = thumbnail(item.image, THUMBNAIL)
+                buffer = io.BytesIO()
+                picture.save(buffer, format="JPEG", quality=85)
+                label = w.Button(
+                    description=item.label,
+                    layout=w.Layout(width=f"{THUMBNAIL + 8}px"),
+                    tooltip=f"select {item.label}: {item.prompt}",
+                )
+                label.add_class("nbbatch-thumb-label")
+                box = w.VBox([w.Image(value=buffer.getvalue(), format="jpeg", width=THUMBNAIL), label])
+                box.add_class("nbbatch-thumb")
+                box.item = item
+                label.on_click(lambda _, item=item: self.select(result, item))
+                thumbs.append(box)
+                self._thumbs.append(box)
+            title = w.HTML(f"<span class='nbbatch-row-title'>{html.escape(group.title)}</span>")
+            row = w.Box(thumbs)
+            row.add_class("nbbatch-thumbs")
+            rows.append(w.VBox([title, row]))
+        self.grid.children = rows
+        self.selected = None
+        self.refine_area.layout.display = "none"
+
+    def _error(self, text: str) -> None:
+        self.message.value = f"<span class='nbbatch-error'>{html.escape(text)}</span>"
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def _settings(self) -> Settings:
+        given: dict[str, Any] = {
+            "model": self.model.value.strip(),
+            "steps": self.steps.value,
+            "strength": self.strength.value,
+        }
+        for name, widget in (("guidance", self.guidance), ("width", self.width), ("height", self.height)):
+            text = widget.value.strip()
+            if text:
+                given[name] = _number(name, text, float if name == "guidance" else int)
+        size = self.batch_size.value.strip().lower()
+        if size and size != "all":
+            given["batch_size"] = "auto" if size == "auto" else _number("batch size", size, int)
+        return Settings(**given)
+
+    def _uploaded_images(self) -> list:
+        from PIL import Image, UnidentifiedImageError
+
+        images = []
+        for upload in self.upload.value:
+            try:
+                with Image.open(io.BytesIO(bytes(upload["content"]))) as opened:
+                    images.append(opened.convert("RGB"))
+            except (UnidentifiedImageError, OSError):
+                raise ValueError(f"{upload['name']!r} is not an image nbbatch can read") from None
+        return images
+
+    def _saver(self):
+        from nbbatch.metadata import Saver
+
+        folder = self.save_to.value.strip()
+        return Saver(folder) if folder else None
+
+
+def _number(name: str, text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a {'number' if kind is float else 'whole number'}, not {text!r}") from None
+
+
+def _describe(result: BatchResult) -> str:
+    first = result[0] if len(result) else None
+    kind = "refine" if first is not None and first.origin == "refine" else "batch"
+    return f"{kind} · {result.summary().split(' · ')[0]}"

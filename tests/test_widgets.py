@@ -1,0 +1,194 @@
+import io
+import time
+from datetime import datetime, timezone
+
+import pytest
+from conftest import max_difference
+from PIL import Image
+
+import nbbatch
+from nbbatch.widgets import Panel
+
+
+@pytest.fixture
+def panel():
+    panel = Panel(prompts="a red cube\na blue ball", seeds="0-2", steps=4)
+    panel.width.value = panel.height.value = "32"
+    yield panel
+    panel.cancel()
+    panel.wait(60)
+
+
+def thumbs(panel):
+    return [[box for box in row.children[1].children] for row in panel.grid.children]
+
+
+def labels(panel):
+    return [[box.children[1].description for box in row] for row in thumbs(panel)]
+
+
+def wait_for(condition, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_generate_shows_seed_labelled_thumbnails_in_rows_by_prompt(panel):
+    panel.generate_button.click()
+    assert panel.generate_button.disabled and not panel.cancel_button.disabled
+    panel.wait(60)
+    (result,) = panel.results
+    assert [(item.prompt, item.seed) for item in result] == [
+        (p, s) for p in ("a red cube", "a blue ball") for s in (0, 1, 2)
+    ]
+    assert labels(panel) == [["seed 0", "seed 1", "seed 2"]] * 2
+    assert panel.grid.children[0].children[0].value.endswith("prompt 0: a red cube</span>")
+    assert Image.open(io.BytesIO(thumbs(panel)[0][1].children[0].value)).size == (128, 128)
+    assert panel.progress.value == 1000 and panel.status.value.startswith("6 images in ")
+    assert not panel.generate_button.disabled and panel.cancel_button.disabled
+    assert panel.message.value == ""
+    assert panel.batches.options == (("1: batch · 6 images", 0),)
+
+
+def test_cancel_while_running_keeps_the_finished_images(panel):
+    panel.seeds.value, panel.steps.value, panel.batch_size.value = "0-7", 40, "1"
+    panel.generate_button.click()
+    wait_for(lambda: panel.progress.value >= 250)  # about two images done, the widgets still live
+    panel.cancel_button.click()
+    panel.wait(60)
+    (result,) = panel.results
+    assert result.status == "cancelled" and 2 <= len(result) < 16
+    assert sum(len(row) for row in labels(panel)) == len(result)
+    assert f"cancelled after {len(result)} of 16 images; they are kept" in panel.message.value
+    reference = nbbatch.generate(["a red cube"], [0], steps=40, width=32, height=32)
+    assert max_difference(reference[0].image, result[0].image) <= 1
+
+
+def test_a_second_generate_while_running_is_refused(panel):
+    panel.steps.value = 30
+    panel.generate_button.click()
+    panel.generate()  # what a second click would do, were the button not disabled
+    assert "a batch is already running: wait for it, or Cancel it" in panel.message.value
+    panel.wait(60)
+    assert len(panel.results) == 1
+
+
+def test_selecting_a_thumbnail_highlights_it_and_opens_refine_with_its_prompt(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    assert panel.refine_area.layout.display == "none"
+    thumbs(panel)[1][2].children[1].click()
+    assert panel.selected is panel.results[0].by_seed(2, prompt_index=1)
+    selected = [box for row in thumbs(panel) for box in row if "nbbatch-selected" in box._dom_classes]
+    assert [box.children[1].description for box in selected] == ["seed 2"]
+    assert selected[0].children[1].button_style == "info"
+    assert panel.refine_area.layout.display == "flex"
+    assert panel.refine_prompts.value == "a blue ball"
+    assert "Refine seed 2 (prompt 1)" in panel.refine_title.value
+
+
+def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    thumbs(panel)[0][1].children[1].click()
+    panel.refine_prompts.value = "a red cube\na red cube on a glass table"
+    panel.refine_button.click()
+    panel.wait(60)
+    first, refined = panel.results
+    assert labels(panel) == [["seed 1 · refine 1"], ["seed 1 · refine 1"]]
+    assert max_difference(refined[0].image, first.by_seed(1, 0).image) <= 1
+    assert refined.parent is first and refined[1].lineage()[0] is first.by_seed(1, 0)
+    thumbs(panel)[1][0].children[1].click()
+    panel.refine_prompts.value = "a red cube on a glass table, studio light"
+    panel.refine_button.click()
+    panel.wait(60)
+    assert labels(panel) == [["seed 1 · refine 2"]]
+    assert [r for _, r in panel.batches.options] == [0, 1, 2]
+    panel.batches.value = 0
+    assert labels(panel) == [["seed 0", "seed 1", "seed 2"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("seeds", "7-0", "seed range &#x27;7-0&#x27; goes down"),
+        ("prompts", "", "no prompt given"),
+        ("width", "30", "width must be a multiple of 8"),
+        ("guidance", "lots", "guidance must be a number, not &#x27;lots&#x27;"),
+        ("batch_size", "x", "batch size must be a whole number, not &#x27;x&#x27;"),
+        ("model", "./no/such/model", "model folder &#x27;./no/such/model&#x27; does not exist"),
+    ],
+)
+def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, value, message):
+    getattr(panel, field).value = value
+    panel.generate_button.click()
+    panel.wait(60)
+    assert message in panel.message.value and "nbbatch-error" in panel.message.value
+    assert "Traceback" not in panel.message.value
+    assert not panel.generate_button.disabled and panel.results == []
+    getattr(panel, field).value = {
+        "seeds": "0-2",
+        "prompts": "a",
+        "width": "32",
+        "guidance": "",
+        "batch_size": "",
+        "model": "nbbatch:tiny-sd",
+    }[field]
+    panel.generate_button.click()
+    panel.wait(60)
+    assert len(panel.results) == 1 and panel.message.value == ""
+
+
+def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch):
+    import torch
+    from conftest import fail_on_call
+
+    fail_on_call(monkeypatch, 2, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB"))
+    panel.batch_size.value, panel.guidance.value = "2", "7"
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "the batch stopped: CUDA out of memory. Tried to allocate 1 GiB; its 2 finished images are kept" in (
+        panel.message.value
+    )
+    assert sum(len(row) for row in labels(panel)) == 2
+
+
+def test_image_to_image_from_an_upload(panel):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "orange").save(buffer, format="PNG")
+    panel.upload.value = (
+        {
+            "name": "orange.png",
+            "type": "image/png",
+            "size": len(buffer.getvalue()),
+            "content": memoryview(buffer.getvalue()),
+            "last_modified": datetime.now(timezone.utc),
+        },
+    )
+    panel.strength.value = 0.5
+    panel.generate_button.click()
+    panel.wait(60)
+    (result,) = panel.results
+    assert result[0].params["strength"] == 0.5 and result[0].init_image.getpixel((0, 0)) == (255, 165, 0)
+
+
+def test_save_to_a_folder_from_the_panel(panel, tmp_path):
+    panel.save_to.value = str(tmp_path)
+    panel.generate_button.click()
+    panel.wait(60)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "grid.png",
+        "p00-s0.png",
+        "p00-s1.png",
+        "p00-s2.png",
+        "p01-s0.png",
+        "p01-s1.png",
+        "p01-s2.png",
+    ]
+
+
+def test_the_line_magic_and_the_function_give_a_panel(shell):
+    assert isinstance(shell.run_line_magic("batchgen_panel", ""), Panel)
+    shown = nbbatch.panel(prompts="x")._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in shown
