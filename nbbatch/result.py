@@ -225,7 +225,8 @@ class BatchResult(Sequence[Item]):
 
     def summary(self) -> str:
         """One line: how many images, how the batch ended, where it ran and how long it took."""
-        made = f"{len(self.items)} of {self.total} images" if not self.complete else f"{len(self.items)} images"
+        count = len(self.items)
+        made = f"{count} of {self.total} images" if not self.complete else f"{count} image{'s' * (count != 1)}"
         text = f"{made} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
         if not self.complete:
             text += f" · {self.status}, incomplete"

@@ -15,6 +15,14 @@ MODELS = ["nbbatch:tiny-sd", "nbbatch:tiny-sdxl"]
 FAST = {"steps": 4, "width": 32, "height": 32}
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test (for screenshots)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(params=MODELS, ids=["sd", "sdxl"])
 def model(request) -> str:
     """Each test that takes `model` runs on the tiny SD and the tiny SDXL pipeline."""

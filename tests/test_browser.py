@@ -1,0 +1,204 @@
+"""End to end: the panel in a real JupyterLab, driven by headless Chromium through the real UI.
+
+Starts JupyterLab on 127.0.0.1 with its own config folders, opens a notebook, runs the
+panel cell from the Run menu, types two prompts, clicks Generate, picks a thumbnail,
+refines it, and checks the refined thumbnail; then the dark theme and a narrow window.
+Screenshots are kept in out/test-output/ (and one of every failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+CHROMIUM = "/usr/bin/chromium"
+OUTPUT = Path(__file__).resolve().parents[1] / "out" / "test-output"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+PANEL_CELL = """import nbbatch
+
+panel = nbbatch.panel(seeds="0-3", steps=4)
+panel.width.value = panel.height.value = "32"
+panel"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 in its own process group, stopped (with its kernels) afterwards."""
+    port, token = free_port(), secrets.token_hex(16)
+    home = tmp_path / "jupyter"
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
+    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    notebook = new_notebook(cells=[new_code_cell(PANEL_CELL)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    root = tmp_path / "root"
+    root.mkdir()
+    nbformat.write(notebook, root / "panel.ipynb")
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed in the teardown
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--allow-root",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.port_retries=0",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--expose-app-in-browser",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "lab.log").read_text()
+            assert time.monotonic() < deadline, "JupyterLab did not start in 60 s"
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/lab/tree/panel.ipynb?token={token}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def page(lab, tmp_path, request):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
+    os.environ["TMPDIR"] = str(tmp_path)  # Playwright's throwaway profile goes here
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(lab)
+        try:
+            yield page
+        finally:
+            report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
+            if report is None or report.failed:
+                page.screenshot(path=str(OUTPUT / "failure.png"), full_page=True)
+            browser.close()
+
+
+def kernel_idle(page) -> None:
+    """Wait for the kernel to be connected and idle: before that, Run All silently runs nothing."""
+    page.wait_for_function(
+        """() => {
+            const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const kernel = widget && widget.sessionContext && widget.sessionContext.session
+                && widget.sessionContext.session.kernel;
+            return kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+        }""",
+        timeout=90_000,
+    )
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for()
+
+
+def test_panel_generates_selects_and_refines_in_jupyterlab(page):
+    kernel_idle(page)
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item:visible", has_text="Run All Cells").first.click()
+
+    prompts = page.locator(".nbbatch-prompts textarea")
+    prompts.wait_for()
+    prompts.fill("a red cube\na blue ball")
+    page.locator("button.nbbatch-generate").click()
+
+    thumbs = page.locator(".nbbatch-thumb")
+    page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")
+    assert thumbs.locator(".nbbatch-thumb-label").all_inner_texts() == [f"seed {s}" for s in range(4)] * 2
+    assert page.locator(".nbbatch-row-title").all_inner_texts() == ["prompt 0: a red cube", "prompt 1: a blue ball"]
+    assert page.locator("button.nbbatch-generate").is_enabled()
+
+    thumbs.nth(5).locator(".nbbatch-thumb-label").click()  # prompt 1, seed 1
+    page.locator(".nbbatch-thumb.nbbatch-selected").wait_for()
+    assert page.locator(".nbbatch-thumb.nbbatch-selected .nbbatch-thumb-label").inner_text() == "seed 1"
+    refine_text = page.locator(".nbbatch-refine-prompts textarea")
+    assert refine_text.input_value() == "a blue ball"
+    refine_text.fill("a blue ball on a wooden table")
+    page.locator("button.nbbatch-refine").click()
+
+    page.wait_for_function(
+        "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · refine 1')"
+    )
+    assert page.locator(".nbbatch-thumb").count() == 1
+    assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")
+    assert page.locator(".nbbatch-row-title").inner_text() == "refine of seed 1: a blue ball on a wooden table"
+    assert page.locator(".nbbatch-thumb img").evaluate("img => img.naturalWidth") == 128
+    page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
+
+    page.locator(".nbbatch-batches select").select_option(index=0)
+    page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")  # the theme change's splash screen
+    colour = page.locator(".nbbatch-row-title").first.evaluate("e => getComputedStyle(e).color")
+    assert colour != "rgb(0, 0, 0)", "titles follow the dark theme's text colour"
+    page.screenshot(path=str(OUTPUT / "panel-dark.png"), full_page=True)
+
+    page.set_viewport_size({"width": 520, "height": 900})
+    page.wait_for_timeout(300)  # let Lab lay out again
+    tops = thumbs.evaluate_all("els => els.slice(0, 4).map(e => Math.round(e.getBoundingClientRect().top))")
+    assert len(set(tops)) > 1, f"the four thumbnails of a row wrap in a narrow window: {tops}"
+    page.screenshot(path=str(OUTPUT / "panel-narrow.png"), full_page=True)
