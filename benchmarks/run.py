@@ -21,13 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("NBBATCH_HOME", tempfile.mkdtemp(prefix="nbbatch-bench-"))
 
-import numpy as np
 import torch
-from PIL import Image
 
 import nbbatch
 from nbbatch.pipelines import get_pipeline
 from nbbatch.spec import Settings
+from nbbatch.testing import picture_result, synthetic_picture
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = [f"test prompt number {i}, a small house by a lake" for i in range(8)]
@@ -105,34 +104,13 @@ def batching(repeats: int) -> dict:
     return {name: {"seconds": value, "ratio": value / base} for name, value in medians.items()}
 
 
-def synthetic(index: int, size: int = 1024) -> Image.Image:
-    rng = np.random.default_rng(index)
-    ramp = np.linspace(0, 1, size, dtype=np.float32)
-    pixels = np.stack(
-        [
-            np.add.outer(ramp, ramp * (index % 3)) * 120,
-            np.add.outer(ramp * 0, ramp) * 255,
-            np.full((size, size), (index * 37) % 256, np.float32),
-        ],
-        axis=-1,
-    )
-    pixels += rng.normal(0, 12, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
 def preview(repeats: int) -> dict:
     from diffusers.utils import make_image_grid
 
-    from nbbatch.result import BatchResult, Item
-
-    images = [synthetic(i) for i in range(64)]
+    images = [synthetic_picture(i) for i in range(64)]
     rows = {}
     for count in (16, 64):
-        items = [
-            Item(image, seed, "a synthetic picture", "", 0, Settings(), {}, b"")
-            for seed, image in enumerate(images[:count])
-        ]
-        result = BatchResult(items, Settings(), total=count)
+        result = picture_result(images[:count])
         html = result._repr_html_()
 
         def plain(count=count):

@@ -1,28 +1,12 @@
 import base64
+import io
 import re
 
 import numpy as np
 from PIL import Image
 
 from nbbatch.grid import Group, encode_preview, make_grid, preview_cell, thumbnail
-from nbbatch.result import BatchResult, Item
-from nbbatch.spec import Settings
-
-
-def synthetic(index: int, size: int = 1024) -> Image.Image:
-    """A photo-like test picture: smooth gradients with some grain, different for every index."""
-    rng = np.random.default_rng(index)
-    ramp = np.linspace(0, 1, size, dtype=np.float32)
-    pixels = np.stack(
-        [
-            np.add.outer(ramp, ramp * (index % 3)) * 120,
-            np.add.outer(ramp * 0, ramp) * 255,
-            np.full((size, size), (index * 37) % 256, np.float32),
-        ],
-        axis=-1,
-    )
-    pixels += rng.normal(0, 12, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+from nbbatch.testing import picture_result, synthetic_picture
 
 
 def test_each_image_sits_in_its_cell_with_its_label_underneath():
@@ -63,19 +47,15 @@ def test_thumbnails_keep_the_aspect_ratio():
 
 
 def test_inline_preview_of_8_images_of_1024_pixels_stays_under_50_kb_each():
-    images = [synthetic(i) for i in range(8)]
-    items = [
-        Item(image, seed, "a synthetic test picture", "", 0, Settings(), {}, b"") for seed, image in enumerate(images)
-    ]
-    html = BatchResult(items, Settings(), total=8)._repr_html_()
+    html = picture_result([synthetic_picture(i) for i in range(8)])._repr_html_()
     assert len(html.encode()) < 400_000 and len(html.encode()) / 8 < 50_000
     data = base64.b64decode(re.search(r"base64,([^']+)'", html).group(1))
-    preview = Image.open(__import__("io").BytesIO(data))
+    preview = Image.open(io.BytesIO(data))
     assert preview.format == "JPEG" and preview.width <= 1100
 
 
 def test_preview_of_64_images_is_small_and_at_display_size():
-    images = [synthetic(i, 256) for i in range(64)]
+    images = [synthetic_picture(i, 256) for i in range(64)]
     grid = make_grid(images, [f"seed {i}" for i in range(64)], cell=preview_cell(64))
     data = encode_preview(grid)
     assert len(data) < 64 * 50_000
