@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from nbbatch.result import BatchResult
     from nbbatch.run import Progress
+    from nbbatch.spec import Job
 
 _SETTINGS = (
     "steps",
@@ -127,7 +128,7 @@ class BatchMagics(Magics):
 
         return Panel()
 
-    def _plan(self, args: Namespace, cell: str):
+    def _plan(self, args: Namespace, cell: str) -> tuple[Settings, tuple[Job, ...], BatchResult | None]:
         """Turn the arguments and the cell into settings, jobs and the parent result, or raise ValueError."""
         from nbbatch.api import choose_seeds, make_jobs
         from nbbatch.result import refine_jobs, vary_jobs
@@ -213,10 +214,19 @@ class BatchMagics(Magics):
 class ProgressBar:
     """One bar for the whole batch (images, step, time left), drawn with tqdm in notebooks and terminals."""
 
+    refresh_every = 0.1
+    """Seconds between redraws at the most."""
+
     def __enter__(self) -> ProgressBar:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {desc}", desc="loading the pipeline", leave=False)
+        self.bar = tqdm(
+            total=1000,
+            bar_format="{percentage:3.0f}%|{bar}| {desc}",
+            desc="loading the pipeline",
+            leave=False,
+            mininterval=self.refresh_every,
+        )
         return self
 
     def update(self, progress: Progress) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -223,7 +224,7 @@ def place(pipe: Any, placement: Placement, offload: bool) -> None:
 
 
 @contextlib.contextmanager
-def quiet_loading():
+def quiet_loading() -> Iterator[None]:
     """Silence diffusers' and transformers' loading bars and info logs, and restore them after."""
     from transformers.utils import logging as transformers_logging
 

@@ -107,7 +107,7 @@ class BatchResult(Sequence[Item]):
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Item | list[Item]:  # type: ignore[override]
         return self.items[index]
 
     @property

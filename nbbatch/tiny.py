@@ -12,6 +12,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+    from transformers import CLIPTokenizer
 
 BUILTIN_MODELS = {"nbbatch:tiny-sd": "sd", "nbbatch:tiny-sdxl": "sdxl"}
 _VERSION = "v1"
@@ -41,7 +46,7 @@ def builtin_path(name: str) -> Path:
     return target
 
 
-def build_tiny_pipeline(kind: str = "sd"):
+def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     """Build a tiny pipeline in memory: ``"sd"`` (StableDiffusionPipeline) or ``"sdxl"``.
 
     The weights come from a fixed seed, so every build is the same; the global
@@ -129,7 +134,7 @@ def build_tiny_pipeline(kind: str = "sd"):
         )
 
 
-def _tokenizer():
+def _tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with no merges: every byte is a token, written to vocab.json and merges.txt."""
     from transformers import CLIPTokenizer
 

@@ -12,6 +12,8 @@ import html
 import io
 import threading
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.errors import first_line
@@ -19,8 +21,13 @@ from nbbatch.grid import thumbnail
 from nbbatch.spec import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
+    from nbbatch.metadata import Saver
     from nbbatch.result import BatchResult, Item
     from nbbatch.run import Progress
+    from nbbatch.spec import Job
+
+    Work = Callable[[Callable[[Progress], None], threading.Event], None]
+    """What a worker thread runs: it gets the progress callback and the cancel flag."""
 
 THUMBNAIL = 128
 STYLE = """<style>
@@ -32,7 +39,7 @@ STYLE = """<style>
 </style>"""
 
 
-def _widgets():
+def _widgets() -> ModuleType:
     try:
         import ipywidgets
     except ImportError:  # pragma: no cover - ipywidgets is a dependency; this guards broken installs
@@ -194,7 +201,7 @@ class Panel:
 
     # -- running ---------------------------------------------------------------------------------------
 
-    def _start(self, work) -> None:
+    def _start(self, work: Work) -> None:
         self._cancel.clear()
         self.message.value = ""
         self.generate_button.disabled = self.refine_button.disabled = True
@@ -204,7 +211,7 @@ class Panel:
         self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name="nbbatch-panel")
         self._thread.start()
 
-    def _run(self, work) -> None:
+    def _run(self, work: Work) -> None:
         try:
             work(self._progress, self._cancel)
         except ValueError as error:
@@ -215,7 +222,15 @@ class Panel:
             self.generate_button.disabled = self.refine_button.disabled = False
             self.cancel_button.disabled = True
 
-    def _execute(self, settings: Settings, jobs, progress, cancel, saver, parent=None) -> None:
+    def _execute(
+        self,
+        settings: Settings,
+        jobs: tuple[Job, ...],
+        progress: Callable[[Progress], None],
+        cancel: threading.Event,
+        saver: Saver | None,
+        parent: BatchResult | None = None,
+    ) -> None:
         from nbbatch.api import execute
 
         result = execute(
@@ -314,7 +329,7 @@ class Panel:
                 raise ValueError(f"{upload['name']!r} is not an image nbbatch can read") from None
         return images
 
-    def _saver(self):
+    def _saver(self) -> Saver | None:
         from nbbatch.metadata import Saver
 
         folder = self.save_to.value.strip()

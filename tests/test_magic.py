@@ -170,3 +170,12 @@ def test_unload_removes_the_magics(shell):
     finally:
         shell.run_line_magic("load_ext", "nbbatch")
     assert shell.find_cell_magic("batchgen") is not None
+
+
+def test_one_progress_bar_covers_the_whole_batch(shell, monkeypatch):
+    monkeypatch.setattr("nbbatch.magic.ProgressBar.refresh_every", 0)  # draw every step
+    captured = run(shell, f"--seeds 0-3 --batch-size 2 {FAST}", "a")
+    assert "images 1-2 of 4 · step 1/4" in captured.stderr
+    assert "images 3-4 of 4 · step 4/4" in captured.stderr
+    assert "it/s" not in captured.stderr, "no per-call diffusers bars"
+    assert " 50%|" in captured.stderr
