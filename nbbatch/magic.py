@@ -112,9 +112,12 @@ class BatchMagics(Magics):
         if result.status in ("cancelled", "interrupted"):
             print(f"{result.status} after {len(result)} of {result.total} images; they are in {args.out}")
         if saver is not None and result.items:
-            if args.save:
-                saver.add(result.items)
-            saver.add_grid(result)
+            try:
+                if args.save:
+                    saver.add(result.items)
+                saver.add_grid(result)
+            except (OSError, ValueError) as error:
+                raise UsageError(f"could not save to {saver.folder}: {error}; the images are in {args.out}") from None
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
         if result.status == "failed":
             raise UsageError(

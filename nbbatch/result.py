@@ -228,6 +228,8 @@ class BatchResult(Sequence[Item]):
         count = len(self.items)
         made = f"{count} of {self.total} images" if not self.complete else f"{count} image{'s' * (count != 1)}"
         text = f"{made} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
+        if self.settings.batch_size == "auto":
+            text += f" · batch size {self.batch_size} (auto)"
         if not self.complete:
             text += f" · {self.status}, incomplete"
         if self.error is not None:

@@ -161,6 +161,7 @@ def test_auto_batch_size_halves_on_out_of_memory_and_keeps_every_image(out_of_me
     (wrapper,) = out_of_memory_above_3.values()
     assert wrapper.calls == [10, 5, 2, 2, 2, 2, 2]
     assert result.complete and result.batch_size == 2
+    assert "batch size 2 (auto)" in result.summary()
     wrapper.limit = 10  # now the whole batch fits: the unchunked reference
     reference = nbbatch.generate(["a", "b"], "0-4", **WRAPPED)
     assert wrapper.calls[-1] == 10

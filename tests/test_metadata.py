@@ -211,6 +211,16 @@ def test_magic_save_and_autosave(shell, tmp_path):
         shell.run_cell_magic("batchgen", f"--save {tmp_path} --autosave {tmp_path}", "a")
 
 
+def test_a_save_that_fails_after_the_run_keeps_the_result(shell, tmp_path, monkeypatch):
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nbbatch.metadata.Saver.add", disk_full)
+    with capture_output(), pytest.raises(UsageError, match="No space left on device.*the images are in _batch"):
+        shell.run_cell_magic("batchgen", f"--seeds 0-1 --steps 4 --save {tmp_path}", "a lamp")
+    assert len(shell.user_ns["_batch"]) == 2
+
+
 def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_path, monkeypatch):
     fail_on_call(monkeypatch, 3, "CUDA error: an illegal memory access was encountered")
     with capture_output(), pytest.raises(UsageError, match="its 4 finished images are in _batch"):
