@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbbatch.pipelines import apply_memory_options, generator_device, get_pipeline
 from nbbatch.result import BatchResult, Item
-from nbbatch.run import run_jobs
+from nbbatch.run import call_arguments, run_jobs
 from nbbatch.seeds import parse_seeds, random_seeds
 from nbbatch.spec import DEFAULT_MODEL, Job, Settings, build_jobs, prepare_images
 
@@ -114,8 +114,8 @@ def execute(
     image_to_image = jobs[0].init_image is not None
     pipe = loaded.view(image_to_image, settings.scheduler)
     apply_memory_options(pipe, settings)
+    arguments = call_arguments(pipe, settings, image_to_image)
     auto = settings.batch_size == "auto"
-    batch_size = (loaded.working_batch_size if auto else settings.batch_size) or None
     common: dict[str, Any] = {
         "model": settings.model,
         "pipeline": type(pipe).__name__,
@@ -124,49 +124,48 @@ def execute(
         "dtype": loaded.placement.dtype,
         "device": loaded.placement.device,
         "generator_device": device,
+        **arguments,
     }
+    items: list[Item] = []
 
-    def to_item(made: Made) -> Item:
-        params = {**common, **arguments, "width": made.image.width, "height": made.image.height}
-        job = made.job
-        return Item(
-            made.image,
-            job.seed,
-            job.prompt,
-            job.negative_prompt,
-            job.prompt_index,
-            settings,
-            MappingProxyType(params),
-            made.state,
-            job.init_image,
-            job.parent,
-            job.origin,
-            made.broken,
-        )
-
-    arguments: dict[str, Any] = {}
-    chunk_handler = None
-    if on_chunk is not None:
-
-        def chunk_handler(made: list[Made]) -> None:
-            on_chunk([to_item(m) for m in made])
+    def collect(made: list[Made]) -> None:
+        new = [
+            Item(
+                m.image,
+                m.job.seed,
+                m.job.prompt,
+                m.job.negative_prompt,
+                m.job.prompt_index,
+                settings,
+                MappingProxyType({**common, "width": m.image.width, "height": m.image.height}),
+                m.state,
+                m.job.init_image,
+                m.job.parent,
+                m.job.origin,
+                m.broken,
+            )
+            for m in made
+        ]
+        items.extend(new)
+        if on_chunk is not None:
+            on_chunk(new)
 
     outcome = run_jobs(
         pipe,
         jobs,
-        settings,
+        arguments,
+        steps=settings.image_to_image_steps() if image_to_image else settings.steps,
         generator_device=device,
-        batch_size=batch_size,
+        batch_size=(loaded.working_batch_size if auto else settings.batch_size) or None,
         back_off=auto,
         on_progress=on_progress,
         cancel=cancel,
-        on_chunk=chunk_handler,
+        on_chunk=collect,
     )
-    arguments.update(outcome.arguments)
     if auto and outcome.made:
         loaded.working_batch_size = outcome.batch_size
     result = BatchResult(
-        [to_item(m) for m in outcome.made],
+        items,
         settings,
         total=len(jobs),
         status=outcome.status,

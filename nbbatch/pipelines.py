@@ -176,11 +176,16 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
 def clear_cache() -> None:
     """Forget the loaded pipeline and free what it held on the GPU."""
     _cache.clear()
+    free_memory()
+
+
+def free_memory() -> None:
+    """Collect garbage and hand cached CUDA memory back, e.g. after an out-of-memory error."""
     import gc
 
-    gc.collect()
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from nbbatch.pipelines import free_memory
 from nbbatch.seeds import generator_state, make_generator
 
 if TYPE_CHECKING:
@@ -89,7 +90,6 @@ class Outcome:
     error: BaseException | None
     batch_size: int
     elapsed: float
-    arguments: dict[str, Any]
 
 
 def call_arguments(pipe: Any, settings: Settings, image_to_image: bool) -> dict[str, Any]:
@@ -112,8 +112,9 @@ def call_arguments(pipe: Any, settings: Settings, image_to_image: bool) -> dict[
 def run_jobs(
     pipe: Any,
     jobs: Sequence[Job],
-    settings: Settings,
+    arguments: dict[str, Any],
     *,
+    steps: int,
     generator_device: str = "cpu",
     batch_size: int | None = None,
     back_off: bool = False,
@@ -123,14 +124,13 @@ def run_jobs(
 ) -> Outcome:
     """Run `jobs` in chunks of at most `batch_size` images (all at once when None).
 
-    With `back_off`, an out-of-memory error halves the chunk and retries it; finished
-    images are kept either way. Returns every finished image and how the run ended.
+    `arguments` go to every pipeline call (see `call_arguments`); `steps` is how many
+    denoising steps each call runs, for the progress. With `back_off`, an out-of-memory
+    error halves the chunk and retries it; finished images are kept either way.
+    Returns every finished image and how the run ended.
     """
     import torch
 
-    image_to_image = jobs[0].init_image is not None if jobs else False
-    arguments = call_arguments(pipe, settings, image_to_image)
-    steps = settings.image_to_image_steps() if image_to_image else settings.steps
     size = min(batch_size or len(jobs), len(jobs)) or 1
     states = [_initial_state(job, generator_device) for job in jobs]
     made: list[Made] = []
@@ -164,7 +164,7 @@ def run_jobs(
                     pipe, [jobs[i] for i in chunk], [states[i] for i in chunk], generator_device, arguments, on_step_end
                 )
             except torch.OutOfMemoryError as exc:
-                _free_memory()
+                free_memory()
                 if back_off and size > 1:
                     size //= 2
                     continue
@@ -187,7 +187,7 @@ def run_jobs(
     except KeyboardInterrupt:
         status = "interrupted"
     report(0, 0)
-    return Outcome(made, status, error, size, time.perf_counter() - start, arguments)
+    return Outcome(made, status, error, size, time.perf_counter() - start)
 
 
 def _initial_state(job: Job, device: str) -> bytes:
@@ -219,13 +219,3 @@ def _call(
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
     images = VaeImageProcessor.numpy_to_pil(pixels)
     return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
-
-
-def _free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -229,4 +229,8 @@ def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_pat
         )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["grid.png", "index.jsonl", "p00-s0.png", "p00-s1.png", "p00-s2.png", "p00-s3.png"]
-    assert [item.seed for item in nbbatch.load(tmp_path)] == [0, 1, 2, 3]
+    saved = nbbatch.load(tmp_path)
+    assert [item.seed for item in saved] == [0, 1, 2, 3]
+    assert saved[3].params["num_inference_steps"] == 4
+    with Image.open(tmp_path / "p00-s3.png") as png:
+        assert "Steps: 4, Sampler: Euler, CFG scale: 7.0, Seed: 3, Size: 32x32" in png.text["parameters"]
