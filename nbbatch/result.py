@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from nbbatch.errors import first_line
 from nbbatch.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
-from nbbatch.seeds import random_seeds
 from nbbatch.spec import Job, Settings
 
 if TYPE_CHECKING:
@@ -175,7 +174,7 @@ class BatchResult(Sequence[Item]):
         seed: int,
         prompt: str | None = None,
         strength: float = 0.3,
-        seeds: Sequence[int] | None = None,
+        seeds: str | Sequence[int] | None = None,
         *,
         prompt_index: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
@@ -186,12 +185,11 @@ class BatchResult(Sequence[Item]):
 
         A low `strength` keeps the picture and changes details; `prompt` defaults to the item's.
         """
-        from nbbatch.api import execute
+        from nbbatch.api import choose_seeds, execute
 
         item = self.by_seed(seed, prompt_index)
-        settings, jobs = vary_jobs(
-            item, prompt, seeds if seeds is not None else random_seeds(4), None, {"strength": strength, **overrides}
-        )
+        seeds = choose_seeds(seeds, None, default=None)
+        settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides})
         return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
@@ -287,8 +285,6 @@ def vary_jobs(
     """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed."""
     if not seeds:
         raise ValueError("no seeds given for the variations")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError("a seed is given twice")
     settings = item.settings.replace(**{"strength": 0.3, "width": None, "height": None, **overrides})
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt

@@ -104,6 +104,9 @@ def test_vary_makes_image_to_image_variations_of_the_chosen_picture(batch, model
     direct = direct_call(model, chosen.prompt, 11, image=chosen.image, strength=0.5, num_inference_steps=4)
     assert max_difference(variations[1].image, direct) <= 1
     assert len(batch.vary(6, prompt_index=0, steps=4)) == 4, "four random seeds by default"
+    assert batch.vary(6, prompt_index=0, steps=4, seeds="20-21").seeds == [20, 21]
+    with pytest.raises(ValueError, match="bad seed '-1'"):
+        batch.vary(6, prompt_index=0, seeds=[-1])
 
 
 def test_grid_labels_every_image_with_its_seed_in_rows_by_prompt(batch):
