@@ -188,7 +188,7 @@ class Panel:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def select(self, result: BatchResult, item: Item) -> None:
+    def select(self, item: Item) -> None:
         """Select `item`: highlight its thumbnail and open Refine with its prompt."""
         self.selected = item
         for box in self._thumbs:
@@ -286,7 +286,7 @@ class Panel:
                 box = w.VBox([w.Image(value=buffer.getvalue(), format="jpeg", width=THUMBNAIL), label])
                 box.add_class("nbbatch-thumb")
                 box.item = item
-                label.on_click(lambda _, item=item: self.select(result, item))
+                label.on_click(lambda _, item=item: self.select(item))
                 thumbs.append(box)
                 self._thumbs.append(box)
             title = w.HTML(f"<span class='nbbatch-row-title'>{html.escape(group.title)}</span>")
