@@ -169,6 +169,18 @@ class BatchResult(Sequence[Item]):
         settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides)
         return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
+    def verify(self, seed: int, prompt_index: int | None = None) -> int:
+        """Make the image of `seed` again alone and return the largest pixel difference (0 to 255).
+
+        Batched arithmetic is not bit-identical to a single image's: expect 0 or 1 on the
+        CPU; float16 on GPUs can drift a little more.
+        """
+        import numpy as np
+
+        item = self.by_seed(seed, prompt_index)
+        again = self.refine(seed, item.prompt, prompt_index=prompt_index)[0].image
+        return int(np.abs(np.asarray(again, np.int16) - np.asarray(item.image, np.int16)).max())
+
     def vary(
         self,
         seed: int,

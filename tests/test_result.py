@@ -19,6 +19,10 @@ def test_refining_with_the_same_prompt_reproduces_the_image(batch):
     assert max_difference(again[0].image, original.image) <= 1
 
 
+def test_verify_reports_the_difference_from_a_single_image_run(batch):
+    assert batch.verify(4, prompt_index=0) in (0, 1)
+
+
 def test_refining_with_a_new_prompt_equals_diffusers_with_that_prompt_and_seed(batch, model):
     refined = batch.refine(5, "a boat at sea at sunset, detailed", prompt_index=1)
     direct = direct_call(model, "a boat at sea at sunset, detailed", 5, num_inference_steps=4, width=32, height=32)
