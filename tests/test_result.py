@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import pytest
@@ -21,6 +22,8 @@ def test_refining_with_the_same_prompt_reproduces_the_image(batch):
 
 def test_verify_reports_the_difference_from_a_single_image_run(batch):
     assert batch.verify(4, prompt_index=0) in (0, 1)
+    tampered = dataclasses.replace(batch.by_seed(4, 0), image=Image.new("RGB", (32, 32), (255, 255, 255)))
+    assert nbbatch.BatchResult([tampered], batch.settings, total=1).verify(4) > 100
 
 
 def test_refining_with_a_new_prompt_equals_diffusers_with_that_prompt_and_seed(batch, model):
