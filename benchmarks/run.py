@@ -9,17 +9,21 @@ they hold on a noisy machine. The GPU section runs only where CUDA is available.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NBBATCH_HOME", tempfile.mkdtemp(prefix="nbbatch-bench-"))
+if "NBBATCH_HOME" not in os.environ:  # built-in pipelines built afresh, and removed after
+    os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-bench-")
+    atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)
 
 import torch
 

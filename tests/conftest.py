@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
 import pytest
 
-# Build the offline pipelines afresh for every test session, as a fresh clone would.
+# Build the offline pipelines afresh for every test session, as a fresh clone would, and remove them after.
 os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-home-")
+atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)
 
 MODELS = ["nbbatch:tiny-sd", "nbbatch:tiny-sdxl"]
 FAST = {"steps": 4, "width": 32, "height": 32}
