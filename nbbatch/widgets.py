@@ -32,7 +32,15 @@ if TYPE_CHECKING:
 THUMBNAIL = 128
 STYLE = """<style>
 .nbbatch-panel .nbbatch-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
-.nbbatch-panel .nbbatch-thumb { border: 3px solid transparent; border-radius: 4px; padding: 2px; }
+.nbbatch-panel .nbbatch-thumb { border: 3px solid transparent; border-radius: 4px; padding: 2px 2px 30px;
+  position: relative; cursor: pointer; }
+/* the seed label is a button stretched over the whole thumbnail: a click anywhere on it selects it */
+.nbbatch-panel .nbbatch-thumb .nbbatch-thumb-label { position: absolute; inset: 0; width: auto; height: auto;
+  margin: 0; background: transparent; display: flex; align-items: flex-end; justify-content: center;
+  padding-bottom: 6px; }
+.nbbatch-panel .nbbatch-thumb.nbbatch-selected .nbbatch-thumb-label { color: var(--jp-brand-color1, #1976d2);
+  font-weight: bold; }
+.nbbatch-panel .nbbatch-thumb:hover { border-color: var(--jp-border-color1, #bdbdbd); }
 .nbbatch-panel .nbbatch-thumb.nbbatch-selected { border-color: var(--jp-brand-color1, #1976d2); }
 .nbbatch-panel .nbbatch-error { color: var(--jp-error-color1, #d32f2f); }
 .nbbatch-panel .nbbatch-row-title { color: var(--jp-ui-font-color1, inherit); font-weight: 600; }
@@ -72,7 +80,9 @@ class Panel:
         self.height = w.Text(description="height", placeholder="model default")
         self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
         self.model = w.Text(model, description="model", layout=w.Layout(width="min(100%, 40em)"))
-        self.upload = w.FileUpload(accept="image/*", multiple=True, description="image-to-image")
+        self.upload = w.FileUpload(
+            accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
+        )
         self.strength = w.FloatSlider(0.8, min=0.05, max=1.0, step=0.05, description="strength")
         self.save_to = w.Text(description="save to", placeholder="folder (optional)")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
@@ -192,9 +202,7 @@ class Panel:
         """Select `item`: highlight its thumbnail and open Refine with its prompt."""
         self.selected = item
         for box in self._thumbs:
-            chosen = box.item is item
-            (box.add_class if chosen else box.remove_class)("nbbatch-selected")
-            box.children[1].button_style = "info" if chosen else ""
+            (box.add_class if box.item is item else box.remove_class)("nbbatch-selected")
         self.refine_title.value = f"Refine {item.label} (prompt {item.prompt_index}): same starting noise, new prompt"
         self.refine_prompts.value = item.prompt
         self.refine_area.layout.display = "flex"

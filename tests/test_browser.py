@@ -171,9 +171,13 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     assert page.locator(".nbbatch-row-title").all_inner_texts() == ["prompt 0: a red cube", "prompt 1: a blue ball"]
     assert page.locator("button.nbbatch-generate").is_enabled()
 
-    thumbs.nth(5).locator(".nbbatch-thumb-label").click()  # prompt 1, seed 1
+    thumbs.nth(5).locator("img").click(force=True)  # on the picture of prompt 1, seed 1 (under its label's overlay)
     page.locator(".nbbatch-thumb.nbbatch-selected").wait_for()
-    assert page.locator(".nbbatch-thumb.nbbatch-selected .nbbatch-thumb-label").inner_text() == "seed 1"
+    selected_label = page.locator(".nbbatch-thumb.nbbatch-selected .nbbatch-thumb-label")
+    assert selected_label.inner_text() == "seed 1"
+    assert selected_label.evaluate("e => getComputedStyle(e).fontWeight") == "700", "the selection shows"
+    page.locator(".nbbatch-thumb.nbbatch-selected").scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "panel-selected.png"))
     refine_text = page.locator(".nbbatch-refine-prompts textarea")
     assert refine_text.input_value() == "a blue ball"
     refine_text.fill("a blue ball on a wooden table")

@@ -82,7 +82,6 @@ def test_selecting_a_thumbnail_highlights_it_and_opens_refine_with_its_prompt(pa
     assert panel.selected is panel.results[0].by_seed(2, prompt_index=1)
     selected = [box for row in thumbs(panel) for box in row if "nbbatch-selected" in box._dom_classes]
     assert [box.children[1].description for box in selected] == ["seed 2"]
-    assert selected[0].children[1].button_style == "info"
     assert panel.refine_area.layout.display == "flex"
     assert panel.refine_prompts.value == "a blue ball"
     assert "Refine seed 2 (prompt 1)" in panel.refine_title.value
