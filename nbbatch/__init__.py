@@ -58,4 +58,5 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     """Remove the magics again (called by ``%unload_ext nbbatch``)."""
     magics = ipython.magics_manager.magics
     magics["cell"].pop("batchgen", None)
-    magics["line"].pop("batchgen_panel", None)
+    for name in ("batchgen", "batchgen_panel"):
+        magics["line"].pop(name, None)

@@ -11,7 +11,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
@@ -44,7 +44,7 @@ _SETTINGS = (
 
 @magics_class
 class BatchMagics(Magics):
-    """``%%batchgen`` and ``%batchgen_panel``; remembers the last result for ``--refine``."""
+    """``%%batchgen`` (also ``%batchgen``) and ``%batchgen_panel``; remembers the last result for ``--refine``."""
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
@@ -76,14 +76,15 @@ class BatchMagics(Magics):
     @argument("--autosave", metavar="FOLDER", help="like --save, but each chunk as soon as it is finished")
     @argument("--out", "-o", default="_batch", help="variable to store the result in (default _batch)")
     @argument("--no-display", action="store_true", help="do not show the grid")
-    @cell_magic
-    def batchgen(self, line: str, cell: str) -> None:
+    @line_cell_magic
+    def batchgen(self, line: str, cell: str | None = None) -> None:
         """Generate a batch: every prompt of the cell (one per line) with every seed.
 
         Each image gets its own generator, so any image can be made again alone; the
         result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
         ``--refine SEED`` makes that image again from the same starting noise with the
-        cell's prompt(s); ``--vary SEED`` makes variations of its picture.
+        cell's prompt(s); ``--vary SEED`` makes variations of its picture. As a line
+        magic (``%batchgen --vary 5``) the image's own prompt is kept.
         ``{name}`` in a prompt is filled from the namespace.
         """
         from nbbatch.api import execute
@@ -94,7 +95,7 @@ class BatchMagics(Magics):
             raise UsageError(f"cannot read the options: {error}") from None
         args = self.batchgen.parser.parse_args(argv)
         try:
-            settings, jobs, parent = self._plan(args, cell)
+            settings, jobs, parent = self._plan(args, cell or "")
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
         except ValueError as error:
             raise UsageError(str(error)) from None

@@ -84,6 +84,18 @@ def test_vary_in_a_cell(shell):
     assert varied[0].params["strength"] == 0.3
 
 
+def test_the_line_form_refines_and_varies_with_the_image_prompt(shell):
+    run(shell, f"--seeds 0-1 {FAST}", "a cottage")
+    batch = shell.user_ns["_batch"]
+    with capture_output():
+        shell.run_line_magic("batchgen", "--refine 1 --out again")
+        shell.run_line_magic("batchgen", "--vary 1 --seeds 7 --steps 4 --out varied")
+    assert max_difference(shell.user_ns["again"][0].image, batch.by_seed(1).image) <= 1
+    assert shell.user_ns["varied"][0].prompt == "a cottage"
+    with pytest.raises(UsageError, match="no prompt given"):
+        shell.run_line_magic("batchgen", "--seeds 0")
+
+
 def test_help_comes_from_magic_arguments(shell):
     doc = shell.find_cell_magic("batchgen").__doc__
     assert "--seeds SEEDS" in doc and "--refine SEED" in doc and "its own generator" in doc
@@ -167,6 +179,7 @@ def test_unload_removes_the_magics(shell):
     shell.run_line_magic("unload_ext", "nbbatch")
     try:
         assert shell.find_cell_magic("batchgen") is None
+        assert shell.find_line_magic("batchgen") is None
     finally:
         shell.run_line_magic("load_ext", "nbbatch")
     assert shell.find_cell_magic("batchgen") is not None
