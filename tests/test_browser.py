@@ -120,12 +120,12 @@ def lab(tmp_path):
 
 
 @pytest.fixture
-def page(lab, tmp_path, request):
+def page(lab, tmp_path, request, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
-    os.environ["TMPDIR"] = str(tmp_path)  # Playwright's throwaway profile goes here
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # Playwright's throwaway profile goes here
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
