@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
@@ -109,6 +110,26 @@ def execute(
     """
     if not jobs:
         raise ValueError("nothing to make: no jobs")
+    if not _running.acquire(blocking=False):
+        raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
+    try:
+        return _execute(settings, jobs, parent, on_progress, cancel, on_chunk)
+    finally:
+        _running.release()
+
+
+_running = threading.Lock()
+"""Held while a batch runs: a pipeline (its scheduler above all) serves one call at a time."""
+
+
+def _execute(
+    settings: Settings,
+    jobs: Sequence[Job],
+    parent: BatchResult | None,
+    on_progress: Callable[[Progress], None] | None,
+    cancel: CancelFlag | None,
+    on_chunk: Callable[[list[Item]], None] | None,
+) -> BatchResult:
     loaded = get_pipeline(settings)
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None

@@ -214,3 +214,22 @@ def test_a_failure_in_a_later_chunk_keeps_the_earlier_ones(monkeypatch):
     with pytest.raises(nbbatch.BatchError, match="4 of 8 images.*failed, incomplete: disk on fire") as caught:
         nbbatch.generate("a", "0-7", batch_size=2, **WRAPPED)
     assert [item.seed for item in caught.value.result] == [0, 1, 2, 3]
+
+
+def test_a_second_batch_while_one_runs_is_refused_clearly():
+    started, release = threading.Event(), threading.Event()
+
+    def hold(progress):
+        started.set()
+        release.wait(30)
+
+    worker = threading.Thread(target=nbbatch.generate, args=("a", [0]), kwargs={"on_progress": hold, **FAST})
+    worker.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(ValueError, match="another batch is running"):
+            nbbatch.generate("b", [1], **FAST)
+    finally:
+        release.set()
+        worker.join(30)
+    assert len(nbbatch.generate("b", [1], **FAST)) == 1
