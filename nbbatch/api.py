@@ -46,7 +46,7 @@ def generate(
     draws that many random seeds instead. `images` makes it image-to-image (one per
     prompt, or one for all). Other keywords are `Settings` fields (steps, guidance,
     width, height, strength, scheduler, dtype, device, generator_device, batch_size,
-    offload, vae_tiling). A cancel or interrupt returns the finished images with ``complete`` False;
+    offload, vae_tiling, variant). A cancel or interrupt returns the finished images with ``complete`` False;
     an error raises `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(model=model, **settings)

@@ -39,6 +39,7 @@ _SETTINGS = (
     "device",
     "generator_device",
     "batch_size",
+    "variant",
 )
 
 
@@ -66,6 +67,7 @@ class BatchMagics(Magics):
     @argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), help="auto: fp16 on CUDA, fp32 on CPU")
     @argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     @argument("--generator-device", help="where the per-image generators live: cpu (default) or cuda")
+    @argument("--variant", help="weight files to load, e.g. fp16 (half the download, where the model has them)")
     @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
     @argument("--vae-tiling", action="store_true", default=None, help="decode in tiles: less memory for large images")
     @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.errors import first_line
 from nbbatch.spec import Settings
 from nbbatch.tiny import BUILTIN_MODELS, builtin_path
 
@@ -150,7 +151,7 @@ def make_scheduler(name: str, current: Any) -> Any:
     return scheduler_class.from_config(current.config)
 
 
-_cache: dict[tuple[str, str, str, bool], Loaded] = {}
+_cache: dict[tuple[str, str, str, bool, str | None], Loaded] = {}
 
 
 def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
@@ -163,10 +164,10 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
     if settings.offload and not placement.device.startswith("cuda"):
         raise ValueError("--offload moves models between the CPU and a GPU: it needs a CUDA device")
     source = resolve_model(settings.model)
-    key = (source, placement.device, placement.dtype, settings.offload)
+    key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
     if key not in _cache:
         clear_cache()
-        pipe = load_pipeline(source, placement, settings.model)
+        pipe = load_pipeline(source, placement, settings.model, settings.variant)
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
         _cache[key] = Loaded(settings.model, placement, settings.offload, pipe)
@@ -208,16 +209,19 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def load_pipeline(source: str, placement: Placement, name: str) -> DiffusionPipeline:
-    """`AutoPipelineForText2Image.from_pretrained(source, dtype=...)`, with the loading bars silenced."""
+def load_pipeline(source: str, placement: Placement, name: str, variant: str | None = None) -> DiffusionPipeline:
+    """`AutoPipelineForText2Image.from_pretrained(source, dtype=..., variant=...)`, with the loading bars silenced.
+
+    A `variant` such as ``"fp16"`` loads the weight files saved in that precision, where
+    the model has them: half the download for an fp16 run.
+    """
     with quiet_loading():
         from diffusers import AutoPipelineForText2Image
 
         try:
-            return AutoPipelineForText2Image.from_pretrained(source, dtype=placement.torch_dtype())
+            return AutoPipelineForText2Image.from_pretrained(source, dtype=placement.torch_dtype(), variant=variant)
         except (OSError, ValueError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"could not load model {name!r}: {message}") from error
+            raise ValueError(f"could not load model {name!r}: {first_line(error)}") from error
 
 
 def place(pipe: Any, placement: Placement, offload: bool) -> None:

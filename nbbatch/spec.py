@@ -37,7 +37,8 @@ class Settings:
     ``None`` for `guidance`, `width`, `height` or `scheduler` means the pipeline's own
     default; the value used is recorded with each image. `batch_size` ``None`` runs the
     whole batch in one call; ``"auto"`` also does, halving on out-of-memory errors.
-    `offload` is model CPU offload; `vae_tiling` decodes large images in tiles.
+    `offload` is model CPU offload; `vae_tiling` decodes large images in tiles; `variant`
+    picks a weight variant of the model files, such as ``"fp16"``.
     """
 
     model: str = DEFAULT_MODEL
@@ -53,6 +54,7 @@ class Settings:
     batch_size: BatchSize = None
     offload: bool = False
     vae_tiling: bool = False
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -76,6 +78,8 @@ class Settings:
             raise ValueError(f"unknown generator device {self.generator_device!r}: choose cpu, cuda or cuda:N")
         if self.batch_size not in (None, "auto"):
             _check_int("batch size", self.batch_size, 1, MAX_IMAGES, hint=" (or auto)")
+        if self.variant is not None and (not isinstance(self.variant, str) or not self.variant.isidentifier()):
+            raise ValueError(f"variant must be a name such as fp16, not {self.variant!r}")
         if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
             raise ValueError(f"scheduler must be a name, not {self.scheduler!r}")
 

@@ -96,6 +96,16 @@ def test_a_saved_folder_loads_like_a_hub_model(tmp_path):
     assert result[0].image.tobytes() == reference[0].image.tobytes(), "the built-in model is this same build"
 
 
+def test_a_weight_variant_loads_the_files_saved_in_it(tmp_path):
+    nbbatch.build_tiny_pipeline("sd").save_pretrained(tmp_path / "model", variant="fp16")
+    assert list((tmp_path / "model" / "unet").glob("*.fp16.safetensors"))
+    result = nbbatch.generate("a cat", [1], model=str(tmp_path / "model"), variant="fp16", steps=4, width=32, height=32)
+    reference = nbbatch.generate("a cat", [1], steps=4, width=32, height=32)
+    assert result[0].image.tobytes() == reference[0].image.tobytes()
+    with pytest.raises(ValueError, match="could not load model .*variant"):
+        nbbatch.generate("a cat", [1], model=str(tmp_path / "model"), variant="bf16", steps=1)
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [

@@ -22,6 +22,7 @@ from nbbatch.spec import Settings, build_jobs, parse_prompt_lines, prepare_image
         ({"batch_size": 0}, "batch size must be a whole number from 1"),
         ({"batch_size": "many"}, "batch size must be a whole number"),
         ({"model": " "}, "no model given"),
+        ({"variant": "fp 16"}, "variant must be a name such as fp16"),
     ],
 )
 def test_settings_refuse_bad_values_naming_them(changes, message):
