@@ -248,7 +248,6 @@ class Panel:
             saver.add_grid(result)
         self.results.append(result)
         self.progress.value = 1000 if result.complete else self.progress.value
-        self.status.value = result.summary().split(" · ")[0] + f" in {result.elapsed:.1f} s"
         if result.status == "failed":
             self._error(f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are kept")
         elif not result.complete:
@@ -277,6 +276,7 @@ class Panel:
             self.grid.children = ()
             return
         result = self.results[index]
+        self.status.value = f"{result.summary().split(' · ')[0]} in {result.elapsed:.1f} s"  # the batch shown
         rows = []
         for group in result.groups():
             thumbs = []

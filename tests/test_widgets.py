@@ -104,8 +104,10 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     panel.wait(60)
     assert labels(panel) == [["seed 1 · refine 2"]]
     assert [r for _, r in panel.batches.options] == [0, 1, 2]
+    assert panel.status.value.startswith("1 image in ")
     panel.batches.value = 0
     assert labels(panel) == [["seed 0", "seed 1", "seed 2"]] * 2
+    assert panel.status.value.startswith("6 images in "), "the status speaks of the batch shown"
 
 
 @pytest.mark.parametrize(
