@@ -46,8 +46,8 @@ def generate(
     draws that many random seeds instead. `images` makes it image-to-image (one per
     prompt, or one for all). Other keywords are `Settings` fields (steps, guidance,
     width, height, strength, scheduler, dtype, device, generator_device, batch_size,
-    offload, vae_tiling, variant). A cancel or interrupt returns the finished images with ``complete`` False;
-    an error raises `BatchError`, whose ``result`` holds them.
+    offload, vae_tiling, variant). A cancel or interrupt returns the finished images
+    with ``complete`` False; an error raises `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(model=model, **settings)
     jobs = make_jobs(prompts, seeds, num, negative_prompt, images, settings_)
@@ -72,7 +72,7 @@ def make_jobs(
     if images:
         settings.image_to_image_steps()
     prepared = prepare_images(images, settings.width, settings.height)
-    return build_jobs(prompts if not isinstance(prompts, str) else [prompts], seed_list, negative_prompt, prepared)
+    return build_jobs(prompts, seed_list, negative_prompt, prepared)
 
 
 def choose_seeds(

@@ -69,7 +69,7 @@ def make_grid(
     y = pad
     for group in groups:
         if title_band:
-            draw.text((pad + 2, y + 4), _fit(draw, group.title, font, width - 2 * pad), fill=INK, font=font)
+            draw.text((pad + 2, y + 4), _fit(group.title, font, width - 2 * pad), fill=INK, font=font)
             y += title_band
         for position, index in enumerate(group.indices):
             row, column = divmod(position, columns)
@@ -77,8 +77,8 @@ def make_grid(
             y0 = y + row * (cell + caption + pad)
             thumb = thumbnail(images[index], cell)
             canvas.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
-            text = _fit(draw, labels[index], font, cell)
-            text_width = draw.textlength(text, font=font)
+            text = _fit(labels[index], font, cell)
+            text_width = _text_width(text, font)
             draw.text((x0 + (cell - text_width) / 2, y0 + cell + 3), text, fill=MUTED, font=font)
         y += -(-len(group.indices) // columns) * (cell + caption + pad)
     return canvas
@@ -140,11 +140,11 @@ def grid_figure(
     return figure
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: float) -> str:
+def _fit(text: str, font: ImageFont.FreeTypeFont, width: float) -> str:
     """`text` cut with an ellipsis to fit `width` pixels."""
     text = " ".join(text.split())
-    if draw.textlength(text, font=font) <= width - 4:
+    if _text_width(text, font) <= width - 4:
         return text
-    while text and draw.textlength(text + "…", font=font) > width - 4:
+    while text and _text_width(text + "…", font) > width - 4:
         text = text[:-1]
     return text + "…"

@@ -95,9 +95,7 @@ class Loaded:
     `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``.
     """
 
-    model: str
     placement: Placement
-    offload: bool
     pipe: DiffusionPipeline
     views: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
     working_batch_size: int | None = None
@@ -170,7 +168,7 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
         pipe = load_pipeline(source, placement, settings.model, settings.variant)
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
-        _cache[key] = Loaded(settings.model, placement, settings.offload, pipe)
+        _cache[key] = Loaded(placement, pipe)
     return _cache[key]
 
 

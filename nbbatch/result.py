@@ -233,11 +233,15 @@ class BatchResult(Sequence[Item]):
         """The grid at display size as JPEG bytes: what the notebook shows and stores."""
         return encode_preview(self.grid(columns, preview_cell(len(self.items), columns)))
 
+    @property
+    def count(self) -> str:
+        """How many images were made, in words: ``8 images``, or ``2 of 6 images`` when incomplete."""
+        made = len(self.items)
+        return f"{made} of {self.total} images" if not self.complete else f"{made} image{'s' * (made != 1)}"
+
     def summary(self) -> str:
         """One line: how many images, how the batch ended, where it ran and how long it took."""
-        count = len(self.items)
-        made = f"{count} of {self.total} images" if not self.complete else f"{count} image{'s' * (count != 1)}"
-        text = f"{made} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
+        text = f"{self.count} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
         if self.settings.batch_size == "auto":
             text += f" · batch size {self.batch_size} (auto)"
         if not self.complete:

@@ -276,7 +276,7 @@ class Panel:
             self.grid.children = ()
             return
         result = self.results[index]
-        self.status.value = f"{result.summary().split(' · ')[0]} in {result.elapsed:.1f} s"  # the batch shown
+        self.status.value = f"{result.count} in {result.elapsed:.1f} s"  # the batch shown
         rows = []
         for group in result.groups():
             thumbs = []
@@ -354,4 +354,4 @@ def _number(name: str, text: str, kind: type) -> Any:
 def _describe(result: BatchResult) -> str:
     first = result[0] if len(result) else None
     kind = "refine" if first is not None and first.origin == "refine" else "batch"
-    return f"{kind} · {result.summary().split(' · ')[0]}"
+    return f"{kind} · {result.count}"
