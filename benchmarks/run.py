@@ -28,8 +28,8 @@ if "NBBATCH_HOME" not in os.environ:  # built-in pipelines built afresh, and rem
 import torch
 
 import nbbatch
-from nbbatch.pipelines import get_pipeline
-from nbbatch.spec import Settings
+from nbbatch.core.spec import Settings
+from nbbatch.models.pipelines import get_pipeline
 from nbbatch.testing import picture_result, synthetic_picture
 
 HERE = Path(__file__).resolve().parent

@@ -17,16 +17,16 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "generate": "nbbatch.api",
-    "BatchError": "nbbatch.api",
-    "BatchResult": "nbbatch.result",
-    "Item": "nbbatch.result",
-    "Settings": "nbbatch.spec",
-    "parse_seeds": "nbbatch.seeds",
-    "build_tiny_pipeline": "nbbatch.tiny",
-    "clear_cache": "nbbatch.pipelines",
-    "load": "nbbatch.metadata",
-    "Panel": "nbbatch.widgets",
-    "reproduce": "nbbatch.metadata",
+    "load": "nbbatch.api",
+    "reproduce": "nbbatch.api",
+    "BatchError": "nbbatch.core.result",
+    "BatchResult": "nbbatch.core.result",
+    "Item": "nbbatch.core.item",
+    "Settings": "nbbatch.core.spec",
+    "parse_seeds": "nbbatch.core.seeds",
+    "build_tiny_pipeline": "nbbatch.models.tiny",
+    "clear_cache": "nbbatch.models.pipelines",
+    "Panel": "nbbatch.notebook.panel",
 }
 __all__ = [*_LAZY, "load_ipython_extension", "panel", "unload_ipython_extension"]
 
@@ -42,14 +42,14 @@ def panel(**defaults: Any) -> Any:
 
     Keywords preset the model, prompts, seeds and steps; its ``results`` hold its batches.
     """
-    from nbbatch.widgets import Panel
+    from nbbatch.notebook.panel import Panel
 
     return Panel(**defaults)
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register ``%%batchgen`` and ``%batchgen_panel`` (called by ``%load_ext nbbatch``)."""
-    from nbbatch.magic import BatchMagics
+    from nbbatch.notebook.magic import BatchMagics
 
     ipython.register_magics(BatchMagics)
 

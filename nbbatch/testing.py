@@ -12,8 +12,8 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
-from nbbatch.result import BatchResult, Item
-from nbbatch.spec import Settings
+from nbbatch.core.result import BatchResult, Item
+from nbbatch.core.spec import Settings
 
 
 def synthetic_picture(index: int, size: int = 1024) -> Image.Image:

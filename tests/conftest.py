@@ -68,7 +68,7 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
     import torch
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-    from nbbatch.tiny import builtin_path
+    from nbbatch.models.tiny import builtin_path
 
     pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
     if image is not None:
@@ -85,7 +85,7 @@ def fail_on_call(monkeypatch, number: int, error: str | BaseException) -> None:
 
     The wrapper hides the pipeline's signature, so callers give the guidance scale themselves.
     """
-    from nbbatch.pipelines import Loaded
+    from nbbatch.models.pipelines import Loaded
 
     original = Loaded.view
     calls = []

@@ -7,7 +7,7 @@ from conftest import FAST, direct_call, fail_on_call, max_difference
 from PIL import Image
 
 import nbbatch
-from nbbatch.pipelines import Loaded
+from nbbatch.models.pipelines import Loaded
 
 
 def test_prompts_times_seeds_make_one_image_each_with_its_seed_prompt_and_size(model):
@@ -199,11 +199,21 @@ class NaNForPrompt:
         return output
 
 
-def test_nan_images_are_flagged_and_warned_about_naming_the_seeds(monkeypatch):
+@pytest.mark.parametrize(
+    ("dtype", "advice"),
+    [
+        ("fp16", "In float16 this is usually the VAE overflowing.*fp16-fixed VAE"),
+        ("fp32", "The run was already in float32"),
+    ],
+)
+def test_nan_images_are_flagged_and_warned_about_naming_the_seeds(monkeypatch, dtype, advice):
     original = Loaded.view
     monkeypatch.setattr(Loaded, "view", lambda self, i, s: NaNForPrompt(original(self, i, s)))
-    with pytest.warns(RuntimeWarning, match=r"2 image\(s\) came out NaN or all black \(seeds 4, 5\).*fp16-fixed VAE"):
-        result = nbbatch.generate(["fine", "overflow"], "4-5", **WRAPPED)
+    with pytest.warns(
+        RuntimeWarning, match=r"2 image\(s\) came out NaN or all black \(seeds 4, 5\)\. " + advice
+    ) as seen:
+        result = nbbatch.generate(["fine", "overflow"], "4-5", dtype=dtype, **WRAPPED)
+    assert all("fp32" not in str(w.message) for w in seen if dtype == "fp32"), "no fp32 advice to an fp32 run"
     assert [(item.prompt, item.seed) for item in result.broken] == [("overflow", 4), ("overflow", 5)]
     assert "broken (NaN or black): seeds 4, 5" in result.summary()
     assert len(result) == 4, "broken images are shown, not hidden"

@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from nbbatch.result import BatchResult
-from nbbatch.seeds import MAX_IMAGES, SEED_MAX, parse_seeds
-from nbbatch.spec import parse_prompt_lines
+from nbbatch.core.result import BatchResult
+from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds
+from nbbatch.core.spec import parse_prompt_lines
 
 SEED_TEXT = st.lists(
     st.one_of(
@@ -115,7 +115,7 @@ def planned(shell, monkeypatch, tmp_path):
         runs.append((settings, jobs))
         return BatchResult([], settings, total=len(jobs))
 
-    monkeypatch.setattr("nbbatch.api.execute", execute)
+    monkeypatch.setattr("nbbatch.notebook.magic.run_batch", execute)
     shell.user_ns["pic"] = __import__("PIL.Image").Image.new("RGB", (16, 16))
     return runs
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from nbbatch.grid import Group, encode_preview, make_grid, preview_cell, thumbnail
+from nbbatch.core.grid import Group, encode_preview, make_grid, preview_cell, thumbnail
 from nbbatch.testing import picture_result, synthetic_picture
 
 

@@ -164,15 +164,42 @@ def test_a_failure_mid_batch_stores_and_shows_the_finished_images(shell, monkeyp
     assert "2 of 6 images" in captured.outputs[0].data["text/html"]
 
 
-def test_a_kernel_interrupt_keeps_stores_and_shows_the_finished_images(shell, monkeypatch):
+def test_a_kernel_interrupt_keeps_stores_and_shows_the_images_then_stops_the_cell(shell, monkeypatch):
     fail_on_call(monkeypatch, 3, KeyboardInterrupt())
     with capture_output() as captured:
-        shell.run_cell_magic("batchgen", f"--seeds 0-7 --batch-size 2 --guidance 7 {FAST}", "a")
+        outcome = shell.run_cell(f"%%batchgen --seeds 0-7 --batch-size 2 --guidance 7 {FAST}\na")
+    assert isinstance(outcome.error_in_exec, KeyboardInterrupt), "Run All stops at this cell"
     result = shell.user_ns["_batch"]
     assert [item.seed for item in result] == [0, 1, 2, 3]
     assert result.status == "interrupted" and not result.complete
     assert "interrupted after 4 of 8 images; they are in _batch" in captured.stdout
     assert "4 of 8 images" in captured.outputs[0].data["text/html"]
+
+
+def test_an_interrupt_before_the_first_image_leaves_the_earlier_result(shell, monkeypatch):
+    run(shell, f"--seeds 3 {FAST}", "earlier")
+    earlier = shell.user_ns["_batch"]
+    fail_on_call(monkeypatch, 1, KeyboardInterrupt())
+    with capture_output() as captured:
+        outcome = shell.run_cell(f"%%batchgen --seeds 0-7 --guidance 7 {FAST}\nlater")
+    assert isinstance(outcome.error_in_exec, KeyboardInterrupt)
+    assert shell.user_ns["_batch"] is earlier
+    assert "interrupted before any image was made; _batch is unchanged" in captured.stdout
+    monkeypatch.undo()
+    run(shell, f"--refine 3 {FAST}", "refined")
+    assert shell.user_ns["_batch"][0].parent.prompt == "earlier", "the default refine source is the earlier result"
+
+
+def test_a_failure_before_the_first_image_is_one_line_and_keeps_the_result_and_refine_source(shell, monkeypatch):
+    run(shell, f"--seeds 3 {FAST}", "earlier")
+    earlier = shell.user_ns["_batch"]
+    fail_on_call(monkeypatch, 1, "CUDA error: device-side assert")
+    with pytest.raises(UsageError, match="stopped before any image was made: CUDA error.*; _batch is unchanged"):
+        run(shell, f"--seeds 0-7 --guidance 7 {FAST}", "later")
+    assert shell.user_ns["_batch"] is earlier
+    monkeypatch.undo()
+    run(shell, f"--refine 3 {FAST}", "refined")
+    assert shell.user_ns["_batch"][0].parent.prompt == "earlier", "the default refine source is the earlier result"
 
 
 def test_unload_removes_the_magics(shell):
@@ -186,7 +213,7 @@ def test_unload_removes_the_magics(shell):
 
 
 def test_one_progress_bar_covers_the_whole_batch(shell, monkeypatch):
-    monkeypatch.setattr("nbbatch.magic.ProgressBar.refresh_every", 0)  # draw every step
+    monkeypatch.setattr("nbbatch.notebook.live.ProgressDisplay.refresh_every", 0)  # draw every step
     captured = run(shell, f"--seeds 0-3 --batch-size 2 {FAST}", "a")
     assert "images 1-2 of 4 · step 1/4" in captured.stderr
     assert "images 3-4 of 4 · step 4/4" in captured.stderr

@@ -9,7 +9,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image, PngImagePlugin
 
 import nbbatch
-from nbbatch.metadata import a1111_parameters, parse_a1111
+from nbbatch.formats.png import a1111_parameters, parse_a1111
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_a_save_that_fails_after_the_run_keeps_the_result(shell, tmp_path, monke
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("nbbatch.metadata.Saver.add", disk_full)
+    monkeypatch.setattr("nbbatch.formats.png.Saver.add", disk_full)
     with capture_output(), pytest.raises(UsageError, match="No space left on device.*the images are in _batch"):
         shell.run_cell_magic("batchgen", f"--seeds 0-1 --steps 4 --save {tmp_path}", "a lamp")
     assert len(shell.user_ns["_batch"]) == 2

@@ -1,8 +1,8 @@
 import pytest
 
 import nbbatch
-from nbbatch.pipelines import Placement, choose_placement, generator_device, get_pipeline, place, resolve_model
-from nbbatch.spec import Settings
+from nbbatch.core.spec import Settings
+from nbbatch.models.pipelines import Placement, choose_placement, generator_device, get_pipeline, place, resolve_model
 
 
 @pytest.mark.parametrize(

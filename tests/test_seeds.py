@@ -3,7 +3,7 @@ import re
 import pytest
 import torch
 
-from nbbatch.seeds import MAX_IMAGES, generator_state, make_generator, parse_seeds, random_seeds
+from nbbatch.core.seeds import MAX_IMAGES, generator_state, make_generator, parse_seeds, random_seeds
 
 
 @pytest.mark.parametrize(

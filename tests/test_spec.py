@@ -3,7 +3,7 @@ import re
 import pytest
 from PIL import Image
 
-from nbbatch.spec import Settings, build_jobs, parse_prompt_lines, prepare_images
+from nbbatch.core.spec import Settings, build_jobs, parse_prompt_lines, prepare_images
 
 
 @pytest.mark.parametrize(

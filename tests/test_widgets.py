@@ -7,7 +7,7 @@ from conftest import max_difference
 from PIL import Image
 
 import nbbatch
-from nbbatch.widgets import Panel
+from nbbatch.notebook.panel import Panel
 
 
 @pytest.fixture

@@ -138,9 +138,7 @@ def _tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with no merges: every byte is a token, written to vocab.json and merges.txt."""
     from transformers import CLIPTokenizer
 
-    symbols = list(_bytes_to_unicode().values())
-    vocab = {symbol: index for index, symbol in enumerate(symbols)}
-    vocab.update({symbol + "</w>": len(symbols) + index for index, symbol in enumerate(symbols)})
+    vocab = byte_vocabulary()
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     with tempfile.TemporaryDirectory() as folder:
@@ -151,6 +149,14 @@ def _tokenizer() -> CLIPTokenizer:
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS)
         tokenizer.save_pretrained(folder)  # load it back from disk: what from_pretrained will do later
         return CLIPTokenizer.from_pretrained(folder)
+
+
+def byte_vocabulary() -> dict[str, int]:
+    """CLIP's byte-level symbols, each alone and as a word's last symbol (``</w>``): 512 tokens."""
+    symbols = list(_bytes_to_unicode().values())
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    vocab.update({symbol + "</w>": len(symbols) + index for index, symbol in enumerate(symbols)})
+    return vocab
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -1,8 +1,8 @@
-"""The result of a batch: its images with everything that made them, lookup by seed, refine and vary.
+"""The result of a batch: its items, how it ended, lookup by seed, grids, and refine, vary and verify.
 
-An `Item` keeps its generator's initial state, which is the source of truth for
-making the image again: `refine` restores it exactly and changes only the prompt or
-settings. Items remember their parent, so a refinement knows its whole lineage.
+`run_batch` runs jobs through the engine and wraps what was made; `refine` and `vary`
+go through it too, so every way of making images keeps finished images on failure and
+raises `BatchError` (holding them) when a batch fails.
 """
 
 from __future__ import annotations
@@ -11,63 +11,58 @@ import base64
 import html
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.errors import first_line
-from nbbatch.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
-from nbbatch.spec import Job, Settings
+from nbbatch.core.engine import CancelFlag, Progress, Status, execute
+from nbbatch.core.errors import first_line
+from nbbatch.core.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
+from nbbatch.core.item import Item
+from nbbatch.core.spec import Job, Settings, choose_seeds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from nbbatch.run import CancelFlag, Progress, Status
+
+class BatchError(RuntimeError):
+    """A batch stopped on an error; `result` holds every image finished before it."""
+
+    def __init__(self, message: str, result: BatchResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
-@dataclass(frozen=True, eq=False)
-class Item:
-    """One finished image and everything needed to make it again.
+def run_batch(
+    settings: Settings,
+    jobs: Sequence[Job],
+    *,
+    parent: BatchResult | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelFlag | None = None,
+    on_chunk: Callable[[list[Item]], None] | None = None,
+    raise_on_failure: bool = True,
+) -> BatchResult:
+    """Run `jobs` with `settings` and wrap what was made (see `nbbatch.core.engine.execute`).
 
-    `state` is the initial state of the image's own generator; `params` holds every
-    setting used, defaults resolved; `parent` is the item this one refines or varies.
+    A failed batch raises `BatchError` with the finished images in its ``result``, unless
+    `raise_on_failure` is False (the front ends, which show the result either way).
     """
-
-    image: Image.Image = field(repr=False)
-    seed: int
-    prompt: str
-    negative_prompt: str
-    prompt_index: int
-    settings: Settings = field(repr=False)
-    params: MappingProxyType = field(repr=False)
-    state: bytes = field(repr=False)
-    init_image: Image.Image | None = field(default=None, repr=False)
-    parent: Item | None = field(default=None, repr=False)
-    origin: str = "batch"
-    broken: bool = False
-
-    @property
-    def depth(self) -> int:
-        """How many refinements lie between this item and the image it started from."""
-        return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
-
-    @property
-    def label(self) -> str:
-        """The grid caption: ``seed 5``, ``seed 5 · refine 2`` or ``seed 12 · vary of 5``."""
-        if self.origin == "refine":
-            return f"seed {self.seed} · refine {self.depth}"
-        if self.origin == "vary" and self.parent is not None:
-            return f"seed {self.seed} · vary of {self.parent.seed}"
-        return f"seed {self.seed}"
-
-    def lineage(self) -> tuple[Item, ...]:
-        """The ancestors of this item and itself, the first image first."""
-        chain = [self]
-        while chain[-1].parent is not None:
-            chain.append(chain[-1].parent)
-        return tuple(reversed(chain))
+    run = execute(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk)
+    result = BatchResult(
+        run.items,
+        settings,
+        total=len(jobs),
+        status=run.status,
+        error=run.error,
+        elapsed=run.elapsed,
+        placement=run.placement,
+        batch_size=run.batch_size,
+        parent=parent,
+    )
+    if raise_on_failure and result.status == "failed":
+        raise BatchError(result.summary(), result)
+    return result
 
 
 class BatchResult(Sequence[Item]):
@@ -163,11 +158,9 @@ class BatchResult(Sequence[Item]):
         carries over; `overrides` change settings (steps, guidance, scheduler, ...),
         but not the size, which would change the starting noise.
         """
-        from nbbatch.api import execute
-
         item = self.by_seed(seed, prompt_index)
         settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides)
-        return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
     def verify(self, seed: int, prompt_index: int | None = None) -> int:
         """Make the image of `seed` again alone and return the largest pixel difference (0 to 255).
@@ -197,22 +190,24 @@ class BatchResult(Sequence[Item]):
 
         A low `strength` keeps the picture and changes details; `prompt` defaults to the item's.
         """
-        from nbbatch.api import choose_seeds, execute
-
         item = self.by_seed(seed, prompt_index)
         seeds = choose_seeds(seeds, None, default=None)
         settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides})
-        return execute(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
         """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.
 
-        See `nbbatch.metadata`: each PNG carries an A1111-style ``parameters`` chunk and the
+        See `nbbatch.formats.png`: each PNG carries an A1111-style ``parameters`` chunk and the
         exact nbbatch record; the folder's ``index.jsonl`` gains one line per image.
         """
-        from nbbatch.metadata import save
+        from nbbatch.formats.png import Saver
 
-        return save(self, folder, grid)
+        saver = Saver(folder)
+        paths = saver.add(self.items)
+        if grid and self.items:
+            saver.add_grid(self.grid())
+        return paths
 
     def groups(self) -> list[Group]:
         """Grid rows: one group per prompt, titled with the prompt (and what it refines)."""

@@ -16,15 +16,16 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.errors import first_line
-from nbbatch.grid import thumbnail
-from nbbatch.spec import DEFAULT_MODEL, Settings
+from nbbatch.core.errors import first_line
+from nbbatch.core.grid import thumbnail
+from nbbatch.core.result import BatchResult, refine_jobs, run_batch
+from nbbatch.core.spec import DEFAULT_MODEL, Settings, make_jobs, parse_prompt_lines
+from nbbatch.formats.png import Saver
 
 if TYPE_CHECKING:
-    from nbbatch.metadata import Saver
-    from nbbatch.result import BatchResult, Item
-    from nbbatch.run import Progress
-    from nbbatch.spec import Job
+    from nbbatch.core.engine import Progress
+    from nbbatch.core.item import Item
+    from nbbatch.core.spec import Job
 
     Work = Callable[[Callable[[Progress], None], threading.Event], None]
     """What a worker thread runs: it gets the progress callback and the cancel flag."""
@@ -150,9 +151,6 @@ class Panel:
 
     def generate(self) -> None:
         """Validate the inputs and start the batch on a worker thread (refused while one runs)."""
-        from nbbatch.api import make_jobs
-        from nbbatch.spec import parse_prompt_lines
-
         if self.running:
             self._error("a batch is already running: wait for it, or Cancel it")
             return
@@ -170,9 +168,6 @@ class Panel:
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
-        from nbbatch.result import refine_jobs
-        from nbbatch.spec import parse_prompt_lines
-
         if self.running:
             self._error("a batch is already running: wait for it, or Cancel it")
             return
@@ -239,13 +234,22 @@ class Panel:
         saver: Saver | None,
         parent: BatchResult | None = None,
     ) -> None:
-        from nbbatch.api import execute
-
-        result = execute(
-            settings, jobs, parent=parent, on_progress=progress, cancel=cancel, on_chunk=saver.add if saver else None
+        result = run_batch(
+            settings,
+            jobs,
+            parent=parent,
+            on_progress=progress,
+            cancel=cancel,
+            on_chunk=saver.add if saver else None,
+            raise_on_failure=False,
         )
-        if saver is not None and result.items:
-            saver.add_grid(result)
+        if not result.items:  # nothing made: the batches shown stay as they were
+            why = f": {first_line(result.error)}" if result.error is not None else ""
+            self._error(f"the batch {result.status} before any image was made{why}")
+            self.progress.value = 0
+            return
+        if saver is not None:
+            saver.add_grid(result.grid())
         self.results.append(result)
         self.progress.value = 1000 if result.complete else self.progress.value
         if result.status == "failed":
@@ -338,8 +342,6 @@ class Panel:
         return images
 
     def _saver(self) -> Saver | None:
-        from nbbatch.metadata import Saver
-
         folder = self.save_to.value.strip()
         return Saver(folder) if folder else None
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from nbbatch.result import BatchResult, Item
-from nbbatch.seeds import generator_state, make_generator
-from nbbatch.spec import Settings
+from nbbatch.core.item import Item
+from nbbatch.core.seeds import generator_state, make_generator
+from nbbatch.core.spec import Settings
 
 RECORD_VERSION = 1
 INDEX = "index.jsonl"
@@ -163,9 +163,9 @@ class Saver:
         self.written.extend(paths)
         return paths
 
-    def add_grid(self, result: BatchResult) -> Path:
-        """Write the result's seed-labelled grid as one more PNG."""
-        return self._write("grid", _png_bytes(result.grid()))
+    def add_grid(self, grid: Image.Image) -> Path:
+        """Write a result's seed-labelled grid as one more PNG."""
+        return self._write("grid", _png_bytes(grid))
 
     def _input_image(self, image: Image.Image) -> str:
         data = _png_bytes(image)
@@ -195,52 +195,28 @@ class Saver:
             os.unlink(temporary)
 
 
-def save(result: BatchResult, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
-    """Save every image of `result` (and its grid) into `folder`; return the paths of the images."""
-    saver = Saver(folder)
-    paths = saver.add(result.items)
-    if grid and result.items:
-        saver.add_grid(result)
-    return paths
-
-
-def load(path: str | os.PathLike) -> BatchResult:
-    """Read images back with their parameters: one PNG, or a folder's index (or the index file itself).
-
-    An nbbatch PNG gives the exact item (refine and reproduce work on it); a PNG from
-    another tool with only an A1111 ``parameters`` chunk gives what that text holds.
-    """
+def read_items(path: str | os.PathLike) -> list[Item]:
+    """The items saved in `path`: one PNG, an ``index.jsonl``, or a folder (its index, else its PNGs)."""
     path = Path(path).expanduser()
+    if path.is_dir() and not (path / INDEX).exists():
+        return [_load_png(png) for png in sorted(path.glob("*.png")) if not png.name.startswith(("grid", "input-"))]
     if path.is_dir():
         path = path / INDEX
     if not path.exists():
         raise ValueError(f"{str(path)!r} does not exist")
-    if path.suffix == ".jsonl":
-        items = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"line {number} of {str(path)!r} is damaged: not JSON") from None
-            items.extend(load(path.parent / entry["file"]).items)
-    else:
-        items = [_load_png(path)]
-    settings = items[0].settings if items else Settings()
-    return BatchResult(items, settings, total=len(items), placement="loaded from disk")
-
-
-def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
-    """Make a saved image again, from its record: same settings, same generator state, same pixels."""
-    from nbbatch.api import execute
-    from nbbatch.spec import Job
-
-    item = load(path)[index]
-    if item.origin == "foreign":
-        raise ValueError(f"{str(path)!r} was not made by nbbatch: it has no generator state to reproduce")
-    job = Job(item.prompt, item.seed, 0, item.negative_prompt, item.init_image, item.state, None, item.origin)
-    return execute(item.settings, [job])
+    if path.suffix != ".jsonl":
+        return [_load_png(path)]
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            png = path.parent / entry["file"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
+        items.append(_load_png(png))
+    return items
 
 
 def _load_png(path: Path) -> Item:

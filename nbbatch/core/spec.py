@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from nbbatch.seeds import MAX_IMAGES
+from nbbatch.core.seeds import MAX_IMAGES, parse_seeds, random_seeds
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -171,27 +172,24 @@ def _check_int(name: str, value: object, low: int, high: int, hint: str = "") ->
         raise ValueError(f"{name} must be a whole number from {low} to {high}{hint}, not {value!r}")
 
 
-def prepare_images(
-    images: list[Image.Image] | tuple[Image.Image, ...], width: int | None, height: int | None
-) -> tuple[Image.Image, ...]:
-    """Input pictures for image-to-image, as RGB and all of one size.
+def prepare_images(images: Sequence[Any], width: int | None, height: int | None) -> tuple[Image.Image, ...]:
+    """Input pictures for image-to-image, as RGB PIL images all of one size.
 
-    With `width` and `height` every picture is resized to that size; without, each
-    keeps its size cut down to a multiple of 8, and the sizes must then agree, since
-    one pipeline call takes one size.
+    Each may be a PIL image, a NumPy array (HxWx3 or HxW, uint8 0-255 or float 0-1) or
+    a torch tensor of the same layout (or 3xHxW). With `width` and `height` every
+    picture is resized to that size; without, each keeps its size cut down to a multiple
+    of 8, and the sizes must then agree, since one pipeline call takes one size.
     """
     from PIL import Image as PILImage
 
+    if (width is None) != (height is None):
+        raise ValueError("give both width and height to resize input images, or neither")
     prepared = []
     for index, image in enumerate(images):
-        if not isinstance(image, PILImage.Image):
-            raise ValueError(f"input image {index} is a {type(image).__name__}, not a PIL image")
-        if (width is None) != (height is None):
-            raise ValueError("give both width and height to resize input images, or neither")
+        image = as_image(image, f"input image {index}")
         size = (width, height) if width is not None else (image.width // 8 * 8, image.height // 8 * 8)
         if min(size) < 8:
             raise ValueError(f"input image {index} is {image.width}x{image.height}: at least 8x8 is needed")
-        image = image.convert("RGB")
         prepared.append(image if image.size == size else image.resize(size, PILImage.Resampling.LANCZOS))
     sizes = sorted({image.size for image in prepared})
     if len(sizes) > 1:
@@ -200,8 +198,37 @@ def prepare_images(
     return tuple(prepared)
 
 
+def as_image(value: Any, what: str = "the image") -> Image.Image:
+    """`value` as an RGB PIL image: a PIL image, or an array or tensor of pixels (see `prepare_images`)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if isinstance(value, PILImage.Image):
+        return value.convert("RGB")
+    kind = type(value).__name__
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy()
+        if value.ndim == 3 and value.shape[0] in (1, 3) and value.shape[-1] not in (1, 3):
+            value = value.transpose(1, 2, 0)  # CxHxW, as torch keeps pictures
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{what} is a {kind}: give a PIL image, a NumPy array or a torch tensor")
+    if value.ndim == 3 and value.shape[-1] == 1:
+        value = value[..., 0]
+    if value.ndim not in (2, 3) or (value.ndim == 3 and value.shape[-1] not in (3, 4)):
+        raise ValueError(f"{what} is an array of shape {value.shape}: pictures are HxWx3 (or HxW)")
+    if value.dtype == np.uint8:
+        pixels = value
+    elif np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer):
+        if not np.isfinite(value).all() or value.min() < 0 or value.max() > 1:
+            raise ValueError(f"{what} is a {value.dtype} array with values outside 0-1: give floats 0-1 or uint8")
+        pixels = (value.astype(np.float32) * 255).round().astype(np.uint8)
+    else:
+        raise ValueError(f"{what} is an array of {value.dtype}: give uint8 (0-255) or floats (0-1)")
+    return PILImage.fromarray(np.ascontiguousarray(pixels)).convert("RGB")
+
+
 def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) -> list[str]:
-    """One prompt per line; blank lines and ``#`` comments are skipped.
+    r"""One prompt per line; blank lines and ``#`` comments are skipped, ``\#`` starts a prompt with ``#``.
 
     ``{name}`` is filled from `namespace` (write ``{{`` and ``}}`` for literal braces);
     an unknown name raises ValueError naming it and its line.
@@ -211,6 +238,8 @@ def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) ->
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if line.startswith("\\#"):
+            line = line[1:]
         if namespace is not None:
             line = _fill(line, number, namespace)
         prompts.append(line)
@@ -231,3 +260,49 @@ def _fill(line: str, number: int, namespace: Mapping[str, Any]) -> str:
         return line.format_map(namespace)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
         raise ValueError(f"prompt line {number}: cannot fill it in: {error}") from None
+
+
+def make_jobs(
+    prompts: str | Sequence[str],
+    seeds: str | int | Sequence[int] | None,
+    num: int | None,
+    negative_prompt: str,
+    images: Any,
+    settings: Settings,
+) -> tuple[Job, ...]:
+    """Validate prompts, seeds and input images into jobs, before any model is loaded."""
+    seed_list = choose_seeds(seeds, num)
+    if isinstance(prompts, str):
+        prompts = parse_prompt_lines(prompts)
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if images:
+        settings.image_to_image_steps()
+    prepared = prepare_images(images, settings.width, settings.height)
+    return build_jobs(prompts, seed_list, negative_prompt, prepared)
+
+
+def choose_seeds(
+    seeds: str | int | Sequence[int] | None, num: int | None, default: tuple[int, ...] | None = (0, 1, 2, 3)
+) -> tuple[int, ...]:
+    """The seeds asked for: a list, an int or text such as ``"0-7,10"``; or `num` random ones; or `default`.
+
+    A `default` of None draws four random seeds.
+    """
+    if seeds is not None and num is not None:
+        raise ValueError("give seeds or a number of random seeds, not both")
+    if num is not None:
+        return random_seeds(num)
+    if seeds is None:
+        return default if default is not None else random_seeds(4)
+    if isinstance(seeds, str):
+        return parse_seeds(seeds)
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        return parse_seeds(str(int(seeds)))
+    if not isinstance(seeds, Iterable):
+        raise ValueError(f"seeds must be whole numbers or text such as 0-7, not a {type(seeds).__name__}")
+    seeds = list(seeds)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seeds must be whole numbers, not {seed!r}")
+    return parse_seeds(",".join(str(int(s)) for s in seeds)) if seeds else ()

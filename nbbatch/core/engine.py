@@ -1,4 +1,4 @@
-"""Running jobs through a pipeline in chunks: one generator per image, progress, cancel and memory back-off.
+"""Running jobs: load the pipeline, call it in chunks with one generator per image, progress, cancel, back-off.
 
 Each chunk is one pipeline call with lists of prompts and generators, as the diffusers
 batch guide shows. Every generator is made fresh from its image's seed or saved state
@@ -9,20 +9,24 @@ are never lost: a cancel, a kernel interrupt or an error ends the run with what 
 from __future__ import annotations
 
 import inspect
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from nbbatch.pipelines import free_memory
-from nbbatch.seeds import generator_state, make_generator
+from nbbatch.core.item import Item
+from nbbatch.core.seeds import generator_state, make_generator
+from nbbatch.models.pipelines import apply_memory_options, free_memory, generator_device, get_pipeline
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nbbatch.spec import Job, Settings
+    from nbbatch.core.spec import Job, Settings
 
 Status = Literal["complete", "cancelled", "interrupted", "failed"]
 
@@ -92,11 +96,15 @@ class Outcome:
     elapsed: float
 
 
-def call_arguments(pipe: Any, settings: Settings, image_to_image: bool) -> dict[str, Any]:
-    """The pipeline arguments shared by every image, with the pipeline's defaults filled in."""
+def call_arguments(
+    pipe: Any, settings: Settings, image_to_image: bool, model_defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in."""
     arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
     defaults = inspect.signature(pipe.__call__).parameters
     guidance = settings.guidance
+    if guidance is None:
+        guidance = (model_defaults or {}).get("guidance")
     if guidance is None and "guidance_scale" in defaults:
         guidance = defaults["guidance_scale"].default
     arguments["guidance_scale"] = guidance
@@ -143,7 +151,7 @@ def run_jobs(
         if on_progress is not None:
             on_progress(Progress(len(made), len(jobs), chunk, step, steps, time.perf_counter() - start))
 
-    try:  # a kernel interrupt (Ctrl-C) ends the run with what is finished
+    try:  # a kernel interrupt (Ctrl-C) or any error ends the run with what is finished
         while len(made) < len(jobs):
             if cancel is not None and cancel.is_set():
                 status = "cancelled"
@@ -179,14 +187,12 @@ def run_jobs(
             new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
             made.extend(new)
             if on_chunk is not None:
-                try:
-                    on_chunk(new)
-                except Exception as exc:  # autosave could not write: stop, keep the images
-                    status, error = "failed", exc
-                    break
+                on_chunk(new)  # autosave may fail: the images are kept all the same
+        report(0, 0)
     except KeyboardInterrupt:
         status = "interrupted"
-    report(0, 0)
+    except Exception as exc:  # the caller's on_progress or on_chunk failed: stop, keep the images
+        status, error = "failed", exc
     return Outcome(made, status, error, size, time.perf_counter() - start)
 
 
@@ -219,3 +225,124 @@ def _call(
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
     images = VaeImageProcessor.numpy_to_pil(pixels)
     return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+
+
+@dataclass
+class Run:
+    """What `execute` made: the finished items, how the run ended, where it ran and the chunk size used."""
+
+    items: list[Item]
+    status: Status
+    error: BaseException | None
+    elapsed: float
+    placement: str
+    batch_size: int
+
+
+def execute(
+    settings: Settings,
+    jobs: Sequence[Job],
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelFlag | None = None,
+    on_chunk: Callable[[list[Item]], None] | None = None,
+) -> Run:
+    """Load (or reuse) the pipeline and run `jobs`; one batch at a time in the whole process.
+
+    `on_chunk` sees each chunk's items as soon as they are finished (for autosave). An
+    error while loading is raised before anything runs; an error, a cancel or a kernel
+    interrupt during the run ends it with every finished item in the returned `Run`.
+    """
+    if not jobs:
+        raise ValueError("nothing to make: no jobs")
+    if not _running.acquire(blocking=False):
+        raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
+    try:
+        return _execute(settings, jobs, on_progress, cancel, on_chunk)
+    finally:
+        _running.release()
+
+
+_running = threading.Lock()
+"""Held while a batch runs: a pipeline (its scheduler above all) serves one call at a time."""
+
+
+def _execute(
+    settings: Settings,
+    jobs: Sequence[Job],
+    on_progress: Callable[[Progress], None] | None,
+    cancel: CancelFlag | None,
+    on_chunk: Callable[[list[Item]], None] | None,
+) -> Run:
+    loaded = get_pipeline(settings)
+    device = generator_device(settings)
+    image_to_image = jobs[0].init_image is not None
+    pipe = loaded.view(image_to_image, settings.scheduler)
+    apply_memory_options(pipe, settings)
+    arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
+    auto = settings.batch_size == "auto"
+    common: dict[str, Any] = {
+        "model": settings.model,
+        "pipeline": type(pipe).__name__,
+        "scheduler": type(pipe.scheduler).__name__,
+        "scheduler_config": MappingProxyType(dict(pipe.scheduler.config)),
+        "dtype": loaded.placement.dtype,
+        "device": loaded.placement.device,
+        "generator_device": device,
+        **arguments,
+    }
+    items: list[Item] = []
+
+    def collect(made: list[Made]) -> None:
+        new = [
+            Item(
+                m.image,
+                m.job.seed,
+                m.job.prompt,
+                m.job.negative_prompt,
+                m.job.prompt_index,
+                settings,
+                MappingProxyType({**common, "width": m.image.width, "height": m.image.height}),
+                m.state,
+                m.job.init_image,
+                m.job.parent,
+                m.job.origin,
+                m.broken,
+            )
+            for m in made
+        ]
+        items.extend(new)
+        if on_chunk is not None:
+            on_chunk(new)
+
+    outcome = run_jobs(
+        pipe,
+        jobs,
+        arguments,
+        steps=settings.image_to_image_steps() if image_to_image else settings.steps,
+        generator_device=device,
+        batch_size=(loaded.working_batch_size if auto else settings.batch_size) or None,
+        back_off=auto,
+        on_progress=on_progress,
+        cancel=cancel,
+        on_chunk=collect,
+    )
+    if auto and outcome.made:
+        loaded.working_batch_size = outcome.batch_size
+    broken = [item.seed for item in items if item.broken]
+    if broken:
+        warnings.warn(broken_message(broken, loaded.placement.dtype), RuntimeWarning, stacklevel=3)
+    return Run(items, outcome.status, outcome.error, outcome.elapsed, loaded.placement.reason, outcome.batch_size)
+
+
+def broken_message(seeds: Sequence[int], dtype: str) -> str:
+    """The warning for NaN or all-black images: which seeds, and the usual fix for the dtype used."""
+    shown = ", ".join(str(seed) for seed in seeds)
+    text = f"{len(seeds)} image(s) came out NaN or all black (seeds {shown})."
+    if dtype in ("float16", "bfloat16"):
+        return text + (
+            f" In {dtype} this is usually the VAE overflowing (known on SDXL): use --dtype fp32, a VAE that"
+            " upcasts to float32 (force_upcast in its config), or an fp16-fixed VAE such as"
+            " madebyollin/sdxl-vae-fp16-fix."
+        )
+    return text + " The run was already in float32: the model or its inputs produce these values."

@@ -6,7 +6,10 @@ Validation happens before anything runs; every ValueError becomes a one-line
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import os
+import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
@@ -15,18 +18,18 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from nbbatch.errors import first_line
-from nbbatch.metadata import Saver
-from nbbatch.spec import DEFAULT_MODEL, Settings, parse_prompt_lines
+from nbbatch.core.errors import first_line
+from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
+from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
+from nbbatch.formats.png import Saver
+from nbbatch.notebook.live import ProgressDisplay
 
 if TYPE_CHECKING:
     from argparse import Namespace
 
     from IPython.core.interactiveshell import InteractiveShell
 
-    from nbbatch.result import BatchResult
-    from nbbatch.run import Progress
-    from nbbatch.spec import Job
+    from nbbatch.core.spec import Job
 
 _SETTINGS = (
     "steps",
@@ -80,17 +83,20 @@ class BatchMagics(Magics):
     @argument("--no-display", action="store_true", help="do not show the grid")
     @line_cell_magic
     def batchgen(self, line: str, cell: str | None = None) -> None:
-        """Generate a batch: every prompt of the cell (one per line) with every seed.
+        r"""Generate a batch: every prompt of the cell (one per line) with every seed.
 
         Each image gets its own generator, so any image can be made again alone; the
         result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
         ``--refine SEED`` makes that image again from the same starting noise with the
         cell's prompt(s); ``--vary SEED`` makes variations of its picture. As a line
         magic (``%batchgen --vary 5``) the image's own prompt is kept.
-        ``{name}`` in a prompt is filled from the namespace.
-        """
-        from nbbatch.api import execute
+        ``{name}`` in a prompt is filled from the namespace; a line starting with ``#`` is a
+        comment, and ``\#`` starts a prompt with a literal ``#``.
 
+        A batch that makes no image (an error, Cancel or Ctrl-C before the first chunk)
+        leaves ``--out`` and the last result as they were. Ctrl-C keeps and stores the
+        finished images, then stops the cell (and "Run All") with KeyboardInterrupt.
+        """
         try:  # shell-style quoting, so that --negative "blurry, dark" loses its quotes
             argv = shlex.split(line)
         except ValueError as error:
@@ -100,25 +106,38 @@ class BatchMagics(Magics):
             settings, jobs, parent = self._plan(args, cell or "")
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
         except ValueError as error:
-            raise UsageError(str(error)) from None
-        with ProgressBar() as bar:
+            raise UsageError(_as_options(str(error))) from None
+        with ProgressDisplay() as progress:
             try:
-                result = execute(
-                    settings, jobs, parent=parent, on_progress=bar.update, on_chunk=saver.add if args.autosave else None
+                result = run_batch(
+                    settings,
+                    jobs,
+                    parent=parent,
+                    on_progress=progress.update,
+                    on_chunk=saver.add if args.autosave else None,
+                    raise_on_failure=False,
                 )
             except ValueError as error:
-                raise UsageError(str(error)) from None
+                raise UsageError(_as_options(str(error))) from None
+        if not result.items:
+            kept = f"{args.out} is unchanged" if args.out in self.shell.user_ns else f"{args.out} was not set"
+            if result.status == "failed":
+                raise UsageError(f"the batch stopped before any image was made: {first_line(result.error)}; {kept}")
+            print(f"{result.status} before any image was made; {kept}")
+            if result.status == "interrupted":
+                raise KeyboardInterrupt
+            return
         self.shell.user_ns[args.out] = result
         self.last = result
         if not args.no_display:
             display(result)
         if result.status in ("cancelled", "interrupted"):
             print(f"{result.status} after {len(result)} of {result.total} images; they are in {args.out}")
-        if saver is not None and result.items:
+        if saver is not None:
             try:
                 if args.save:
                     saver.add(result.items)
-                saver.add_grid(result)
+                saver.add_grid(result.grid())
             except (OSError, ValueError) as error:
                 raise UsageError(f"could not save to {saver.folder}: {error}; the images are in {args.out}") from None
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
@@ -126,21 +145,22 @@ class BatchMagics(Magics):
             raise UsageError(
                 f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are in {args.out}"
             )
+        if result.status == "interrupted":
+            raise KeyboardInterrupt  # stop "Run All" here; the finished images are stored
 
     @line_magic
     def batchgen_panel(self, line: str) -> Any:
         """Show the nbbatch panel: prompts, settings, Generate, progress, Cancel, a seed grid and Refine."""
-        from nbbatch.widgets import Panel
+        from nbbatch.notebook.panel import Panel
 
         return Panel()
 
     def _plan(self, args: Namespace, cell: str) -> tuple[Settings, tuple[Job, ...], BatchResult | None]:
         """Turn the arguments and the cell into settings, jobs and the parent result, or raise ValueError."""
-        from nbbatch.api import choose_seeds, make_jobs
-        from nbbatch.result import refine_jobs, vary_jobs
-
-        if not args.out.isidentifier():
+        if not args.out.isidentifier() or keyword.iskeyword(args.out):
             raise ValueError(f"--out needs a variable name, not {args.out!r}")
+        if hasattr(builtins, args.out):
+            print(f"note: --out {args.out} hides Python's built-in {args.out}() in this notebook")
         prompts = parse_prompt_lines(cell, self.shell.user_ns)
         given = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
         if "batch_size" in given and given["batch_size"] != "auto":
@@ -181,8 +201,6 @@ class BatchMagics(Magics):
         return settings, jobs, parent
 
     def _source(self, name: str | None) -> BatchResult:
-        from nbbatch.result import BatchResult
-
         if name is None:
             if self.last is None:
                 raise ValueError("nothing to refine yet: run a batch first, or pass --from NAME")
@@ -193,7 +211,10 @@ class BatchMagics(Magics):
         return value
 
     def _images(self, name: str) -> list:
-        """--image: a namespace variable (an image, or a list of images or paths) or an image file."""
+        """--image: a namespace variable (a picture, or a list of pictures or paths) or an image file.
+
+        Pictures are PIL images, NumPy arrays or torch tensors; `prepare_images` checks them.
+        """
         from PIL import Image, UnidentifiedImageError
 
         value = self.shell.user_ns.get(name, name)
@@ -202,46 +223,19 @@ class BatchMagics(Magics):
             raise ValueError(f"--image {name}: the list is empty")
         images = []
         for entry in values:
-            if isinstance(entry, Image.Image):
-                images.append(entry)
-            elif isinstance(entry, (str, os.PathLike)) and os.path.isfile(entry):
+            if isinstance(entry, (str, os.PathLike)):
+                if entry is value and not os.path.isfile(entry):
+                    raise ValueError(f"--image {name!r} is neither a variable nor an image file")
+                if not os.path.isfile(entry):
+                    raise ValueError(f"--image {name}: {os.fspath(entry)!r} is not an image file")
                 try:
                     with Image.open(entry) as opened:
                         images.append(opened.convert("RGB"))
                 except (UnidentifiedImageError, OSError) as error:
                     raise ValueError(f"--image: cannot read {os.fspath(entry)!r} as an image: {error}") from None
-            elif entry is value and isinstance(entry, str):
-                raise ValueError(f"--image {name!r} is neither a variable nor an image file")
             else:
-                raise ValueError(f"--image {name}: {entry!r} is neither an image nor an image file")
+                images.append(entry)
         return images
-
-
-class ProgressBar:
-    """One bar for the whole batch (images, step, time left), drawn with tqdm in notebooks and terminals."""
-
-    refresh_every = 0.1
-    """Seconds between redraws at the most."""
-
-    def __enter__(self) -> ProgressBar:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=1000,
-            bar_format="{percentage:3.0f}%|{bar}| {desc}",
-            desc="loading the pipeline",
-            leave=False,
-            mininterval=self.refresh_every,
-        )
-        return self
-
-    def update(self, progress: Progress) -> None:
-        """Show `progress`; tqdm rate-limits the redraws."""
-        self.bar.set_description_str(progress.describe(), refresh=False)
-        self.bar.update(round(progress.fraction * 1000) - self.bar.n)
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.bar.close()
 
 
 def _whole_number(flag: str, text: str) -> int:
@@ -249,3 +243,11 @@ def _whole_number(flag: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
+
+
+_OPTIONS = {"prompt_index": "--prompt-index", "batch_size": "--batch-size", "generator_device": "--generator-device"}
+
+
+def _as_options(message: str) -> str:
+    """A core error message with its Python keyword names written as the magic's options."""
+    return re.sub("|".join(rf"\b{name}\b" for name in _OPTIONS), lambda m: _OPTIONS[m.group()], message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
-from nbbatch.errors import first_line
+from nbbatch.core.errors import first_line
 
 if TYPE_CHECKING:
     import torch

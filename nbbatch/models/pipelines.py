@@ -8,14 +8,16 @@ schedulers are views made with `from_pipe`, which share the loaded weights.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.errors import first_line
-from nbbatch.spec import Settings
-from nbbatch.tiny import BUILTIN_MODELS, builtin_path
+from nbbatch.core.errors import first_line
+from nbbatch.core.spec import Settings
+from nbbatch.models import shapes
+from nbbatch.models.tiny import BUILTIN_MODELS, builtin_path
 
 if TYPE_CHECKING:
     import torch
@@ -92,13 +94,15 @@ def generator_device(settings: Settings, *, cuda: bool | None = None) -> str:
 class Loaded:
     """A loaded pipeline and its views (image-to-image, other schedulers), which share its weights.
 
-    `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``.
+    `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``;
+    `defaults` are the model folder's own defaults for settings left unset (its ``nbbatch.json``).
     """
 
     placement: Placement
     pipe: DiffusionPipeline
     views: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
     working_batch_size: int | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
         """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
@@ -168,7 +172,7 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
         pipe = load_pipeline(source, placement, settings.model, settings.variant)
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
-        _cache[key] = Loaded(placement, pipe)
+        _cache[key] = Loaded(placement, pipe, defaults=model_defaults(source))
     return _cache[key]
 
 
@@ -189,13 +193,18 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+BUILTIN_NAMES = (shapes.NAME, *BUILTIN_MODELS)
+
+
 def resolve_model(model: str) -> str:
     """The folder or hub id to load: built-in names become their folder; a missing local folder is an error."""
+    if model == shapes.NAME:
+        return str(shapes.WEIGHTS)
     if model in BUILTIN_MODELS:
         with quiet_loading():
             return str(builtin_path(model))
     if model.startswith("nbbatch:"):
-        raise ValueError(f"unknown built-in model {model!r}: choose {' or '.join(BUILTIN_MODELS)}")
+        raise ValueError(f"unknown built-in model {model!r}: choose {', '.join(BUILTIN_NAMES)}")
     path = os.path.expanduser(model)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "model_index.json")):
@@ -205,6 +214,15 @@ def resolve_model(model: str) -> str:
     if looks_local or os.path.exists(path):
         raise ValueError(f"model folder {model!r} does not exist")
     return model
+
+
+def model_defaults(source: str) -> dict[str, Any]:
+    """Settings a model folder asks for when the user leaves them unset: its ``nbbatch.json`` (e.g. guidance)."""
+    path = os.path.join(source, "nbbatch.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        return dict(json.load(file).get("defaults", {}))
 
 
 def load_pipeline(source: str, placement: Placement, name: str, variant: str | None = None) -> DiffusionPipeline:

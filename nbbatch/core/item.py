@@ -1,0 +1,60 @@
+"""One finished image and everything that made it: the unit that results, files and front ends share.
+
+An `Item` keeps its generator's initial state, which is the source of truth for making
+the image again: a refinement restores it exactly and changes only the prompt or
+settings. Items remember their parent, so a refinement knows its whole lineage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from nbbatch.core.spec import Settings
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One finished image and everything needed to make it again.
+
+    `state` is the initial state of the image's own generator; `params` holds every
+    setting used, defaults resolved; `parent` is the item this one refines or varies.
+    """
+
+    image: Image.Image = field(repr=False)
+    seed: int
+    prompt: str
+    negative_prompt: str
+    prompt_index: int
+    settings: Settings = field(repr=False)
+    params: MappingProxyType = field(repr=False)
+    state: bytes = field(repr=False)
+    init_image: Image.Image | None = field(default=None, repr=False)
+    parent: Item | None = field(default=None, repr=False)
+    origin: str = "batch"
+    broken: bool = False
+
+    @property
+    def depth(self) -> int:
+        """How many refinements lie between this item and the image it started from."""
+        return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
+
+    @property
+    def label(self) -> str:
+        """The grid caption: ``seed 5``, ``seed 5 · refine 2`` or ``seed 12 · vary of 5``."""
+        if self.origin == "refine":
+            return f"seed {self.seed} · refine {self.depth}"
+        if self.origin == "vary" and self.parent is not None:
+            return f"seed {self.seed} · vary of {self.parent.seed}"
+        return f"seed {self.seed}"
+
+    def lineage(self) -> tuple[Item, ...]:
+        """The ancestors of this item and itself, the first image first."""
+        chain = [self]
+        while chain[-1].parent is not None:
+            chain.append(chain[-1].parent)
+        return tuple(reversed(chain))

@@ -1,0 +1,1 @@
+"""Files: PNGs with A1111 parameters and the exact nbbatch record, the folder index, loading them back."""

@@ -1,0 +1,10 @@
+"""``nbbatch:shapes``: a small Stable Diffusion pipeline trained here, with its data, training and evaluation.
+
+The trained pipeline ships in `WEIGHTS` (a diffusers folder, loaded with `from_pretrained`);
+``nbbatch.json`` there holds the settings nbbatch uses for it by default.
+"""
+
+from pathlib import Path
+
+NAME = "nbbatch:shapes"
+WEIGHTS = Path(__file__).with_name("weights")

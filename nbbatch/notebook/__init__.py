@@ -1,0 +1,1 @@
+"""The notebook front ends: the ``%%batchgen`` magic and the ipywidgets panel."""
