@@ -24,6 +24,7 @@ from pathlib import Path
 if "NBBATCH_HOME" not in os.environ:  # built-in pipelines built afresh, and removed after
     os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-bench-")
     atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)
+os.environ.setdefault("NBBATCH_MODEL", "nbbatch:tiny-sd")  # the mechanical figures are of the tiny pipelines
 
 import torch
 
@@ -76,14 +77,17 @@ def overhead(model: str, repeats: int) -> dict:
         shell.run_line_magic("load_ext", "nbbatch")
     cell = "\n".join(PROMPTS)
 
-    def magic():
+    def magic(display: bool = True):
         with capture_output():
-            shell.run_cell_magic("batchgen", f"-m {model} --seeds 0-7 --steps 4", cell)
+            shell.run_cell_magic(
+                "batchgen", f"-m {model} --seeds 0-7 --steps 4{'' if display else ' --no-display'}", cell
+            )
 
     medians = interleaved(
         {
             "diffusers": lambda: raw_call(pipe, prompts, seeds, num_inference_steps=4),
             "nbbatch.generate": lambda: nbbatch.generate(PROMPTS, "0-7", model=model, steps=4),
+            "%%batchgen --no-display": lambda: magic(display=False),
             "%%batchgen (display on)": magic,
         },
         repeats,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.result import BatchError, BatchResult, run_batch
-from nbbatch.core.spec import DEFAULT_MODEL, Job, Settings, make_jobs
+from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def generate(
     num: int | None = None,
     negative_prompt: str = "",
     images: Image.Image | Sequence[Image.Image] = (),
-    model: str = DEFAULT_MODEL,
+    model: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     **settings: Any,
@@ -35,13 +35,13 @@ def generate(
     `prompts` is a list, or text with one prompt per line (as in the magic). `seeds` is a
     list, an int, or text such as ``"0-7,10"`` (default ``"0-3"``); `num` draws that many
     random seeds instead. `images` makes it image-to-image (one per prompt, or one for
-    all: PIL images, HxWx3 uint8 or 0-1 float arrays, or tensors). Other keywords are
-    `Settings` fields (steps, guidance, width, height, strength, scheduler, dtype, device,
-    generator_device, batch_size, offload, vae_tiling, variant). A cancel or interrupt
-    returns the finished images with ``complete`` False; an error raises `BatchError`,
-    whose ``result`` holds them.
+    all: PIL images, HxWx3 uint8 or 0-1 float arrays, or tensors). `model` defaults to
+    ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
+    (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
+    batch_size, offload, vae_tiling, variant). A cancel or interrupt returns the finished
+    images with ``complete`` False; an error raises `BatchError`, whose ``result`` holds them.
     """
-    settings_ = Settings(model=model, **settings)
+    settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(prompts, seeds, num, negative_prompt, images, settings_)
     return run_batch(settings_, jobs, on_progress=on_progress, cancel=cancel)
 
@@ -65,7 +65,7 @@ def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
     """
     loaded = load(path)
     if not isinstance(index, int) or isinstance(index, bool) or not -len(loaded) <= index < len(loaded):
-        raise ValueError(f"index {index!r} is past the end: {str(path)!r} holds {len(loaded)} image(s)")
+        raise ValueError(f"there is no image {index!r} in {str(path)!r}: it holds {len(loaded)} image(s)")
     item = loaded[index]
     if item.origin == "foreign":
         raise ValueError(f"{str(path)!r} was not made by nbbatch: it has no generator state to reproduce")

@@ -12,7 +12,8 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
-from nbbatch.core.result import BatchResult, Item
+from nbbatch.core.item import Item
+from nbbatch.core.result import BatchResult
 from nbbatch.core.spec import Settings
 
 

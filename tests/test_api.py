@@ -243,3 +243,60 @@ def test_a_second_batch_while_one_runs_is_refused_clearly():
         release.set()
         worker.join(30)
     assert len(nbbatch.generate("b", [1], **FAST)) == 1
+
+
+def test_an_error_in_the_callers_on_progress_ends_the_run_keeping_finished_images():
+    def explode(progress):
+        if progress.done == 2 and progress.step == 1:
+            raise RuntimeError("my callback broke")
+
+    with pytest.raises(nbbatch.BatchError, match="my callback broke") as caught:
+        nbbatch.generate("a", "0-5", batch_size=2, on_progress=explode, **FAST)
+    assert [item.seed for item in caught.value.result] == [0, 1]
+
+
+def test_refine_and_vary_raise_batch_error_with_the_finished_images(monkeypatch):
+    batch = nbbatch.generate("a", "0-1", guidance=7.0, **FAST)
+    fail_on_call(monkeypatch, 1, "GPU fell over")
+    with pytest.raises(nbbatch.BatchError, match="GPU fell over") as caught:
+        batch.refine(0, "b")
+    assert len(caught.value.result) == 0 and caught.value.result.status == "failed"
+    fail_on_call(monkeypatch, 1, "GPU fell over")
+    with pytest.raises(nbbatch.BatchError, match="GPU fell over"):
+        batch.vary(0, seeds=[3], guidance=7.0)
+
+
+def test_text_with_several_lines_is_several_prompts_and_numpy_integers_are_seeds():
+    result = nbbatch.generate("a red cube\n# not a prompt\n\na blue ball", np.arange(2, 4), **FAST)
+    assert [(item.prompt, item.seed) for item in result] == [
+        ("a red cube", 2),
+        ("a red cube", 3),
+        ("a blue ball", 2),
+        ("a blue ball", 3),
+    ]
+    assert nbbatch.generate("a", np.int64(7), **FAST)[0].seed == 7
+    with pytest.raises(ValueError, match="seeds must be whole numbers, not 1.5"):
+        nbbatch.generate("a", [1.5], **FAST)
+
+
+def test_numpy_arrays_and_tensors_are_input_images_like_the_pil_image():
+    picture = Image.new("RGB", (32, 32), (200, 40, 40))
+    picture.paste((20, 60, 220), (8, 8, 24, 24))
+    array = np.asarray(picture)
+    expected = nbbatch.generate("a", [1], images=picture, steps=4)[0].image
+    for given in (array, array.astype(np.float32) / 255, torch.tensor(array).permute(2, 0, 1) / 255.0):
+        assert max_difference(nbbatch.generate("a", [1], images=given, steps=4)[0].image, expected) == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("a string", "input image 0 is a str: give a PIL image, a NumPy array or a torch tensor"),
+        (np.zeros((4, 4, 4, 3)), r"input image 0 is an array of shape \(4, 4, 4, 3\): pictures are HxWx3"),
+        (np.full((16, 16, 3), 7.0), "values outside 0-1"),
+    ],
+)
+def test_other_inputs_are_named_by_type_never_printed(given, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        nbbatch.generate("a", [1], images=given, steps=4)
+    assert "[[" not in str(caught.value), "no array is printed"

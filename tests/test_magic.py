@@ -219,3 +219,30 @@ def test_one_progress_bar_covers_the_whole_batch(shell, monkeypatch):
     assert "images 3-4 of 4 · step 4/4" in captured.stderr
     assert "it/s" not in captured.stderr, "no per-call diffusers bars"
     assert " 50%|" in captured.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("--out class", "--out needs a variable name, not 'class'"), ("--out 2x", "--out needs a variable name")],
+)
+def test_out_must_be_a_usable_variable_name(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        run(shell, f"{line} {FAST}", "a")
+
+
+def test_out_that_hides_a_builtin_says_so(shell):
+    captured = run(shell, f"--out list --seeds 1 {FAST}", "a")
+    assert "--out list hides Python's built-in list()" in captured.stdout
+    assert isinstance(shell.user_ns["list"], nbbatch.BatchResult)
+
+
+def test_errors_name_the_magics_options_not_python_keywords(shell):
+    run(shell, f"--seeds 1 {FAST}", "a\nb")
+    with pytest.raises(UsageError, match="say which with --prompt-index") as caught:
+        run(shell, f"--refine 1 {FAST}", "c")
+    assert "prompt_index" not in str(caught.value)
+
+
+def test_an_escaped_hash_starts_a_prompt(shell):
+    run(shell, f"--seeds 1 {FAST}", "# a comment\n\\#hashtag cat")
+    assert [item.prompt for item in shell.user_ns["_batch"]] == ["#hashtag cat"]

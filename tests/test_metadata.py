@@ -234,3 +234,39 @@ def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_pat
     assert saved[3].params["num_inference_steps"] == 4
     with Image.open(tmp_path / "p00-s3.png") as png:
         assert "Steps: 4, Sampler: Euler, CFG scale: 7.0, Seed: 3, Size: 32x32" in png.text["parameters"]
+
+
+def test_a_folder_with_refinements_and_two_saves_loads_every_image_with_parent_links(tmp_path):
+    first = nbbatch.generate("a lighthouse", "4-5", **FAST)
+    refined = first.refine(5, "a lighthouse at night")
+    again = refined.refine(5, "a lighthouse at night, stars")
+    for result in (first, refined, again, first):  # the batch is saved twice
+        result.save(tmp_path, grid=False)
+    loaded = nbbatch.load(tmp_path)
+    assert len(loaded) == 6
+    with pytest.raises(ValueError, match=r"seed 5 has 4 images here \(batch, refine\): say which with origin"):
+        loaded.by_seed(5)
+    deepest = loaded.by_file("p00-s5-refine-1.png")
+    assert deepest.label == "seed 5 · refine 2"
+    assert [step.prompt for step in deepest.lineage()] == [
+        "a lighthouse",
+        "a lighthouse at night",
+        "a lighthouse at night, stars",
+    ]
+    assert loaded.by_file("p00-s4-1.png").image.tobytes() == first.by_seed(4).image.tobytes()
+    with pytest.raises(ValueError, match="no image here was loaded from 'nothing.png'"):
+        loaded.by_file("nothing.png")
+
+
+def test_a_missing_input_image_a_damaged_index_line_and_an_index_past_the_end_are_one_line(tmp_path):
+    picture = Image.new("RGB", (32, 32), (10, 200, 30))
+    nbbatch.generate("a", [1], images=picture, steps=4).save(tmp_path, grid=False)
+    with pytest.raises(ValueError, match=r"^there is no image 3 in .*: it holds 1 image"):
+        nbbatch.reproduce(tmp_path, 3)
+    next(tmp_path.glob("input-*.png")).unlink()
+    with pytest.raises(ValueError, match=r"its image-to-image input 'input-\w+\.png' is missing from") as caught:
+        nbbatch.load(tmp_path)
+    assert "\n" not in str(caught.value)
+    (tmp_path / "index.jsonl").write_text('{"file": "p00-s1.png"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1 of .* is damaged: not an index entry"):
+        nbbatch.load(tmp_path)

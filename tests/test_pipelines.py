@@ -1,8 +1,17 @@
 import pytest
+from conftest import FAST
 
 import nbbatch
 from nbbatch.core.spec import Settings
-from nbbatch.models.pipelines import Placement, choose_placement, generator_device, get_pipeline, place, resolve_model
+from nbbatch.models.pipelines import (
+    Placement,
+    apply_memory_options,
+    choose_placement,
+    generator_device,
+    get_pipeline,
+    place,
+    resolve_model,
+)
 
 
 @pytest.mark.parametrize(
@@ -17,7 +26,8 @@ from nbbatch.models.pipelines import Placement, choose_placement, generator_devi
         ("mps", "auto", False, ("mps", "float16")),
     ],
 )
-def test_device_and_dtype_choice(device, dtype, cuda, expected):
+def test_device_and_dtype_choice(device, dtype, cuda, expected, monkeypatch):
+    monkeypatch.setattr("nbbatch.models.pipelines._mps_available", lambda: True)  # as on a Mac
     placement = choose_placement(device, dtype, cuda=cuda)
     assert (placement.device, placement.dtype) == expected
     assert placement.reason.startswith(f"{expected[0]}, {expected[1]} (")
@@ -73,13 +83,16 @@ def test_the_pipeline_is_loaded_once_and_image_to_image_shares_its_weights():
     assert first.view(True, None) is img2img
 
 
-def test_vae_slicing_is_always_on_and_tiling_when_asked():
+def test_vae_slicing_is_on_for_gpus_only_and_tiling_when_asked():
     tiled = nbbatch.generate("a", "0-1", steps=4, width=64, height=64, vae_tiling=True)
-    vae = get_pipeline(Settings()).pipe.vae
-    assert vae.use_slicing and vae.use_tiling
+    pipe = get_pipeline(Settings()).pipe
+    assert pipe.vae.use_tiling and not pipe.vae.use_slicing, "on the CPU the batch decodes at once"
     plain = nbbatch.generate("a", "0-1", steps=4, width=64, height=64)
-    assert vae.use_slicing and not vae.use_tiling
+    assert not pipe.vae.use_slicing and not pipe.vae.use_tiling
     assert tiled[0].image.size == plain[0].image.size == (64, 64)
+    apply_memory_options(pipe, Settings(), "cuda")
+    assert pipe.vae.use_slicing, "on a GPU the decode's memory must not grow with the batch"
+    apply_memory_options(pipe, Settings(), "cpu")
 
 
 def test_another_model_replaces_the_cached_one():
@@ -130,3 +143,55 @@ def test_a_hub_id_is_passed_to_from_pretrained_and_its_failure_is_one_clear_line
     assert resolve_model("stabilityai/stable-diffusion-xl-base-1.0") == "stabilityai/stable-diffusion-xl-base-1.0"
     with pytest.raises(ValueError, match=r"^could not load model 'someone/not-cached': [^\n]+$"):
         nbbatch.generate("a", [0], model="someone/not-cached", steps=1)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "steps", "message"),
+    [
+        ("pndm", 3, "the pndm scheduler needs at least 4 steps, not 3"),
+        ("FlowMatchEulerDiscreteScheduler", 4, "FlowMatchEulerDiscreteScheduler does not fit this pipeline"),
+        ("lms", 4, r"scheduler LMSDiscreteScheduler needs the scipy package: pip install scipy"),
+        ("DPMSolverSDEScheduler", 4, "needs the torchsde package: pip install torchsde"),
+    ],
+)
+def test_schedulers_that_cannot_run_are_refused_before_anything_runs(scheduler, steps, message):
+    with pytest.raises(ValueError, match=message):
+        nbbatch.generate("a", [0], scheduler=scheduler, steps=steps, width=32, height=32)
+
+
+@pytest.mark.parametrize("scheduler", ["heun", "pndm"])
+def test_progress_of_multi_order_schedulers_ends_at_one_and_never_runs_backwards(scheduler):
+    seen = []
+    result = nbbatch.generate("a", "0-3", scheduler=scheduler, batch_size=2, on_progress=seen.append, **FAST)
+    assert result.complete
+    fractions = [p.fraction for p in seen]
+    assert max(fractions) == pytest.approx(1.0) and all(0 <= f <= 1 for f in fractions)
+    assert all(p.eta is None or p.eta >= 0 for p in seen)
+    assert fractions == sorted(fractions), "progress only moves forward"
+
+
+def test_mps_where_there_is_none_is_one_line_and_the_loaded_pipeline_stays():
+    loaded = get_pipeline(Settings())
+    with pytest.raises(ValueError, match="device 'mps' asked for, but Apple's MPS is not available here"):
+        nbbatch.generate("a", [0], device="mps", steps=1)
+    with pytest.raises(ValueError, match="could not load model"):
+        nbbatch.generate("a", [0], variant="bf16", steps=1)
+    assert get_pipeline(Settings()) is loaded, "a failed load keeps the pipeline that was loaded"
+
+
+def test_without_a_network_a_hub_id_fails_within_seconds_saying_so():
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"cannot be reached \(no network\?\): pass a local folder"):
+        nbbatch.generate("a", [0], model="someone/not-cached-anywhere", steps=1)
+    assert time.monotonic() - start < 20
+
+
+def test_built_in_model_folders_are_readable_by_the_group(tmp_path, monkeypatch):
+    from nbbatch.models.tiny import builtin_path
+
+    monkeypatch.setenv("NBBATCH_HOME", str(tmp_path))
+    folder = builtin_path("nbbatch:tiny-sd")
+    for path in [folder, *folder.rglob("*")]:
+        assert path.stat().st_mode & 0o050 == 0o050 if path.is_dir() else path.stat().st_mode & 0o040

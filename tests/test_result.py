@@ -135,3 +135,25 @@ def test_matplotlib_figure_has_one_titled_axes_per_image(batch):
     figure = batch.figure(columns=4)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles == [item.label for item in batch]
+
+
+def test_a_4096_image_batch_previews_a_part_and_says_how_many_are_not_shown():
+    from nbbatch.testing import picture_result, synthetic_picture
+
+    result = picture_result([synthetic_picture(i % 16, size=8) for i in range(4096)])
+    html = result._repr_html_()
+    assert len(html) < 2_000_000
+    assert "the first 256 images are shown; 3840 more are not: result.grid() draws them all" in html
+    assert "seed 255" in html and "seed 256," not in html
+
+
+def test_figure_titles_each_prompt_above_its_group_and_cuts_long_titles():
+    from nbbatch.testing import picture_result, synthetic_picture
+
+    long_prompt = "a very long prompt " * 20
+    result = picture_result([synthetic_picture(i, size=16) for i in range(3)], prompt=long_prompt)
+    figure = result.figure(columns=3)
+    (text,) = [t for ax in figure.axes for t in ax.texts]
+    assert text.get_text().startswith("prompt 0: a very long prompt") and text.get_text().endswith("…")
+    assert len(text.get_text()) <= 3 * 14
+    assert text.get_position()[1] > 1, "above the images, not below"

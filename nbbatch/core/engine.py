@@ -21,7 +21,14 @@ import numpy as np
 
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
-from nbbatch.models.pipelines import apply_memory_options, free_memory, generator_device, get_pipeline
+from nbbatch.models.pipelines import (
+    apply_memory_options,
+    check_steps,
+    denoising_calls,
+    free_memory,
+    generator_device,
+    get_pipeline,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -53,14 +60,15 @@ class Progress:
     @property
     def fraction(self) -> float:
         """The share of all denoising work finished, 0 to 1."""
-        return (self.done + self.chunk * self.step / max(self.steps, 1)) / max(self.total, 1)
+        step = min(self.step, self.steps) / max(self.steps, 1)
+        return min(1.0, (self.done + self.chunk * step) / max(self.total, 1))
 
     @property
     def eta(self) -> float | None:
         """Seconds left, extrapolated from the time so far; None before the first step."""
         if self.fraction <= 0:
             return None
-        return self.elapsed * (1 - self.fraction) / self.fraction
+        return max(0.0, self.elapsed * (1 - self.fraction) / self.fraction)
 
     def describe(self) -> str:
         """One line for a progress bar: images, step and time left."""
@@ -278,7 +286,8 @@ def _execute(
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None
     pipe = loaded.view(image_to_image, settings.scheduler)
-    apply_memory_options(pipe, settings)
+    check_steps(pipe.scheduler, settings.steps)
+    apply_memory_options(pipe, settings, loaded.placement.device)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
     auto = settings.batch_size == "auto"
     common: dict[str, Any] = {
@@ -319,7 +328,7 @@ def _execute(
         pipe,
         jobs,
         arguments,
-        steps=settings.image_to_image_steps() if image_to_image else settings.steps,
+        steps=denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None),
         generator_device=device,
         batch_size=(loaded.working_batch_size if auto else settings.batch_size) or None,
         back_off=auto,

@@ -135,8 +135,9 @@ def grid_figure(
                 index = group.indices[offset + column]
                 ax.imshow(images[index])
                 ax.set_title(labels[index], fontsize=9)
-        if group.title and offset == 0:
-            axes[row][0].text(0, -0.25, group.title, transform=axes[row][0].transAxes, fontsize=9, va="bottom")
+        if group.title and offset == 0:  # above the group's first row, cut to the row's width
+            title = group.title if len(group.title) <= columns * 14 else group.title[: columns * 14 - 1] + "…"
+            axes[row][0].text(0, 1.25, title, transform=axes[row][0].transAxes, fontsize=9, va="bottom", clip_on=False)
     return figure
 
 

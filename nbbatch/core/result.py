@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+PREVIEW_LIMIT = 256
+"""The most images the inline preview draws: past that it says how many it leaves out."""
+
+
 class BatchError(RuntimeError):
     """A batch stopped on an error; `result` holds every image finished before it."""
 
@@ -124,18 +128,41 @@ class BatchResult(Sequence[Item]):
         """Items whose image came out NaN or all black."""
         return [item for item in self.items if item.broken]
 
-    def by_seed(self, seed: int, prompt_index: int | None = None) -> Item:
-        """The item made with `seed` (and `prompt_index` when several prompts share the seed)."""
+    def by_seed(self, seed: int, prompt_index: int | None = None, origin: str | None = None) -> Item:
+        """The item made with `seed` (and `prompt_index` when several prompts share the seed).
+
+        `origin` (``"batch"``, ``"refine"``, ``"vary"``) tells a batch image from its
+        refinements where a loaded folder holds both; `by_file` picks a loaded image by name.
+        """
         matches = [item for item in self.items if item.seed == seed]
         if prompt_index is not None:
             matches = [item for item in matches if item.prompt_index == prompt_index]
+        if origin is not None:
+            matches = [item for item in matches if item.origin == origin]
         if not matches:
             where = "" if prompt_index is None else f" for prompt {prompt_index}"
+            where += "" if origin is None else f" as a {origin} image"
             raise ValueError(f"seed {seed}{where} is not in this result; its seeds are {_seed_list(self.seeds)}")
         if len(matches) > 1:
+            origins = {item.origin for item in matches}
+            if len(origins) > 1:
+                raise ValueError(
+                    f"seed {seed} has {len(matches)} images here ({', '.join(sorted(origins))}): "
+                    "say which with origin, or pick one by file name with by_file"
+                )
             indices = ", ".join(str(item.prompt_index) for item in matches)
+            if len(set(indices.split(", "))) < len(matches):
+                names = ", ".join(str(item.params.get("file", "?")) for item in matches)
+                raise ValueError(f"seed {seed} has {len(matches)} images here ({names}): pick one with by_file")
             raise ValueError(f"seed {seed} was used with prompts {indices}: say which with prompt_index")
         return matches[0]
+
+    def by_file(self, name: str) -> Item:
+        """The loaded item read from the file `name` (e.g. ``p00-s5-refine.png``)."""
+        for item in self.items:
+            if item.params.get("file") == os.path.basename(name):
+                return item
+        raise ValueError(f"no image here was loaded from {name!r}")
 
     def lineage(self, seed: int, prompt_index: int | None = None) -> tuple[Item, ...]:
         """The chain of items from the first image to the one with `seed`: each step's prompt is in it."""
@@ -216,17 +243,26 @@ class BatchResult(Sequence[Item]):
             groups.setdefault(item.prompt_index, []).append(position)
         return [Group(_title(self.items[positions[0]]), tuple(positions)) for positions in groups.values()]
 
-    def grid(self, columns: int = 8, cell: int = 256) -> Image.Image:
-        """All images in one seed-labelled PIL image, one row (or more) per prompt."""
-        return make_grid(self.images, [item.label for item in self.items], self.groups(), cell=cell, columns=columns)
+    def grid(self, columns: int = 8, cell: int = 256, limit: int | None = None) -> Image.Image:
+        """All images (or the first `limit`) in one seed-labelled PIL image, one row (or more) per prompt."""
+        shown = self.items if limit is None else self.items[:limit]
+        groups = [Group(g.title, tuple(i for i in g.indices if i < len(shown))) for g in self.groups()]
+        groups = [g for g in groups if g.indices]
+        return make_grid(
+            [item.image for item in shown], [item.label for item in shown], groups, cell=cell, columns=columns
+        )
 
     def figure(self, columns: int = 8) -> Figure:
         """The grid as a matplotlib figure, one titled axes per image."""
         return grid_figure(self.images, [item.label for item in self.items], self.groups(), columns=columns)
 
     def preview(self, columns: int = 8) -> bytes:
-        """The grid at display size as JPEG bytes: what the notebook shows and stores."""
-        return encode_preview(self.grid(columns, preview_cell(len(self.items), columns)))
+        """The grid at display size as JPEG bytes: what the notebook shows and stores.
+
+        At most `PREVIEW_LIMIT` images are drawn; `grid()` draws them all.
+        """
+        shown = min(len(self.items), PREVIEW_LIMIT)
+        return encode_preview(self.grid(columns, preview_cell(shown, columns), limit=shown))
 
     @property
     def count(self) -> str:
@@ -251,11 +287,18 @@ class BatchResult(Sequence[Item]):
         if not self.items:
             return f"<div class='nbbatch-result'>{html.escape(self.summary())}</div>"
         data = base64.b64encode(self.preview()).decode("ascii")
+        shown = self.items[:PREVIEW_LIMIT]
+        note = ""
+        if len(self.items) > len(shown):
+            note = (
+                f"<div style='font-size:90%;opacity:.8'>the first {len(shown)} images are shown; "
+                f"{len(self.items) - len(shown)} more are not: result.grid() draws them all</div>"
+            )
         return (
             "<div class='nbbatch-result'>"
             f"<div style='font-size:90%;opacity:.8'>{html.escape(self.summary())}</div>"
             f"<img src='data:image/jpeg;base64,{data}' style='max-width:100%' "
-            f"alt='{html.escape(', '.join(item.label for item in self.items))}'/></div>"
+            f"alt='{html.escape(', '.join(item.label for item in shown))}'/>{note}</div>"
         )
 
     def __repr__(self) -> str:

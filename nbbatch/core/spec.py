@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,8 +21,14 @@ from nbbatch.core.seeds import MAX_IMAGES, parse_seeds, random_seeds
 if TYPE_CHECKING:
     from PIL import Image
 
-DEFAULT_MODEL = "nbbatch:tiny-sd"
-"""The built-in offline pipeline (random weights, so its images are noise)."""
+DEFAULT_MODEL = "nbbatch:shapes"
+"""The built-in model, trained by this project: one coloured shape on a plain background, 64x64."""
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$NBBATCH_MODEL`` if set, else `DEFAULT_MODEL`."""
+    return os.environ.get("NBBATCH_MODEL") or DEFAULT_MODEL
+
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -42,7 +49,7 @@ class Settings:
     picks a weight variant of the model files, such as ``"fp16"``.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str = field(default_factory=default_model)
     steps: int = 30
     guidance: float | None = None
     width: int | None = None

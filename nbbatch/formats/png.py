@@ -206,7 +206,7 @@ def read_items(path: str | os.PathLike) -> list[Item]:
         raise ValueError(f"{str(path)!r} does not exist")
     if path.suffix != ".jsonl":
         return [_load_png(path)]
-    items = []
+    items: list[Item] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -216,7 +216,29 @@ def read_items(path: str | os.PathLike) -> list[Item]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
         items.append(_load_png(png))
-    return items
+    return link_parents(items)
+
+
+def link_parents(items: list[Item]) -> list[Item]:
+    """Give loaded refinements and variations their parent items back, where the parent is among `items`.
+
+    A record keeps its lineage as (prompt, seed, origin) steps; the parent is the latest
+    loaded item matching the step before the last. Order is kept.
+    """
+
+    def key(step: Mapping[str, Any]) -> tuple:
+        return (step.get("prompt"), step.get("seed"), step.get("origin"))
+
+    linked: dict[tuple, Item] = {}
+    result: list[Item | None] = [None] * len(items)
+    for position in sorted(range(len(items)), key=lambda i: len(items[i].params.get("lineage", ()))):
+        item = items[position]
+        lineage = item.params.get("lineage", ())
+        if len(lineage) > 1 and key(lineage[-2]) in linked:
+            item = dataclasses.replace(item, parent=linked[key(lineage[-2])])
+        linked[(item.prompt, item.seed, item.origin)] = item
+        result[position] = item
+    return [item for item in result if item is not None]
 
 
 def _load_png(path: Path) -> Item:
@@ -231,22 +253,26 @@ def _load_png(path: Path) -> Item:
     if "nbbatch" in text:
         try:
             entry = json.loads(text["nbbatch"])
-            return _item_from_record(entry, image, path.parent)
+            return _item_from_record(entry, image, path)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
     if "parameters" in text:
-        return _item_from_a1111(parse_a1111(text["parameters"]), image)
+        return _item_from_a1111(parse_a1111(text["parameters"]), image, path)
     raise ValueError(f"{str(path)!r} holds no generation parameters (no nbbatch or A1111 'parameters' chunk)")
 
 
-def _item_from_record(entry: Mapping[str, Any], image: Image.Image, folder: Path) -> Item:
+def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
     settings = Settings(**entry["settings"])
     init_image = None
     if entry.get("init_image"):
-        with Image.open(folder / entry["init_image"]) as opened:
+        source = path.parent / entry["init_image"]
+        if not source.is_file():
+            raise ValueError(f"its image-to-image input {entry['init_image']!r} is missing from {str(path.parent)!r}")
+        with Image.open(source) as opened:
             init_image = opened.convert("RGB")
     params = {**entry["call"], "scheduler_config": entry.get("scheduler_config", {})}
     params["lineage"] = entry.get("lineage", [])
+    params["file"] = path.name
     return Item(
         image,
         int(entry["seed"]),
@@ -263,7 +289,7 @@ def _item_from_record(entry: Mapping[str, Any], image: Image.Image, folder: Path
     )
 
 
-def _item_from_a1111(parsed: Mapping[str, Any], image: Image.Image) -> Item:
+def _item_from_a1111(parsed: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
     seed = parsed.get("Seed", 0)
     seed = seed if isinstance(seed, int) and seed >= 0 else 0
     guidance = parsed.get("CFG scale")
@@ -273,6 +299,7 @@ def _item_from_a1111(parsed: Mapping[str, Any], image: Image.Image) -> Item:
         guidance=float(guidance) if isinstance(guidance, (int, float)) and 0 <= guidance <= 100 else None,
     )
     params = {
+        "file": path.name,
         "num_inference_steps": parsed.get("Steps"),
         "guidance_scale": guidance,
         "sampler": parsed.get("Sampler"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ SCHEDULERS = {
     "unipc": "UniPCMultistepScheduler",
     "heun": "HeunDiscreteScheduler",
     "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
 }
 """Short scheduler names; any diffusers scheduler class name is accepted too."""
 
@@ -70,12 +72,20 @@ def choose_placement(device: str = "auto", dtype: str = "auto", *, cuda: bool | 
         why = "as asked"
         if device.startswith("cuda") and not cuda:
             raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+        if device == "mps" and not _mps_available():
+            raise ValueError("device 'mps' asked for, but Apple's MPS is not available here: use --device cpu")
     if dtype == "auto":
         dtype = "float16" if device.startswith(("cuda", "mps")) else "float32"
         why += f"; {dtype} is the default on {device.split(':')[0]}"
     else:
         dtype = DTYPE_NAMES[dtype]
     return Placement(device, dtype, f"{device}, {dtype} ({why})")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def generator_device(settings: Settings, *, cuda: bool | None = None) -> str:
@@ -122,18 +132,22 @@ class Loaded:
         return self.views[key]
 
 
-def apply_memory_options(pipe: Any, settings: Settings) -> None:
-    """VAE slicing always, VAE tiling when asked.
+def apply_memory_options(pipe: Any, settings: Settings, device: str = "cpu") -> None:
+    """VAE slicing on accelerators, VAE tiling when asked.
 
     Slicing decodes one image at a time, so the decode's peak memory stops growing with
-    the batch (a little slower on a GPU, the same pixels within one level). Tiling
-    decodes large images in overlapping tiles, which saves more memory but can show
-    faint tone differences between tiles.
+    the batch (a little slower, the same pixels within one level): worth it where memory
+    is scarce, on a GPU. On the CPU the batch decodes at once, which is faster there.
+    Tiling decodes large images in overlapping tiles, which saves more memory but can
+    show faint tone differences between tiles.
     """
     vae = getattr(pipe, "vae", None)
     if vae is None:
         return
-    vae.enable_slicing()
+    if device.startswith(("cuda", "mps")) or settings.offload:
+        vae.enable_slicing()
+    else:
+        vae.disable_slicing()
     if settings.vae_tiling:
         vae.enable_tiling()
     else:
@@ -141,7 +155,12 @@ def apply_memory_options(pipe: Any, settings: Settings) -> None:
 
 
 def make_scheduler(name: str, current: Any) -> Any:
-    """A scheduler of class `name` (a short name or a diffusers class name) with `current`'s config."""
+    """A scheduler of class `name` (a short name or a diffusers class name) with `current`'s config.
+
+    A class that does not fit the pipeline (not among `current`'s compatibles, such as a
+    flow-matching scheduler on Stable Diffusion) or whose optional package is missing is
+    refused with a one-line ValueError.
+    """
     import diffusers
 
     class_name = SCHEDULERS.get(name.lower(), name)
@@ -150,7 +169,39 @@ def make_scheduler(name: str, current: Any) -> Any:
         raise ValueError(
             f"unknown scheduler {name!r}: choose {', '.join(SCHEDULERS)} or a diffusers scheduler class name"
         )
-    return scheduler_class.from_config(current.config)
+    fits = {type(current).__name__, *(c.__name__ for c in getattr(current, "compatibles", ()))}
+    if class_name not in fits:
+        raise ValueError(
+            f"scheduler {class_name} does not fit this pipeline, which uses {type(current).__name__}: "
+            f"choose {', '.join(sorted(fits))}"
+        )
+    try:
+        return scheduler_class.from_config(current.config)
+    except ImportError as error:
+        package = re.search(r"requires the (\w+) library", str(error))
+        needed = package.group(1) if package else "a missing"
+        raise ValueError(f"scheduler {class_name} needs the {needed} package: pip install {needed}") from None
+
+
+def check_steps(scheduler: Any, steps: int) -> None:
+    """Refuse step counts a scheduler cannot run (PNDM's Runge-Kutta warm-up needs at least 4)."""
+    if type(scheduler).__name__ == "PNDMScheduler" and steps < 4:
+        raise ValueError(f"the pndm scheduler needs at least 4 steps, not {steps}: raise --steps or choose another")
+
+
+def denoising_calls(scheduler: Any, steps: int, strength: float | None = None) -> int:
+    """How many times a pipeline call runs its step callback: one per entry of the scheduler's timesteps.
+
+    Second-order schedulers (Heun, KDPM2) take about two per step and PNDM one more, so a
+    progress counted in `steps` would pass 100%; image-to-image skips the first part.
+    """
+    probe = type(scheduler).from_config(scheduler.config)
+    probe.set_timesteps(steps, device="cpu")
+    calls = len(probe.timesteps)
+    if strength is not None:
+        skipped = steps - min(int(steps * strength), steps)
+        calls -= skipped * getattr(probe, "order", 1)
+    return max(calls, 1)
 
 
 _cache: dict[tuple[str, str, str, bool, str | None], Loaded] = {}
@@ -168,8 +219,8 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
     source = resolve_model(settings.model)
     key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
     if key not in _cache:
-        clear_cache()
-        pipe = load_pipeline(source, placement, settings.model, settings.variant)
+        pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last one stays
+        clear_cache()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
         _cache[key] = Loaded(placement, pipe, defaults=model_defaults(source))
@@ -229,15 +280,41 @@ def load_pipeline(source: str, placement: Placement, name: str, variant: str | N
     """`AutoPipelineForText2Image.from_pretrained(source, dtype=..., variant=...)`, with the loading bars silenced.
 
     A `variant` such as ``"fp16"`` loads the weight files saved in that precision, where
-    the model has them: half the download for an fp16 run.
+    the model has them: half the download for an fp16 run. When the hub cannot be reached,
+    only the download cache is tried, so the error comes at once rather than after retries.
     """
     with quiet_loading():
         from diffusers import AutoPipelineForText2Image
 
+        offline = not os.path.isdir(source) and not hub_reachable()  # then only the download cache, no retries
         try:
-            return AutoPipelineForText2Image.from_pretrained(source, dtype=placement.torch_dtype(), variant=variant)
+            return AutoPipelineForText2Image.from_pretrained(
+                source, dtype=placement.torch_dtype(), variant=variant, local_files_only=offline
+            )
         except (OSError, ValueError) as error:
+            if offline:
+                raise ValueError(
+                    f"could not load model {name!r}: it is not in the download cache and the Hugging Face hub "
+                    "cannot be reached (no network?): pass a local folder, or download it where there is a network"
+                ) from None
             raise ValueError(f"could not load model {name!r}: {first_line(error)}") from error
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` seconds (False when offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def place(pipe: Any, placement: Placement, offload: bool) -> None:

@@ -37,6 +37,7 @@ def builtin_path(name: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
             build_tiny_pipeline(BUILTIN_MODELS[name]).save_pretrained(staging)
+            _share(Path(staging))
             try:
                 os.rename(staging, target)
             except OSError:
@@ -44,6 +45,12 @@ def builtin_path(name: str) -> Path:
                     raise
             Path(staging).mkdir(exist_ok=True)  # let TemporaryDirectory clean up after the rename
     return target
+
+
+def _share(folder: Path) -> None:
+    """Make a built folder readable by group and others (a shared ``NBBATCH_HOME``): temporary folders are 0700."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:

@@ -55,7 +55,9 @@ class BatchMagics(Magics):
         self.last: BatchResult | None = None
 
     @magic_arguments()
-    @argument("--model", "-m", help=f"model id, local folder or built-in name (default {DEFAULT_MODEL})")
+    @argument(
+        "--model", "-m", help=f"model id, local folder or built-in name (default {DEFAULT_MODEL} or $NBBATCH_MODEL)"
+    )
     @argument("--seeds", "-s", help="seeds: 0-7, 3,17,42 or 0-3,10 (default 0-3)")
     @argument("--num", "-n", type=int, help="draw this many random seeds instead (they are shown and kept)")
     @argument("--steps", type=int, help="denoising steps (default 30)")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import thumbnail
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch
-from nbbatch.core.spec import DEFAULT_MODEL, Settings, make_jobs, parse_prompt_lines
+from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.formats.png import Saver
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Panel:
     `results` lists this panel's batches (refinements included), each a `BatchResult`.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, prompts: str = "", seeds: str = "0-3", steps: int = 30) -> None:
+    def __init__(self, model: str | None = None, prompts: str = "", seeds: str = "0-3", steps: int = 30) -> None:
         w = _widgets()
         self.results: list[BatchResult] = []
         self.selected: Item | None = None
@@ -80,7 +80,7 @@ class Panel:
         self.width = w.Text(description="width", placeholder="model default")
         self.height = w.Text(description="height", placeholder="model default")
         self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
-        self.model = w.Text(model, description="model", layout=w.Layout(width="min(100%, 40em)"))
+        self.model = w.Text(model or default_model(), description="model", layout=w.Layout(width="min(100%, 40em)"))
         self.upload = w.FileUpload(
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
         )
