@@ -13,6 +13,9 @@ import pytest
 # Build the offline pipelines afresh for every test session, as a fresh clone would, and remove them after.
 os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-home-")
 atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)
+# The mechanical tests run on the random tiny pipeline (fast, and with an SDXL twin); those of the trained
+# default model (test_shapes.py), the notebooks and the browser test name it or drop this.
+os.environ["NBBATCH_MODEL"] = "nbbatch:tiny-sd"
 
 MODELS = ["nbbatch:tiny-sd", "nbbatch:tiny-sdxl"]
 FAST = {"steps": 4, "width": 32, "height": 32}

@@ -40,8 +40,7 @@ ARGS = [
 ]
 PANEL_CELL = """import nbbatch
 
-panel = nbbatch.panel(seeds="0-3", steps=4)
-panel.width.value = panel.height.value = "32"
+panel = nbbatch.panel(seeds="0-3", steps=20)
 panel"""
 
 
@@ -57,7 +56,7 @@ def lab(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
     home = tmp_path / "jupyter"
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "NBBATCH_MODEL"},  # the default model
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
@@ -162,13 +161,16 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
 
     prompts = page.locator(".nbbatch-prompts textarea")
     prompts.wait_for()
-    prompts.fill("a red cube\na blue ball")
+    prompts.fill("a red circle on a blue background\na yellow square on a black background")
     page.locator("button.nbbatch-generate").click()
 
     thumbs = page.locator(".nbbatch-thumb")
     page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")
     assert thumbs.locator(".nbbatch-thumb-label").all_inner_texts() == [f"seed {s}" for s in range(4)] * 2
-    assert page.locator(".nbbatch-row-title").all_inner_texts() == ["prompt 0: a red cube", "prompt 1: a blue ball"]
+    assert page.locator(".nbbatch-row-title").all_inner_texts() == [
+        "prompt 0: a red circle on a blue background",
+        "prompt 1: a yellow square on a black background",
+    ]
     assert page.locator("button.nbbatch-generate").is_enabled()
 
     thumbs.nth(5).locator("img").click(force=True)  # on the picture of prompt 1, seed 1 (under its label's overlay)
@@ -179,8 +181,8 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.locator(".nbbatch-thumb.nbbatch-selected").scroll_into_view_if_needed()
     page.screenshot(path=str(OUTPUT / "panel-selected.png"))
     refine_text = page.locator(".nbbatch-refine-prompts textarea")
-    assert refine_text.input_value() == "a blue ball"
-    refine_text.fill("a blue ball on a wooden table")
+    assert refine_text.input_value() == "a yellow square on a black background"
+    refine_text.fill("a green square on a black background")
     page.locator("button.nbbatch-refine").click()
 
     page.wait_for_function(
@@ -188,7 +190,7 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     )
     assert page.locator(".nbbatch-thumb").count() == 1
     assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")
-    assert page.locator(".nbbatch-row-title").inner_text() == "refine of seed 1: a blue ball on a wooden table"
+    assert page.locator(".nbbatch-row-title").inner_text() == "refine of seed 1: a green square on a black background"
     assert page.locator(".nbbatch-thumb img").evaluate("img => img.naturalWidth") == 128
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
 

@@ -1,0 +1,409 @@
+"""Train the built-in model ``nbbatch:shapes`` from scratch on the CPU, deterministically.
+
+    python -m nbbatch.models.shapes.train --out nbbatch/models/shapes/weights
+
+The model is a plain diffusers `StableDiffusionPipeline` (CLIP tokenizer and text encoder,
+UNet, AutoencoderKL, Euler scheduler with v-prediction) whose latent space is designed
+rather than learned, because a learned one did not let the layout follow the noise
+(shared/SHAPES-PROBE.md). Its 9 latent channels at 16x16 are:
+
+- 0: a soft, blurred mask of the shape (where it is and how big);
+- 1-3: the shape's RGB, 4-6: the background's RGB, each constant over the picture;
+- 7-8: a code of the shape's kind (circle, square, triangle), constant over the picture.
+
+Colour and kind are global, like the words that ask for them, and position lives in one
+channel of its own: so the same starting noise keeps the shape in place when only a
+colour word changes (refine), and the decoder draws a crisp circle, square or triangle
+from the blob and the kind. Three phases, each a fixed number of steps from a fixed seed
+(so the same command on the same machine gives the same weights):
+
+1. the VAE decoder learns to draw pictures from designed latents (with noise added, so
+   that it forgives a slightly-off latent from the sampler);
+2. the VAE encoder learns to produce the designed latents from pictures (img2img);
+3. the UNet and the text encoder learn to denoise designed latents given the caption
+   (v-prediction, 10% empty captions for classifier-free guidance, EMA weights).
+
+A loss curve is written to ``training-log.csv`` in the output folder as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.models.attention_processor import AttnProcessor
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from nbbatch.models.shapes.data import COLOURS, SHAPES, SIZE, Batch, sample
+
+LATENT_SIZE = SIZE // 4
+LATENT_CHANNELS = 9
+MASK_SCALE = 1.5  # the mask channel spans +-1.5: position is what the loss should weigh most
+BLUR_SIGMA = 0.8  # latent pixels
+SHAPE_CODES = torch.tensor([[math.cos(a), math.sin(a)] for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)])
+WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
+EMPTY_CAPTIONS = 0.1
+_TRAIN_BETAS = dict(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000)
+
+
+def design_latents(batch: Batch) -> torch.Tensor:
+    """The designed latents of a batch of pictures: (n, 9, 16, 16), see the module's docstring."""
+    coverage = F.avg_pool2d(batch.masks, SIZE // LATENT_SIZE)
+    radius = 2
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * BLUR_SIGMA**2))
+    kernel = kernel / kernel.sum()
+    blob = F.conv2d(F.pad(coverage, (radius,) * 4, mode="replicate"), kernel.view(1, 1, 1, -1))
+    blob = F.conv2d(blob, kernel.view(1, 1, -1, 1))
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 255 * 2 - 1
+    constants = torch.cat([palette[batch.colour], palette[batch.background], SHAPE_CODES[batch.shape]], dim=1)
+    fields = constants[:, :, None, None].expand(-1, -1, LATENT_SIZE, LATENT_SIZE)
+    return torch.cat([MASK_SCALE * (2 * blob - 1), fields], dim=1)
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is the bytes plus one token for each caption word.
+
+    The merges are found by running the BPE on each word and adding the merge of its first
+    pair until the word is one token, so the words encode whole (naive merges split some).
+    """
+    from nbbatch.models.tiny import byte_vocabulary
+
+    vocab = byte_vocabulary()
+    merges: list[tuple[str, str]] = []
+    for word in WORDS:
+        while len(parts := _bpe(word, merges)) > 1:
+            merges.append((parts[0], parts[1]))
+            vocab.setdefault(parts[0] + parts[1], len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+        Path(folder, "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tokenizer = CLIPTokenizer(str(Path(folder, "vocab.json")), str(Path(folder, "merges.txt")), model_max_length=77)
+        tokenizer.save_pretrained(folder)
+        tokenizer = CLIPTokenizer.from_pretrained(folder)
+    for word in WORDS:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise RuntimeError(f"the tokenizer splits {word!r} into {ids}")
+    return tokenizer
+
+
+def _bpe(word: str, merges: list[tuple[str, str]]) -> list[str]:
+    """CLIP's BPE of one lower-case ASCII word under `merges` (earlier merges first)."""
+    parts = [*word[:-1], word[-1] + "</w>"]
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), math.inf), i) for i, (a, b) in enumerate(itertools.pairwise(parts))]
+        rank, i = min(pairs)
+        if rank == math.inf:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
+def build_models(tokenizer: CLIPTokenizer) -> tuple[AutoencoderKL, CLIPTextModel, UNet2DConditionModel]:
+    """The untrained VAE, text encoder and UNet (their sizes are the model card's)."""
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=8,
+        sample_size=SIZE,
+        scaling_factor=1.0,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_hidden_layers=3,
+            max_position_embeddings=77,
+            projection_dim=64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    return vae, text_encoder, unet
+
+
+def _schedule(steps: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to 5% of the learning rate."""
+    return lambda step: min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+
+def _batches(size: int, seed: int) -> Iterator[Batch]:
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield sample(size, generator)
+
+
+class _Log:
+    """Appends (phase, step, loss, seconds) rows to a CSV file and prints a line now and then."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["phase", "step", "loss", "seconds"])
+        self.start = time.monotonic()
+
+    def __call__(self, phase: str, step: int, total: int, loss: float) -> None:
+        seconds = time.monotonic() - self.start
+        self.writer.writerow([phase, step, f"{loss:.6f}", f"{seconds:.1f}"])
+        if step % 250 == 0 or step == total:
+            self.file.flush()
+            print(f"{phase} {step}/{total} loss {loss:.5f} ({seconds / 60:.1f} min)", flush=True)
+
+
+def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _Log) -> None:
+    """Phase 1: the decoder draws pictures from designed latents, softened and noised at random.
+
+    The sampler's latents are a little blurrier and noisier than the designed ones: the
+    decoder learns to draw the crisp shape of the coded kind from such a blob.
+    """
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(steps, 200))
+    generator = torch.Generator().manual_seed(seed + 1)
+    for step, data in zip(range(1, steps + 1), _batches(batch, seed)):
+        latents = design_latents(data)
+        softer = F.avg_pool2d(latents[:, :1], 3, stride=1, padding=1, count_include_pad=False)
+        blend = torch.rand(batch, 1, 1, 1, generator=generator)
+        latents = torch.cat([latents[:, :1] + blend * (softer - latents[:, :1]), latents[:, 1:]], dim=1)
+        noise_level = 0.1 * torch.rand(batch, 1, 1, 1, generator=generator)
+        latents = latents + noise_level * torch.randn(latents.shape, generator=generator)
+        decoded = vae.decode(latents).sample
+        loss = F.l1_loss(decoded, data.images * 2 - 1)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        log("decoder", step, steps, loss.item())
+
+
+def train_encoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _Log) -> None:
+    """Phase 2: the encoder's mean is the designed latent; its variance is made negligible afterwards."""
+    params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(steps, 200))
+    for step, data in zip(range(1, steps + 1), _batches(batch, seed + 2)):
+        moments = vae.quant_conv(vae.encoder(data.images * 2 - 1))
+        loss = F.mse_loss(moments[:, :LATENT_CHANNELS], design_latents(data))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        log("encoder", step, steps, loss.item())
+    with torch.no_grad():  # log-variance -30 (the clamp's floor): encoding is deterministic in effect
+        vae.quant_conv.weight[LATENT_CHANNELS:] = 0
+        vae.quant_conv.bias[LATENT_CHANNELS:] = -30
+
+
+def train_denoiser(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    steps: int,
+    batch: int,
+    seed: int,
+    log: _Log,
+) -> None:
+    """Phase 3: the UNet and the text encoder learn to denoise designed latents (v-prediction, EMA)."""
+    noise_scheduler = DDPMScheduler(prediction_type="v_prediction", **_TRAIN_BETAS)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    ema = [p.detach().clone() for p in params]
+    optimiser = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(steps, 500))
+    generator = torch.Generator().manual_seed(seed + 3)
+    for step, data in zip(range(1, steps + 1), _batches(batch, seed + 4)):
+        latents = design_latents(data)
+        captions = [
+            "" if drop else text
+            for text, drop in zip(data.captions(), (torch.rand(batch, generator=generator) < EMPTY_CAPTIONS).tolist())
+        ]
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+        states = text_encoder(ids.input_ids).last_hidden_state
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
+        loss = F.mse_loss(prediction, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        scheduler.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        log("denoiser", step, steps, loss.item())
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+
+
+def train(
+    out: Path,
+    *,
+    decoder_steps: int,
+    encoder_steps: int,
+    denoiser_steps: int,
+    batches: tuple[int, int, int] = (16, 32, 64),
+    seed: int = 0,
+    threads: int = 2,
+    reuse: tuple[str, ...] = (),
+    reuse_from: Path | None = None,
+) -> StableDiffusionPipeline:
+    """Train the three phases (`batches`: their batch sizes), save the pipeline into `out` (fp16), return it (fp32).
+
+    The phases share nothing but their starting weights (each has its own generators,
+    parameters and the designed latents as targets), so a phase named in `reuse` can be
+    taken from `reuse_from`, a pipeline trained with the same seed and that phase's steps
+    and batch: its weights are what training the phase again would give, and its log rows
+    are copied. This lets one phase be retrained alone.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    vae, text_encoder, unet = build_models(tokenizer)
+    for model in (vae, unet):
+        model.set_attn_processor(AttnProcessor())  # faster than SDPA's backward on the CPU
+    log = _Log(out / "training-log.csv")
+    steps = {"decoder": (decoder_steps, batches[0]), "encoder": (encoder_steps, batches[1])}
+    steps["denoiser"] = (denoiser_steps, batches[2])
+    earlier = _earlier_run(reuse_from, reuse, seed, steps, log)
+    if "decoder" in reuse:
+        vae.decoder.load_state_dict(earlier["vae"].decoder.state_dict())
+        vae.post_quant_conv.load_state_dict(earlier["vae"].post_quant_conv.state_dict())
+    else:
+        train_decoder(vae, decoder_steps, batches[0], seed, log)
+    if "encoder" in reuse:
+        vae.encoder.load_state_dict(earlier["vae"].encoder.state_dict())
+        vae.quant_conv.load_state_dict(earlier["vae"].quant_conv.state_dict())
+    else:
+        train_encoder(vae, encoder_steps, batches[1], seed, log)
+    if "denoiser" in reuse:
+        unet, text_encoder = earlier["unet"], earlier["text_encoder"]
+    else:
+        train_denoiser(unet, text_encoder, tokenizer, denoiser_steps, batches[2], seed, log)
+    log.file.close()
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=1, **_TRAIN_BETAS
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(torch.float16).save_pretrained(out)
+    meta = dict(
+        seed=seed,
+        batches=batches,
+        decoder_steps=decoder_steps,
+        encoder_steps=encoder_steps,
+        denoiser_steps=denoiser_steps,
+        threads=threads,
+        reused={phase: str(reuse_from) for phase in reuse},
+        minutes=round((time.monotonic() - log.start) / 60, 1),
+        torch=torch.__version__,
+    )
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return pipe.to(torch.float32)
+
+
+PHASES = ("decoder", "encoder", "denoiser")
+
+
+def _earlier_run(
+    folder: Path | None, phases: tuple[str, ...], seed: int, steps: dict[str, tuple[int, int]], log: _Log
+) -> dict[str, Any]:
+    """The models of an earlier run for the phases to reuse, after checking their settings; copies their log rows."""
+    if not phases:
+        return {}
+    if folder is None or not set(phases) <= set(PHASES):
+        raise ValueError(f"reuse needs a folder and phases among {PHASES}, not {phases} from {folder}")
+    meta = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    for phase in phases:
+        if (meta["seed"], meta[f"{phase}_steps"], meta["batches"][PHASES.index(phase)]) != (seed, *steps[phase]):
+            raise ValueError(f"{folder} trained the {phase} with other settings: {meta}")
+    with (folder / "training-log.csv").open(newline="") as file:
+        for row in csv.DictReader(file):
+            if row["phase"] in phases:
+                log.writer.writerow([row["phase"], row["step"], row["loss"], row["seconds"]])
+    return {
+        "vae": AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32),
+        "unet": UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32),
+        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: ``python -m nbbatch.models.shapes.train --out DIR``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder to save the pipeline into")
+    parser.add_argument("--decoder-steps", type=int, default=1500)
+    parser.add_argument("--encoder-steps", type=int, default=800)
+    parser.add_argument("--denoiser-steps", type=int, default=2000)
+    parser.add_argument("--batches", type=int, nargs=3, default=(16, 32, 64), help="batch size of each phase")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", nargs="*", default=(), choices=PHASES, help="phases to take from --reuse-from")
+    parser.add_argument("--reuse-from", type=Path, help="an earlier run with the same settings for those phases")
+    args = parser.parse_args(argv)
+    train(
+        args.out,
+        decoder_steps=args.decoder_steps,
+        encoder_steps=args.encoder_steps,
+        denoiser_steps=args.denoiser_steps,
+        batches=tuple(args.batches),
+        seed=args.seed,
+        threads=args.threads,
+        reuse=tuple(args.reuse),
+        reuse_from=args.reuse_from,
+    )
+
+
+if __name__ == "__main__":
+    main()

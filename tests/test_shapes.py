@@ -1,0 +1,140 @@
+"""nbbatch:shapes: its data and judge, its training script, and that the shipped weights follow prompts."""
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+import nbbatch
+from nbbatch.models import shapes
+from nbbatch.models.shapes.data import COLOURS, SHAPES, caption, iou, judge, sample, to_uint8
+from nbbatch.models.shapes.train import build_tokenizer, design_latents, train
+
+MODEL = shapes.NAME
+SHAPE_FLOOR = 0.45  # chance is 1/3; the shipped weights get 0.58 on these 24 pictures (MODEL_CARD.md)
+NAMES = list(COLOURS)
+
+
+def test_the_data_is_deterministic_and_the_judge_reads_true_pictures_right():
+    first, again = sample(96, torch.Generator().manual_seed(3)), sample(96, torch.Generator().manual_seed(3))
+    assert torch.equal(first.images, again.images)
+    assert (first.colour != first.background).all(), "shape and background colours differ"
+    assert first.captions()[0] == caption(SHAPES[first.shape[0]], NAMES[first.colour[0]], NAMES[first.background[0]])
+    for picture, s, c, b in zip(to_uint8(first.images), first.shape, first.colour, first.background):
+        seen = judge(picture)
+        assert (seen.shape, seen.colour, seen.background) == (SHAPES[s], NAMES[c], NAMES[b])
+    assert design_latents(first).shape == (96, 9, 16, 16)
+
+
+def test_every_caption_word_is_one_token_of_the_shipped_tokenizer():
+    from transformers import CLIPTokenizer
+
+    shipped = CLIPTokenizer.from_pretrained(shapes.WEIGHTS / "tokenizer")
+    built = build_tokenizer()
+    for word in ("a", "on", "background", *COLOURS, *SHAPES):
+        assert len(shipped(word, add_special_tokens=False).input_ids) == 1
+        assert shipped(word).input_ids == built(word).input_ids
+
+
+def test_the_weights_ship_in_the_package_small_and_load_with_from_pretrained():
+    from diffusers import StableDiffusionPipeline
+
+    size = sum(f.stat().st_size for f in shapes.WEIGHTS.rglob("*.safetensors"))
+    assert size <= 20 * 2**20
+    pipe = StableDiffusionPipeline.from_pretrained(shapes.WEIGHTS, dtype=torch.float32)
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel" and type(pipe.vae).__name__ == "AutoencoderKL"
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_nbbatch_images_equal_raw_diffusers_with_the_models_default_guidance():
+    from diffusers import StableDiffusionPipeline
+
+    result = nbbatch.generate("a red circle on a blue background", [4], model=MODEL, steps=20)
+    guidance = result[0].params["guidance_scale"]
+    assert guidance == shapes_defaults()["guidance"]
+    pipe = StableDiffusionPipeline.from_pretrained(shapes.WEIGHTS, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    raw = pipe(
+        "a red circle on a blue background",
+        num_inference_steps=20,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(4),
+    ).images[0]
+    assert np.abs(np.asarray(raw, int) - np.asarray(result[0].image, int)).max() <= 1
+
+
+def shapes_defaults():
+    import json
+
+    return json.loads((shapes.WEIGHTS / "nbbatch.json").read_text())["defaults"]
+
+
+PROMPTS = [(SHAPES[i % 3], NAMES[i % 8], NAMES[(i * 3 + 1) % 8]) for i in range(12)]
+
+
+def test_the_model_draws_the_asked_colours_and_shapes():
+    result = nbbatch.generate([caption(*p) for p in PROMPTS], [0, 1], model=MODEL, steps=20)
+    seen = [judge(item.image) for item in result]
+    asked = [PROMPTS[item.prompt_index] for item in result]
+    backgrounds = np.mean([s.background == a[2] for s, a in zip(seen, asked)])
+    colours = np.mean([s.colour == a[1] for s, a in zip(seen, asked)])
+    kinds = np.mean([s.shape == a[0] for s, a in zip(seen, asked)])
+    assert backgrounds >= 0.85 and colours >= 0.85, (backgrounds, colours)
+    assert kinds >= SHAPE_FLOOR, kinds
+
+
+def test_refine_changes_the_colour_and_keeps_the_place():
+    result = nbbatch.generate("a red square on a white background", "0-5", model=MODEL, steps=20)
+    ious, controls = [], []
+    for seed in range(6):
+        green = result.refine(seed, "a green square on a white background")[0]
+        assert judge(green.image).colour == "green"
+        ious.append(iou(judge(result.by_seed(seed).image).mask, judge(green.image).mask))
+        controls.append(iou(judge(result.by_seed(seed).image).mask, judge(result.by_seed((seed + 1) % 6).image).mask))
+    assert np.median(ious) >= 0.6 and np.median(ious) > np.median(controls) + 0.2, (ious, controls)
+
+
+def test_image_to_image_keeps_a_hand_drawn_shape_in_its_place():
+    picture = Image.new("RGB", (64, 64), COLOURS["white"])
+    ImageDraw.Draw(picture).ellipse((8, 30, 30, 52), fill=COLOURS["red"])
+    result = nbbatch.generate("a blue circle on a white background", [0], images=picture, strength=0.5, model=MODEL)
+    seen = judge(result[0].image)
+    assert seen.background == "white" and seen.colour == "blue"
+    ys, xs = np.nonzero(seen.mask)
+    assert xs.mean() < 32 and ys.mean() > 32, "the shape stays in the lower left, where it was drawn"
+
+
+def digest(folder):
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*.safetensors"))
+    }
+
+
+def test_training_runs_end_to_end_is_reproducible_and_retrains_one_phase_alone(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        first = train(tmp_path / "a", decoder_steps=2, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
+        train(tmp_path / "b", decoder_steps=2, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
+        longer = tmp_path / "c"
+        train(longer, decoder_steps=3, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
+        reused = tmp_path / "d"
+        train(
+            reused,
+            decoder_steps=3,
+            encoder_steps=2,
+            denoiser_steps=2,
+            batches=(4, 4, 4),
+            reuse=("encoder", "denoiser"),
+            reuse_from=tmp_path / "a",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b"), "the same script and seed give the same weights"
+    assert digest(reused) == digest(longer), "a phase retrained alone gives what a full run gives"
+    assert (tmp_path / "a" / "training-log.csv").read_text().count("\n") == 7
+    image = first(caption("circle", "red", "blue"), num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (64, 64, 3)
+    assert os.path.isfile(tmp_path / "a" / "model_index.json")
