@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -121,12 +122,13 @@ class Loaded:
             from diffusers import AutoPipelineForImage2Image
 
             kwargs = {"scheduler": make_scheduler(scheduler, self.pipe.scheduler)} if scheduler else {}
-            if image_to_image:
-                view = AutoPipelineForImage2Image.from_pipe(self.pipe, **kwargs)
-            elif kwargs:
-                view = type(self.pipe).from_pipe(self.pipe, **kwargs)
-            else:
-                view = self.pipe
+            with quiet_loading():  # from_pipe repeats loading-time notices (dtype, scheduler config) per view
+                if image_to_image:
+                    view = AutoPipelineForImage2Image.from_pipe(self.pipe, **kwargs)
+                elif kwargs:
+                    view = type(self.pipe).from_pipe(self.pipe, **kwargs)
+                else:
+                    view = self.pipe
             view.set_progress_bar_config(disable=True)  # nbbatch shows one bar for the whole batch
             self.views[key] = view
         return self.views[key]
@@ -318,16 +320,21 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def place(pipe: Any, placement: Placement, offload: bool) -> None:
-    """Move `pipe` to its device, or install model CPU offload (one model on the GPU at a time)."""
-    if offload:
-        pipe.enable_model_cpu_offload(device=placement.device)
-    else:
-        pipe.to(placement.device)
+    """Move `pipe` to its device, or install model CPU offload (one model on the GPU at a time).
+
+    diffusers' notice that float16 "cannot run" on the CPU is silenced: it runs here (slowly on some
+    processors), and the result's summary says which dtype was chosen and why.
+    """
+    with quiet_loading():
+        if offload:
+            pipe.enable_model_cpu_offload(device=placement.device)
+        else:
+            pipe.to(placement.device)
 
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Silence diffusers' and transformers' loading bars and info logs, and restore them after."""
+    """Silence diffusers' and transformers' loading bars, notices and deprecation warnings; restore them after."""
     from transformers.utils import logging as transformers_logging
 
     saved = [
@@ -341,7 +348,9 @@ def quiet_loading() -> Iterator[None]:
         module.set_verbosity_error()
         module.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():  # diffusers' deprecation notices about configs the user cannot change
+            warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+            yield
     finally:
         for module, verbosity, bars in saved:
             module.set_verbosity(verbosity)
