@@ -150,11 +150,12 @@ class BatchResult(Sequence[Item]):
                     f"seed {seed} has {len(matches)} images here ({', '.join(sorted(origins))}): "
                     "say which with origin, or pick one by file name with by_file"
                 )
-            indices = ", ".join(str(item.prompt_index) for item in matches)
-            if len(set(indices.split(", "))) < len(matches):
+            indices = [item.prompt_index for item in matches]
+            if len(set(indices)) < len(matches):
                 names = ", ".join(str(item.params.get("file", "?")) for item in matches)
                 raise ValueError(f"seed {seed} has {len(matches)} images here ({names}): pick one with by_file")
-            raise ValueError(f"seed {seed} was used with prompts {indices}: say which with prompt_index")
+            shown = ", ".join(map(str, indices))
+            raise ValueError(f"seed {seed} was used with prompts {shown}: say which with prompt_index")
         return matches[0]
 
     def by_file(self, name: str) -> Item:

@@ -230,15 +230,14 @@ def link_parents(items: list[Item]) -> list[Item]:
         return (step.get("prompt"), step.get("seed"), step.get("origin"))
 
     linked: dict[tuple, Item] = {}
-    result: list[Item | None] = [None] * len(items)
+    result = list(items)
     for position in sorted(range(len(items)), key=lambda i: len(items[i].params.get("lineage", ()))):
-        item = items[position]
-        lineage = item.params.get("lineage", ())
+        lineage = items[position].params.get("lineage", ())
         if len(lineage) > 1 and key(lineage[-2]) in linked:
-            item = dataclasses.replace(item, parent=linked[key(lineage[-2])])
+            result[position] = dataclasses.replace(items[position], parent=linked[key(lineage[-2])])
+        item = result[position]
         linked[(item.prompt, item.seed, item.origin)] = item
-        result[position] = item
-    return [item for item in result if item is not None]
+    return result
 
 
 def _load_png(path: Path) -> Item:
