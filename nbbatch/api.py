@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.core.axes import with_axes
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
@@ -26,23 +27,44 @@ def generate(
     negative_prompt: str = "",
     images: Image.Image | Sequence[Image.Image] = (),
     model: str | None = None,
+    x: str | tuple[str, Sequence[Any]] | None = None,
+    y: str | tuple[str, Sequence[Any]] | None = None,
+    z: str | tuple[str, Sequence[Any]] | None = None,
+    wildcards: str | os.PathLike | None = None,
+    random: int | None = None,
+    random_seed: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     **settings: Any,
 ) -> BatchResult:
     """Make every prompt with every seed, one generator per image, and return the result.
 
-    `prompts` is a list, or text with one prompt per line (as in the magic). `seeds` is a
-    list, an int, or text such as ``"0-7,10"`` (default ``"0-3"``); `num` draws that many
-    random seeds instead. `images` makes it image-to-image (one per prompt, or one for
-    all: PIL images, HxWx3 uint8 or 0-1 float arrays, or tensors). `model` defaults to
+    `prompts` is a list, or text with one prompt per line (as in the magic); templates
+    such as ``{red|blue}`` and ``__wildcard__`` (read from the `wildcards` folder) expand
+    to every combination, or to `random` draws from `random_seed`. `seeds` is a list, an
+    int, or text such as ``"0-7,10"`` (default ``"0-3"``); `num` draws that many random
+    seeds instead. `images` makes it image-to-image (one per prompt, or one for all: PIL
+    images, HxWx3 uint8 or 0-1 float arrays, or tensors). `x`, `y` and `z` make an X/Y/Z
+    grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
     (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
-    batch_size, offload, vae_tiling, variant). A cancel or interrupt returns the finished
-    images with ``complete`` False; an error raises `BatchError`, whose ``result`` holds them.
+    batch_size, offload, vae_tiling, variant, variation_seed, variation_strength). A cancel
+    or interrupt returns the finished images with ``complete`` False; an error raises
+    `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
-    jobs = make_jobs(prompts, seeds, num, negative_prompt, images, settings_)
+    jobs = make_jobs(
+        prompts,
+        seeds,
+        num,
+        negative_prompt,
+        images,
+        settings_,
+        wildcards=wildcards,
+        random=random,
+        random_seed=random_seed,
+    )
+    jobs = with_axes(settings_, jobs, x, y, z, seeds_given=seeds is not None or num is not None)
     return run_batch(settings_, jobs, on_progress=on_progress, cancel=cancel)
 
 

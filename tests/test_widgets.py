@@ -119,6 +119,8 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
         ("guidance", "lots", "guidance must be a number, not &#x27;lots&#x27;"),
         ("batch_size", "x", "batch size must be a whole number, not &#x27;x&#x27;"),
         ("model", "./no/such/model", "model folder &#x27;./no/such/model&#x27; does not exist"),
+        ("variation_seed", "near", "variation seed must be a whole number, not &#x27;near&#x27;"),
+        ("prompts", "a {red|blue", "prompt line 1: the braces do not balance"),
     ],
 )
 def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, value, message):
@@ -135,10 +137,29 @@ def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, 
         "guidance": "",
         "batch_size": "",
         "model": "nbbatch:tiny-sd",
-    }[field]
+        "variation_seed": "",
+    }.get(field, "a {red|blue}")
     panel.generate_button.click()
     panel.wait(60)
     assert len(panel.results) == 1 and panel.message.value == ""
+
+
+def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel):
+    panel.prompts.value = "a {red|blue} cube"
+    panel.seeds.value, panel.variation_seed.value, panel.variation_strength.value = "4", "11", 0.4
+    panel.generate_button.click()
+    panel.wait(60)
+    (result,) = panel.results
+    expected = nbbatch.generate(
+        "a {red|blue} cube", seeds=[4], variation_seed=11, variation_strength=0.4, steps=4, width=32, height=32
+    )
+    assert [item.prompt for item in result] == ["a red cube", "a blue cube"]
+    assert all(max_difference(a.image, b.image) <= 1 for a, b in zip(result, expected))
+    assert result[0].params["variation_seed"] == 11 and result[0].params["choices"] == ["red"]
+    panel.variation_seed.value = ""
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "a variation strength needs a variation seed" in panel.message.value and len(panel.results) == 1
 
 
 def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch):

@@ -8,6 +8,7 @@ are never lost: a cancel, a kernel interrupt or an error ends the run with what 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
 from nbbatch.models.pipelines import (
+    Loaded,
     apply_memory_options,
     check_steps,
     denoising_calls,
@@ -137,12 +139,14 @@ def run_jobs(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     on_chunk: Callable[[list[Made]], None] | None = None,
+    variation: tuple[int | None, float] = (None, 0.0),
 ) -> Outcome:
     """Run `jobs` in chunks of at most `batch_size` images (all at once when None).
 
     `arguments` go to every pipeline call (see `call_arguments`); `steps` is how many
     denoising steps each call runs, for the progress. With `back_off`, an out-of-memory
     error halves the chunk and retries it; finished images are kept either way.
+    `variation` is a variation seed and strength (see `starting_noise`).
     Returns every finished image and how the run ended.
     """
     import torch
@@ -177,7 +181,13 @@ def run_jobs(
             report(0, len(chunk))
             try:
                 images = _call(
-                    pipe, [jobs[i] for i in chunk], [states[i] for i in chunk], generator_device, arguments, on_step_end
+                    pipe,
+                    [jobs[i] for i in chunk],
+                    [states[i] for i in chunk],
+                    generator_device,
+                    arguments,
+                    on_step_end,
+                    variation,
                 )
             except torch.OutOfMemoryError as exc:
                 free_memory()
@@ -215,6 +225,7 @@ def _call(
     device: str,
     arguments: dict[str, Any],
     on_step_end: Callable,
+    variation: tuple[int | None, float],
 ) -> list[tuple[Image.Image, bool]]:
     """One pipeline call for a chunk; returns each image and whether it is broken (NaN or all black)."""
     from diffusers.image_processor import VaeImageProcessor
@@ -226,6 +237,8 @@ def _call(
     if jobs[0].init_image is not None:
         kwargs["image"] = [job.init_image for job in jobs]
     kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
+    if variation[0] is not None:
+        kwargs["latents"] = starting_noise(pipe, kwargs["generator"], arguments, device, *variation)
     kwargs["callback_on_step_end"] = on_step_end
     kwargs["output_type"] = "np"
     pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
@@ -233,6 +246,53 @@ def _call(
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
     images = VaeImageProcessor.numpy_to_pil(pixels)
     return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+
+
+def starting_noise(
+    pipe: Any, generators: list[Any], arguments: dict[str, Any], device: str, variation_seed: int, strength: float
+) -> Any:
+    """Each image's starting noise blended towards the variation seed's: ``slerp(strength, noise, variation)``.
+
+    The noise is drawn from each image's own generator exactly as the pipeline would
+    draw it (same shape, dtype and device), so strength 0 gives the seed's own image;
+    the generators are then passed on, already past that draw, as they would be.
+    """
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    scale = pipe.vae_scale_factor
+    height = arguments.get("height") or pipe.unet.config.sample_size * scale
+    width = arguments.get("width") or pipe.unet.config.sample_size * scale
+    shape = (1, pipe.unet.config.in_channels, height // scale, width // scale)
+    encoder = getattr(pipe, "text_encoder", None)
+    dtype = encoder.dtype if encoder is not None else pipe.unet.dtype
+    target = pipe._execution_device
+    blended = []
+    for generator in generators:
+        own = randn_tensor(shape, generator=generator, device=target, dtype=dtype)
+        other = randn_tensor(shape, generator=make_generator(device, variation_seed), device=target, dtype=dtype)
+        blended.append(slerp(strength, own.float(), other.float()).to(dtype))
+    return torch.cat(blended)
+
+
+def slerp(strength: float, low: Any, high: Any) -> Any:
+    """Spherical interpolation per latent pixel (across channels), as A1111's ``rng.slerp``.
+
+    Where the two are nearly parallel it falls back to a straight blend, with the weights
+    the right way round (A1111 swaps them there, which only matters for a seed with itself).
+    """
+    import torch
+
+    low_unit = low / torch.linalg.vector_norm(low, dim=1, keepdim=True)
+    high_unit = high / torch.linalg.vector_norm(high, dim=1, keepdim=True)
+    dot = (low_unit * high_unit).sum(1)
+    if dot.mean() > 0.9995:
+        return low * (1 - strength) + high * strength
+    omega = torch.acos(dot)
+    sine = torch.sin(omega)
+    return (torch.sin((1.0 - strength) * omega) / sine).unsqueeze(1) * low + (
+        torch.sin(strength * omega) / sine
+    ).unsqueeze(1) * high
 
 
 @dataclass
@@ -282,14 +342,114 @@ def _execute(
     cancel: CancelFlag | None,
     on_chunk: Callable[[list[Item]], None] | None,
 ) -> Run:
+    start = time.perf_counter()
+    segments = [_prepare(segment_settings, segment) for segment_settings, segment in _segments(settings, jobs)]
+    items: list[Item] = []
+    outcome = None
+    for segment in segments:  # each one pipeline view; a grid's cells with equal settings share one
+        offset = len(items)
+
+        def shifted(progress: Progress, offset: int = offset) -> None:
+            elapsed = time.perf_counter() - start
+            if on_progress is not None:
+                on_progress(
+                    dataclasses.replace(progress, done=progress.done + offset, total=len(jobs), elapsed=elapsed)
+                )
+
+        def collect(made: list[Made], segment: _Segment = segment) -> None:
+            new = [segment.item(m) for m in made]
+            items.extend(new)
+            if on_chunk is not None:
+                on_chunk(new)
+
+        outcome = segment.run(shifted, cancel, collect)
+        if outcome.status != "complete":
+            break
+    assert outcome is not None  # there is at least one segment: jobs is not empty
+    broken = [item.seed for item in items if item.broken]
+    if broken:
+        warnings.warn(broken_message(broken, segments[0].loaded.placement.dtype), RuntimeWarning, stacklevel=3)
+    elapsed = time.perf_counter() - start
+    placement = segments[0].loaded.placement.reason
+    return Run(items, outcome.status, outcome.error, elapsed, placement, outcome.batch_size)
+
+
+def _segments(settings: Settings, jobs: Sequence[Job]) -> list[tuple[Settings, list[Job]]]:
+    """Runs of consecutive jobs that share their settings (a job's own, else the batch's)."""
+    segments: list[tuple[Settings, list[Job]]] = []
+    for job in jobs:
+        own = job.settings or settings
+        if segments and segments[-1][0] == own:
+            segments[-1][1].append(job)
+        else:
+            segments.append((own, [job]))
+    return segments
+
+
+@dataclass
+class _Segment:
+    """Jobs that run with one settings: the pipeline view and call arguments, ready before anything runs."""
+
+    settings: Settings
+    jobs: list[Job]
+    loaded: Loaded
+    pipe: Any
+    arguments: dict[str, Any]
+    common: dict[str, Any]
+    steps: int
+
+    def run(
+        self, on_progress: Callable[[Progress], None], cancel: CancelFlag | None, on_chunk: Callable[[list[Made]], None]
+    ) -> Outcome:
+        settings = self.settings
+        apply_memory_options(self.pipe, settings, self.loaded.placement.device)
+        auto = settings.batch_size == "auto"
+        outcome = run_jobs(
+            self.pipe,
+            self.jobs,
+            self.arguments,
+            steps=self.steps,
+            generator_device=self.common["generator_device"],
+            batch_size=(self.loaded.working_batch_size if auto else settings.batch_size) or None,
+            back_off=auto,
+            on_progress=on_progress,
+            cancel=cancel,
+            on_chunk=on_chunk,
+            variation=(settings.variation_seed, settings.variation_strength),
+        )
+        if auto and outcome.made:
+            self.loaded.working_batch_size = outcome.batch_size
+        return outcome
+
+    def item(self, made: Made) -> Item:
+        job = made.job
+        params = {**self.common, "width": made.image.width, "height": made.image.height, **job.extra}
+        return Item(
+            image=made.image,
+            seed=job.seed,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            prompt_index=job.prompt_index,
+            settings=self.settings,
+            params=MappingProxyType(params),
+            state=made.state,
+            init_image=job.init_image,
+            parent=job.parent,
+            origin=job.origin,
+            broken=made.broken,
+        )
+
+
+def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
+    """Load (or reuse) the pipeline and make the segment's view: errors here come before any image."""
     loaded = get_pipeline(settings)
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None
+    if image_to_image and settings.variation_seed is not None:
+        raise ValueError("variation seeds blend the starting noise of text-to-image: they do not go with input images")
     pipe = loaded.view(image_to_image, settings.scheduler)
     check_steps(pipe.scheduler, settings.steps)
-    apply_memory_options(pipe, settings, loaded.placement.device)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
-    auto = settings.batch_size == "auto"
     common: dict[str, Any] = {
         "model": settings.model,
         "pipeline": type(pipe).__name__,
@@ -300,48 +460,11 @@ def _execute(
         "generator_device": device,
         **arguments,
     }
-    items: list[Item] = []
-
-    def collect(made: list[Made]) -> None:
-        new = [
-            Item(
-                m.image,
-                m.job.seed,
-                m.job.prompt,
-                m.job.negative_prompt,
-                m.job.prompt_index,
-                settings,
-                MappingProxyType({**common, "width": m.image.width, "height": m.image.height}),
-                m.state,
-                m.job.init_image,
-                m.job.parent,
-                m.job.origin,
-                m.broken,
-            )
-            for m in made
-        ]
-        items.extend(new)
-        if on_chunk is not None:
-            on_chunk(new)
-
-    outcome = run_jobs(
-        pipe,
-        jobs,
-        arguments,
-        steps=denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None),
-        generator_device=device,
-        batch_size=(loaded.working_batch_size if auto else settings.batch_size) or None,
-        back_off=auto,
-        on_progress=on_progress,
-        cancel=cancel,
-        on_chunk=collect,
-    )
-    if auto and outcome.made:
-        loaded.working_batch_size = outcome.batch_size
-    broken = [item.seed for item in items if item.broken]
-    if broken:
-        warnings.warn(broken_message(broken, loaded.placement.dtype), RuntimeWarning, stacklevel=3)
-    return Run(items, outcome.status, outcome.error, outcome.elapsed, loaded.placement.reason, outcome.batch_size)
+    if settings.variation_seed is not None:
+        common["variation_seed"] = settings.variation_seed
+        common["variation_strength"] = settings.variation_strength
+    steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None)
+    return _Segment(settings, jobs, loaded, pipe, arguments, common, steps)
 
 
 def broken_message(seeds: Sequence[int], dtype: str) -> str:

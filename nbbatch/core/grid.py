@@ -149,3 +149,79 @@ def _fit(text: str, font: ImageFont.FreeTypeFont, width: float) -> str:
     while text and _text_width(text + "…", font) > width - 4:
         text = text[:-1]
     return text + "…"
+
+
+def make_table(
+    images: Sequence[Sequence[Image.Image | None]],
+    column_headers: Sequence[str],
+    row_headers: Sequence[str],
+    title: str = "",
+    *,
+    cell: int = 256,
+) -> Image.Image:
+    """An X/Y table: `images` by row, the X values over the columns and the Y values left of the rows.
+
+    `row_headers` may be empty (one row, no Y axis); a missing image leaves its cell blank.
+    """
+    font_size = max(10, cell // 12)
+    font = ImageFont.load_default(size=font_size)
+    pad = 4
+    line = font_size + 4
+    header_lines = max((len(_wrap(h, font, cell)) for h in column_headers), default=1)
+    header_height = header_lines * line + pad
+    widest = max((_text_width(h, font) for h in row_headers), default=0)
+    row_width = math.ceil(min(widest + 4 + 3 * pad, 2 * cell)) if row_headers else 0
+    title_band = font_size + 10 if title else 0
+    width = row_width + len(column_headers) * (cell + pad) + pad
+    height = title_band + header_height + len(images) * (cell + pad) + pad
+    canvas = Image.new("RGB", (max(width, cell), height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad + 2, 4), _fit(title, font, canvas.width - 2 * pad), fill=INK, font=font)
+    top = title_band + header_height
+    for column, header in enumerate(column_headers):
+        x0 = row_width + pad + column * (cell + pad)
+        lines = _wrap(header, font, cell)
+        for number, text in enumerate(lines):
+            y = title_band + header_height - pad - (len(lines) - number) * line
+            draw.text((x0 + (cell - _text_width(text, font)) / 2, y), text, fill=INK, font=font)
+    for row, images_of_row in enumerate(images):
+        y0 = top + row * (cell + pad)
+        if row_headers:
+            lines = _wrap(row_headers[row], font, row_width - 2 * pad)
+            for number, text in enumerate(lines):
+                y = y0 + (cell - len(lines) * line) / 2 + number * line
+                draw.text((row_width - pad - _text_width(text, font), y), text, fill=INK, font=font)
+        for column, image in enumerate(images_of_row):
+            if image is None:
+                continue
+            x0 = row_width + pad + column * (cell + pad)
+            thumb = thumbnail(image, cell)
+            canvas.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
+    return canvas
+
+
+def stack(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
+    """`images` one above the other on the grid background, left-aligned."""
+    width = max(image.width for image in images)
+    height = sum(image.height for image in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    y = 0
+    for image in images:
+        canvas.paste(image, (0, y))
+        y += image.height + gap
+    return canvas
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, width: float, lines: int = 3) -> list[str]:
+    """`text` broken into at most `lines` lines that fit `width` pixels; the last is cut if need be."""
+    words = " ".join(text.split()).split(" ")
+    wrapped: list[str] = []
+    for word in words:
+        if wrapped and _text_width(f"{wrapped[-1]} {word}", font) <= width - 4:
+            wrapped[-1] = f"{wrapped[-1]} {word}"
+        else:
+            wrapped.append(word)
+    if len(wrapped) > lines:
+        wrapped = [*wrapped[: lines - 1], " ".join(wrapped[lines - 1 :])]
+    return [_fit(text, font, width) for text in wrapped]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from nbbatch.core.axes import axis_label
 from nbbatch.core.spec import Settings
 
 if TYPE_CHECKING:
@@ -44,13 +45,20 @@ class Item:
         return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
 
     @property
+    def cell(self) -> dict[str, tuple[str, Any]]:
+        """Where this image sits in an X/Y/Z grid: ``{"x": ("steps", 20), ...}``; empty outside a grid."""
+        return {letter: (name, value) for letter, (name, value) in self.params.get("axes", {}).items()}
+
+    @property
     def label(self) -> str:
-        """The grid caption: ``seed 5``, ``seed 5 · refine 2`` or ``seed 12 · vary of 5``."""
+        """The grid caption: ``seed 5``, ``seed 5 · refine 2``, ``seed 12 · vary of 5``, ``seed 5 · steps: 20``."""
         if self.origin == "refine":
-            return f"seed {self.seed} · refine {self.depth}"
-        if self.origin == "vary" and self.parent is not None:
-            return f"seed {self.seed} · vary of {self.parent.seed}"
-        return f"seed {self.seed}"
+            text = f"seed {self.seed} · refine {self.depth}"
+        elif self.origin == "vary" and self.parent is not None:
+            text = f"seed {self.seed} · vary of {self.parent.seed}"
+        else:
+            text = f"seed {self.seed}"
+        return "".join([text, *(f" · {axis_label(name, value)}" for name, value in self.cell.values())])
 
     def lineage(self) -> tuple[Item, ...]:
         """The ancestors of this item and itself, the first image first."""

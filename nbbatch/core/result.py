@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.core.axes import axis_label
 from nbbatch.core.engine import CancelFlag, Progress, Status, execute
 from nbbatch.core.errors import first_line
-from nbbatch.core.grid import Group, encode_preview, grid_figure, make_grid, preview_cell
+from nbbatch.core.grid import Group, encode_preview, grid_figure, make_grid, make_table, preview_cell, stack
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings, choose_seeds
 
@@ -234,7 +235,7 @@ class BatchResult(Sequence[Item]):
         saver = Saver(folder)
         paths = saver.add(self.items)
         if grid and self.items:
-            saver.add_grid(self.grid())
+            saver.add_grid(self.grid(), self.items)
         return paths
 
     def groups(self) -> list[Group]:
@@ -245,8 +246,15 @@ class BatchResult(Sequence[Item]):
         return [Group(_title(self.items[positions[0]]), tuple(positions)) for positions in groups.values()]
 
     def grid(self, columns: int = 8, cell: int = 256, limit: int | None = None) -> Image.Image:
-        """All images (or the first `limit`) in one seed-labelled PIL image, one row (or more) per prompt."""
+        """All images (or the first `limit`) in one PIL image.
+
+        A batch: seed-labelled, one row (or more) per prompt. An X/Y/Z grid: one table per
+        prompt and seed (and Z value), the X values over its columns and the Y values
+        beside its rows.
+        """
         shown = self.items if limit is None else self.items[:limit]
+        if any(item.cell for item in shown):
+            return stack([make_table(*table, cell=cell) for table in _tables(shown)])
         groups = [Group(g.title, tuple(i for i in g.indices if i < len(shown))) for g in self.groups()]
         groups = [g for g in groups if g.indices]
         return make_grid(
@@ -263,6 +271,8 @@ class BatchResult(Sequence[Item]):
         At most `PREVIEW_LIMIT` images are drawn; `grid()` draws them all.
         """
         shown = min(len(self.items), PREVIEW_LIMIT)
+        if any(item.cell for item in self.items):
+            columns = max(len(table[1]) + bool(table[2]) for table in _tables(self.items[:shown]))
         return encode_preview(self.grid(columns, preview_cell(shown, columns), limit=shown))
 
     @property
@@ -340,11 +350,53 @@ def vary_jobs(
     """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed."""
     if not seeds:
         raise ValueError("no seeds given for the variations")
-    settings = item.settings.replace(**{"strength": 0.3, "width": None, "height": None, **overrides})
+    reset = {"strength": 0.3, "width": None, "height": None, "variation_seed": None, "variation_strength": 0.0}
+    settings = item.settings.replace(**{**reset, **overrides})
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(Job(prompt or item.prompt, seed, 0, negative, item.image, None, item, "vary") for seed in seeds)
     return settings, jobs
+
+
+def _tables(items: Sequence[Item]) -> list[tuple[list[list[Image.Image | None]], list[str], list[str], str]]:
+    """The X/Y tables of grid items: (images by row, column headers, row headers, title) for each.
+
+    One table per Z value, prompt and seed (the seed only when no axis varies it), in order.
+    """
+    tables: dict[tuple, list[Item]] = {}
+    for item in items:
+        cell = item.cell
+        seed = None if any(name == "seed" for name, _ in cell.values()) else item.seed
+        tables.setdefault((repr(cell.get("z")), item.prompt_index, seed), []).append(item)
+    made = []
+    for (_, prompt_index, seed), members in tables.items():
+        xs = list(dict.fromkeys(repr(m.cell.get("x")) for m in members))
+        ys = list(dict.fromkeys(repr(m.cell.get("y")) for m in members))
+        rows: list[list[Image.Image | None]] = [[None] * len(xs) for _ in ys]
+        for m in members:
+            rows[ys.index(repr(m.cell.get("y")))][xs.index(repr(m.cell.get("x")))] = m.image
+        first = members[0]
+        column_headers = [_header(m.cell.get("x")) for m in _firsts(members, "x")]
+        row_headers = [_header(m.cell.get("y")) for m in _firsts(members, "y")] if "y" in first.cell else []
+        title = [f"prompt {prompt_index}: {first.prompt}"]
+        if seed is not None:
+            title.append(f"seed {seed}")
+        if "z" in first.cell:
+            title.append(_header(first.cell["z"]))
+        made.append((rows, column_headers, row_headers, " · ".join(title)))
+    return made
+
+
+def _firsts(items: Sequence[Item], letter: str) -> list[Item]:
+    """The first item of each distinct value on one axis, in order."""
+    seen: dict[str, Item] = {}
+    for item in items:
+        seen.setdefault(repr(item.cell.get(letter)), item)
+    return list(seen.values())
+
+
+def _header(cell: tuple[str, Any] | None) -> str:
+    return "" if cell is None else axis_label(*cell)
 
 
 def _title(item: Item) -> str:

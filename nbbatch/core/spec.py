@@ -11,12 +11,12 @@ import math
 import numbers
 import os
 import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from nbbatch.core.seeds import MAX_IMAGES, parse_seeds, random_seeds
+from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
+from nbbatch.core.templates import Prompt, expand, fill_variables
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,7 +46,9 @@ class Settings:
     default; the value used is recorded with each image. `batch_size` ``None`` runs the
     whole batch in one call; ``"auto"`` also does, halving on out-of-memory errors.
     `offload` is model CPU offload; `vae_tiling` decodes large images in tiles; `variant`
-    picks a weight variant of the model files, such as ``"fp16"``.
+    picks a weight variant of the model files, such as ``"fp16"``. With a `variation_seed`,
+    each image starts from its seed's noise blended towards that seed's noise by
+    `variation_strength` (0: the seed's image, 1: the variation seed's), as A1111 does.
     """
 
     model: str = field(default_factory=default_model)
@@ -63,6 +65,8 @@ class Settings:
     offload: bool = False
     vae_tiling: bool = False
     variant: str | None = None
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -90,6 +94,12 @@ class Settings:
             raise ValueError(f"variant must be a name such as fp16, not {self.variant!r}")
         if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
             raise ValueError(f"scheduler must be a name, not {self.scheduler!r}")
+        if self.variation_seed is not None:
+            _check_int("variation seed", self.variation_seed, 0, SEED_MAX)
+        if not _is_number(self.variation_strength) or not 0 <= self.variation_strength <= 1:
+            raise ValueError(f"variation strength must be a number from 0 to 1, not {self.variation_strength!r}")
+        if self.variation_strength and self.variation_seed is None:
+            raise ValueError("a variation strength needs a variation seed to blend towards")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied and validated; unknown names raise ValueError."""
@@ -115,7 +125,9 @@ class Job:
 
     `state` is a saved generator state; when set it replaces the seed, so a refinement
     starts from exactly the noise its parent started from. `parent` is the result item
-    this image refines or varies.
+    this image refines or varies. `settings`, when set, replaces the batch's settings
+    for this image (a cell of an X/Y/Z grid); `extra` is recorded with the image (the
+    template and its choices, the grid cell).
     """
 
     prompt: str
@@ -126,25 +138,30 @@ class Job:
     state: bytes | None = field(default=None, compare=False, repr=False)
     parent: Any = field(default=None, compare=False, repr=False)
     origin: str = "batch"
+    settings: Settings | None = field(default=None, compare=False, repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def build_jobs(
-    prompts: list[str] | tuple[str, ...],
+    prompts: Sequence[str | Prompt],
     seeds: tuple[int, ...] | list[int],
     negative_prompt: str = "",
     images: list[Image.Image] | tuple[Image.Image, ...] = (),
 ) -> tuple[Job, ...]:
     """Prompts x seeds, flattened: one job per image, grouped by prompt (p0 s0, p0 s1, ..., p1 s0).
 
+    A prompt made from a template records the template and its choices with each image.
     `images` (image-to-image) holds one picture for every prompt, or one shared by all.
     """
-    if isinstance(prompts, str):
+    if isinstance(prompts, (str, Prompt)):
         prompts = [prompts]
-    prompts = [p.strip() if isinstance(p, str) else p for p in prompts]
+    prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
     if not prompts:
         raise ValueError("no prompt given: write one prompt per line")
     for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt:
+        if not isinstance(prompt, Prompt) or not isinstance(prompt.text, str):
+            raise ValueError(f"prompt {index} is not text")
+        if not prompt.text.strip():
             raise ValueError(f"prompt {index} is empty")
     if not seeds:
         raise ValueError("no seeds given")
@@ -165,8 +182,11 @@ def build_jobs(
     jobs = []
     for index, prompt in enumerate(prompts):
         image = images[index if len(images) > 1 else 0] if images else None
+        extra = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
+        if prompt.template and prompt.seed is not None:
+            extra["template_seed"] = prompt.seed
         for seed in seeds:
-            jobs.append(Job(prompt, seed, index, negative_prompt.strip(), image))
+            jobs.append(Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra))
     return tuple(jobs)
 
 
@@ -235,10 +255,10 @@ def as_image(value: Any, what: str = "the image") -> Image.Image:
 
 
 def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) -> list[str]:
-    r"""One prompt per line; blank lines and ``#`` comments are skipped, ``\#`` starts a prompt with ``#``.
+    r"""One prompt (or template) per line; blank lines and ``#`` comments are skipped, ``\#`` starts one with ``#``.
 
-    ``{name}`` is filled from `namespace` (write ``{{`` and ``}}`` for literal braces);
-    an unknown name raises ValueError naming it and its line.
+    With a `namespace`, ``{name}`` is filled from it (see `nbbatch.core.templates`); an
+    unknown name raises ValueError naming it and its line.
     """
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -248,25 +268,9 @@ def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) ->
         if line.startswith("\\#"):
             line = line[1:]
         if namespace is not None:
-            line = _fill(line, number, namespace)
+            line = fill_variables(line, number, namespace)
         prompts.append(line)
     return prompts
-
-
-def _fill(line: str, number: int, namespace: Mapping[str, Any]) -> str:
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
-    except ValueError as error:
-        raise ValueError(f"prompt line {number}: {error}; write {{{{ or }}}} for a literal brace") from None
-    for name in fields:
-        if not name.isidentifier():
-            raise ValueError(f"prompt line {number}: {{{name}}} is not a variable name; write {{{{ for a literal brace")
-        if name not in namespace:
-            raise ValueError(f"prompt line {number}: unknown variable {{{name}}}")
-    try:
-        return line.format_map(namespace)
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
-        raise ValueError(f"prompt line {number}: cannot fill it in: {error}") from None
 
 
 def make_jobs(
@@ -276,17 +280,30 @@ def make_jobs(
     negative_prompt: str,
     images: Any,
     settings: Settings,
+    *,
+    wildcards: str | os.PathLike | None = None,
+    random: int | None = None,
+    random_seed: int | None = None,
 ) -> tuple[Job, ...]:
-    """Validate prompts, seeds and input images into jobs, before any model is loaded."""
+    """Validate prompts, seeds and input images into jobs, before any model is loaded.
+
+    Templates in the prompts are expanded (every combination, or `random` draws from
+    `random_seed`; see `nbbatch.core.templates.expand`).
+    """
     seed_list = choose_seeds(seeds, num)
     if isinstance(prompts, str):
         prompts = parse_prompt_lines(prompts)
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be text, or a list of texts")
+    expanded = expand([p.strip() for p in prompts], wildcards=wildcards, draws=random, seed=random_seed)
     if not isinstance(images, (list, tuple)):
         images = [images]
     if images:
         settings.image_to_image_steps()
+    if images and settings.variation_seed is not None:
+        raise ValueError("variation seeds blend the starting noise of text-to-image: they do not go with input images")
     prepared = prepare_images(images, settings.width, settings.height)
-    return build_jobs(prompts, seed_list, negative_prompt, prepared)
+    return build_jobs(expanded, seed_list, negative_prompt, prepared)
 
 
 def choose_seeds(

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -58,11 +58,51 @@ def a1111_parameters(item: Item) -> str:
         "Size": f"{item.image.width}x{item.image.height}",
         "Model": params.get("model"),
         "Denoising strength": params.get("strength"),
+        "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
+        "Variation seed strength": params.get("variation_strength") or None,
+        "Template": params.get("template"),
         "Version": f"nbbatch {_version()}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value not in (None, ""))
     negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
     return f"{item.prompt}{negative}\n{line}"
+
+
+AXIS_TYPES = {
+    "steps": "Steps",
+    "guidance": "CFG Scale",
+    "scheduler": "Sampler",
+    "strength": "Denoising",
+    "seed": "Seed",
+    "variation_seed": "Var. seed",
+    "variation_strength": "Var. strength",
+    "prompt": "Prompt S/R",
+    "size": "Size",
+    "width": "Width",
+    "height": "Height",
+}
+"""Axis names and the ``X Type`` A1111's X/Y/Z plot writes for them."""
+
+
+def grid_parameters(items: Sequence[Item]) -> str | None:
+    """The ``parameters`` text of an X/Y/Z grid: the first image's, plus ``X Type``/``X Values`` (Y, Z).
+
+    None when `items` are not a grid.
+    """
+    if not items or not items[0].cell:
+        return None
+    axes: dict[str, tuple[str, list[Any]]] = {}
+    for item in items:
+        for letter, (name, value) in item.cell.items():
+            values = axes.setdefault(letter, (name, []))[1]
+            if value not in values:
+                values.append(value)
+    fields = []
+    for letter in sorted(axes):
+        name, values = axes[letter]
+        shown = ", ".join("x".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)
+        fields.append(f"{letter.upper()} Type: {AXIS_TYPES[name]}, {letter.upper()} Values: {_quote(shown)}")
+    return f"{a1111_parameters(items[0])}, {', '.join(fields)}"
 
 
 def parse_a1111(text: str) -> dict[str, Any]:
@@ -163,9 +203,14 @@ class Saver:
         self.written.extend(paths)
         return paths
 
-    def add_grid(self, grid: Image.Image) -> Path:
-        """Write a result's seed-labelled grid as one more PNG."""
-        return self._write("grid", _png_bytes(grid))
+    def add_grid(self, grid: Image.Image, items: Sequence[Item] = ()) -> Path:
+        """Write a result's grid as one more PNG; an X/Y/Z grid of `items` gets A1111's grid parameters."""
+        info = None
+        parameters = grid_parameters(items)
+        if parameters is not None:
+            info = PngImagePlugin.PngInfo()
+            info.add_text("parameters", parameters)
+        return self._write("grid", _png_bytes(grid, info))
 
     def _input_image(self, image: Image.Image) -> str:
         data = _png_bytes(image)

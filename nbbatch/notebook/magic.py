@@ -18,9 +18,11 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
+from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.notebook.live import ProgressDisplay
 
@@ -43,6 +45,8 @@ _SETTINGS = (
     "generator_device",
     "batch_size",
     "variant",
+    "variation_seed",
+    "variation_strength",
 )
 
 
@@ -75,6 +79,14 @@ class BatchMagics(Magics):
     @argument("--variant", help="weight files to load, e.g. fp16 (half the download, where the model has them)")
     @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
     @argument("--vae-tiling", action="store_true", default=None, help="decode in tiles: less memory for large images")
+    @argument("--variation-seed", type=int, metavar="SEED", help="blend each image's noise towards this seed's")
+    @argument("--variation-strength", type=float, metavar="W", help="how far: 0 (the seed's image) to 1 (default 0)")
+    @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
+    @argument("--y", metavar="NAME=VALUES", help="the grid's Y axis (rows)")
+    @argument("--z", metavar="NAME=VALUES", help="the grid's Z axis (one table per value)")
+    @argument("--wildcards", metavar="FOLDER", help="the folder of name.txt files that __name__ in a prompt reads")
+    @argument("--random", type=int, metavar="N", help="draw N prompts from each template instead of every combination")
+    @argument("--random-seed", type=int, metavar="S", help="the seed of --random's draw (default: random, kept)")
     @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
@@ -92,8 +104,11 @@ class BatchMagics(Magics):
         ``--refine SEED`` makes that image again from the same starting noise with the
         cell's prompt(s); ``--vary SEED`` makes variations of its picture. As a line
         magic (``%batchgen --vary 5``) the image's own prompt is kept.
-        ``{name}`` in a prompt is filled from the namespace; a line starting with ``#`` is a
-        comment, and ``\#`` starts a prompt with a literal ``#``.
+        ``{name}`` in a prompt is filled from the namespace; any other ``{...}`` is a
+        template: ``{red|blue}`` makes every combination, ``__name__`` reads a wildcard
+        file (``\{`` is a literal brace). ``--x steps=10,20 --y guidance=3,7`` makes an
+        X/Y/Z grid. A line starting with ``#`` is a comment, and ``\#`` starts a prompt
+        with a literal ``#``.
 
         A batch that makes no image (an error, Cancel or Ctrl-C before the first chunk)
         leaves ``--out`` and the last result as they were. Ctrl-C keeps and stores the
@@ -139,7 +154,7 @@ class BatchMagics(Magics):
             try:
                 if args.save:
                     saver.add(result.items)
-                saver.add_grid(result.grid())
+                saver.add_grid(result.grid(), result.items)
             except (OSError, ValueError) as error:
                 raise UsageError(f"could not save to {saver.folder}: {error}; the images are in {args.out}") from None
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
@@ -184,8 +199,22 @@ class BatchMagics(Magics):
                 raise ValueError("--strength is for image-to-image: give --image too")
             settings = Settings(**given)
             images = self._images(args.image) if args.image is not None else ()
-            jobs = make_jobs(prompts, args.seeds, args.num, args.negative or "", images, settings)
-            return settings, jobs, None
+            jobs = make_jobs(
+                prompts,
+                args.seeds,
+                args.num,
+                args.negative or "",
+                images,
+                settings,
+                wildcards=args.wildcards,
+                random=args.random,
+                random_seed=args.random_seed,
+            )
+            given_seeds = args.seeds is not None or args.num is not None
+            return settings, with_axes(settings, jobs, args.x, args.y, args.z, seeds_given=given_seeds), None
+        if args.x or args.y or args.z or args.random is not None:
+            raise ValueError("--x, --y, --z and --random make a new batch: they do not go with --refine or --vary")
+        prompts = [prompt.text for prompt in expand(prompts, wildcards=args.wildcards)]
         parent = self._source(args.source)
         if args.image is not None:
             raise ValueError("--image does not go with --refine or --vary: they start from the chosen image")
@@ -247,7 +276,13 @@ def _whole_number(flag: str, text: str) -> int:
         raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
 
 
-_OPTIONS = {"prompt_index": "--prompt-index", "batch_size": "--batch-size", "generator_device": "--generator-device"}
+_OPTIONS = {
+    "prompt_index": "--prompt-index",
+    "batch_size": "--batch-size",
+    "generator_device": "--generator-device",
+    "variation seed": "--variation-seed",
+    "variation strength": "--variation-strength",
+}
 
 
 def _as_options(message: str) -> str:

@@ -20,6 +20,7 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.grid import thumbnail
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
+from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class Panel:
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
         )
         self.strength = w.FloatSlider(0.8, min=0.05, max=1.0, step=0.05, description="strength")
+        self.variation_seed = w.Text(description="variation seed", placeholder="none")
+        self.variation_strength = w.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="variation")
         self.save_to = w.Text(description="save to", placeholder="folder (optional)")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
@@ -115,6 +118,8 @@ class Panel:
             (self.upload, "upload"),
             (self.random, "random"),
             (self.steps, "steps"),
+            (self.variation_seed, "variation-seed"),
+            (self.variation_strength, "variation-strength"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -131,6 +136,7 @@ class Panel:
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
                 w.HBox([self.model], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
+                w.HBox([self.variation_seed, self.variation_strength], layout=flow),
                 w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
                 self.message,
                 self.batches,
@@ -176,7 +182,8 @@ class Panel:
             self._error("select an image first: click its seed")
             return
         try:
-            settings, jobs = refine_jobs(item, parse_prompt_lines(self.refine_prompts.value), None, {})
+            prompts = [prompt.text for prompt in expand(parse_prompt_lines(self.refine_prompts.value))]
+            settings, jobs = refine_jobs(item, prompts, None, {})
         except ValueError as error:
             self._error(str(error))
             return
@@ -249,7 +256,7 @@ class Panel:
             self.progress.value = 0
             return
         if saver is not None:
-            saver.add_grid(result.grid())
+            saver.add_grid(result.grid(), result.items)
         self.results.append(result)
         self.progress.value = 1000 if result.complete else self.progress.value
         if result.status == "failed":
@@ -327,6 +334,11 @@ class Panel:
         size = self.batch_size.value.strip().lower()
         if size and size != "all":
             given["batch_size"] = "auto" if size == "auto" else _number("batch size", size, int)
+        variation = self.variation_seed.value.strip()
+        if variation:
+            given["variation_seed"] = _number("variation seed", variation, int)
+        if self.variation_strength.value:
+            given["variation_strength"] = self.variation_strength.value
         return Settings(**given)
 
     def _uploaded_images(self) -> list:
