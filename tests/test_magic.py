@@ -246,3 +246,28 @@ def test_errors_name_the_magics_options_not_python_keywords(shell):
 def test_an_escaped_hash_starts_a_prompt(shell):
     run(shell, f"--seeds 1 {FAST}", "# a comment\n\\#hashtag cat")
     assert [item.prompt for item in shell.user_ns["_batch"]] == ["#hashtag cat"]
+
+
+QUIET_SCRIPT = """
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "nbbatch")
+for _ in range(3):
+    for scheduler, seed in (("ddim", 0), ("euler-a", 1)):
+        shell.run_cell_magic("batchgen", f"--seeds {seed} --steps 2 --width 32 --height 32 --scheduler {scheduler} "
+                             "--no-display", "a cat")
+    shell.run_line_magic("batchgen", "--vary 1 --seeds 5 --steps 4 --no-display")
+"""
+
+
+def test_cells_print_no_library_notices_however_many_views_and_schedulers_they_use(tmp_path):
+    """A fresh process (no warning already shown once elsewhere), three rounds of scheduler and image-to-image views."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # NBBATCH_MODEL (tiny SD) and NBBATCH_HOME come from conftest
+    done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = [line for line in re.split(r"[\r\n]", done.stderr + done.stdout) if line.strip() and "%|" not in line]
+    assert printed == [], printed[:3]  # only the progress bar, which a terminal shows on stderr
