@@ -91,5 +91,15 @@ def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
     item = loaded[index]
     if item.origin == "foreign":
         raise ValueError(f"{str(path)!r} was not made by nbbatch: it has no generator state to reproduce")
-    job = Job(item.prompt, item.seed, 0, item.negative_prompt, item.init_image, item.state, None, item.origin)
+    job = Job(
+        item.prompt,
+        item.seed,
+        0,
+        item.negative_prompt,
+        item.init_image,
+        item.state,
+        None,
+        item.origin,
+        extra=item.extra,
+    )
     return run_batch(item.settings, [job])

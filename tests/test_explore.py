@@ -232,19 +232,25 @@ def _find(canvas: np.ndarray, image: np.ndarray) -> tuple[int, int] | None:
 # --- variation seeds ---------------------------------------------------------------------------------------
 
 
-def test_variation_strength_0_and_1_equal_raw_diffusers_images_of_the_seed_and_the_variation_seed():
+def test_variation_strength_0_and_1_equal_raw_diffusers_images_of_the_seed_and_the_variation_seed(model):
     sweep = nbbatch.generate(
-        "a red cat", seeds=[3], variation_seed=9, x="variation_strength=0,0.5,1", scheduler="euler", **TINY
+        "a red cat", seeds=[3], variation_seed=9, x="variation_strength=0,0.5,1", scheduler="euler", model=model, **TINY
     )
     kwargs = {"num_inference_steps": 3, "width": 32, "height": 32}
     from diffusers import EulerDiscreteScheduler
 
-    seed_image = direct_call("nbbatch:tiny-sd", "a red cat", 3, scheduler=EulerDiscreteScheduler, **kwargs)
-    variation_image = direct_call("nbbatch:tiny-sd", "a red cat", 9, scheduler=EulerDiscreteScheduler, **kwargs)
+    seed_image = direct_call(model, "a red cat", 3, scheduler=EulerDiscreteScheduler, **kwargs)
+    variation_image = direct_call(model, "a red cat", 9, scheduler=EulerDiscreteScheduler, **kwargs)
     assert max_difference(sweep[0].image, seed_image) <= 1
     assert max_difference(sweep[2].image, variation_image) <= 1
     assert max_difference(sweep[1].image, seed_image) > 10 and max_difference(sweep[1].image, variation_image) > 10
     assert [item.params["variation_strength"] for item in sweep] == [0, 0.5, 1]
+    with pytest.raises(ValueError, match=re.escape("seed 3 is in 3 cells of this grid: pick a cell first, e.g. ")):
+        sweep.refine(3, "a blue cat")
+    half = sweep.cell(x=0.5)
+    assert [item.params["variation_strength"] for item in half] == [0.5] and half.verify(3) <= 1
+    with pytest.raises(ValueError, match=re.escape("its values are x: 0, 0.5, 1")):
+        sweep.cell(x=0.25)
 
 
 def test_the_starting_noise_is_a1111s_slerp_of_the_two_seeds_noise():
@@ -302,3 +308,6 @@ def test_magic_makes_an_xy_grid_with_a_variation_seed_and_saves_it(shell, tmp_pa
         assert "X Type: Var. strength" in grid.text["parameters"]
     loaded = nbbatch.load(tmp_path)
     assert [item.cell for item in loaded] == [item.cell for item in result]
+    again = nbbatch.reproduce(tmp_path, 5)  # made again: the same pixels, cell, template and choices
+    assert max_difference(again[0].image, result[5].image) == 0 and again[0].label == result[5].label
+    assert again[0].params["choices"] == result[5].params["choices"] and again[0].label.endswith("guidance: 7")

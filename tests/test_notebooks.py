@@ -27,6 +27,15 @@ def outputs(notebook):
             ["seed 5 | a red circle on a blue background"],
         ),
         (
+            "explore",
+            ["explore-templates.png", "explore-xy-grid.png", "explore-variation-grid.png", "explore-xy/grid.png"],
+            [
+                "a red circle on a white background | ['red', 'circle']",
+                "seed 5 · steps: 4 · guidance: 1 | seed 5 · steps: 30 · guidance: 6",
+                "seed 5 · variation strength: 0.6 made again from its PNG, largest pixel difference: 0",
+            ],
+        ),
+        (
             "refine",
             ["refine-variations.png"],
             [
@@ -43,6 +52,7 @@ def test_notebook_executes_cleanly_and_saves_its_grids(tmp_path, monkeypatch, na
     errors = [o for o in produced if o.output_type == "error"]
     assert not errors, errors[0].evalue if errors else ""
     assert not [o for o in produced if o.output_type == "stream" and o.name == "stderr"], "no warnings or bars"
+    assert not [o for o in produced if "loading the pipeline" in json.dumps(o)], "no stale progress line is kept"
     for image in images:
         with Image.open(tmp_path / image) as grid:
             assert grid.format == "PNG" and grid.width > 200

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+EXTRAS = ("template", "choices", "template_seed", "axes")
+"""The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Item:
     """One finished image and everything needed to make it again.
@@ -43,6 +47,11 @@ class Item:
     def depth(self) -> int:
         """How many refinements lie between this item and the image it started from."""
         return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What its job recorded besides the settings: template, choices, draw seed, grid cell."""
+        return {key: self.params[key] for key in EXTRAS if key in self.params}
 
     @property
     def cell(self) -> dict[str, tuple[str, Any]]:

@@ -151,6 +151,11 @@ class BatchResult(Sequence[Item]):
                     f"seed {seed} has {len(matches)} images here ({', '.join(sorted(origins))}): "
                     "say which with origin, or pick one by file name with by_file"
                 )
+            if any(item.cell for item in matches):
+                shown = ", ".join(f"{letter}={value!r}" for letter, (_, value) in matches[0].cell.items())
+                raise ValueError(
+                    f"seed {seed} is in {len(matches)} cells of this grid: pick a cell first, e.g. result.cell({shown})"
+                )
             indices = [item.prompt_index for item in matches]
             if len(set(indices)) < len(matches):
                 names = ", ".join(str(item.params.get("file", "?")) for item in matches)
@@ -158,6 +163,22 @@ class BatchResult(Sequence[Item]):
             shown = ", ".join(map(str, indices))
             raise ValueError(f"seed {seed} was used with prompts {shown}: say which with prompt_index")
         return matches[0]
+
+    def cell(self, x: Any = None, y: Any = None, z: Any = None) -> BatchResult:
+        """The images of one X/Y/Z grid cell (or row, or column) as a result of their own.
+
+        Give the axis values: ``grid.cell(x=20, y=5.5)``. The result refines, verifies and
+        saves as any other: ``grid.cell(x=20, y=5.5).refine(3, "a new prompt")``.
+        """
+        wanted = {letter: value for letter, value in zip("xyz", (x, y, z)) if value is not None}
+        if not wanted:
+            raise ValueError("give the cell's axis values: cell(x=..., y=..., z=...)")
+        items = [item for item in self.items if all(_cell_value(item, k) == _plain(v) for k, v in wanted.items())]
+        if not items:
+            values = {k: list(dict.fromkeys(_cell_value(i, k) for i in self.items)) for k in wanted}
+            shown = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in values.items())
+            raise ValueError(f"no cell of this result has {wanted}; its values are {shown}")
+        return BatchResult(items, items[0].settings, total=len(items), placement=self.placement, parent=self.parent)
 
     def by_file(self, name: str) -> Item:
         """The loaded item read from the file `name` (e.g. ``p00-s5-refine.png``)."""
@@ -385,6 +406,16 @@ def _tables(items: Sequence[Item]) -> list[tuple[list[list[Image.Image | None]],
             title.append(_header(first.cell["z"]))
         made.append((rows, column_headers, row_headers, " · ".join(title)))
     return made
+
+
+def _plain(value: Any) -> Any:
+    """An axis value as cells compare it: sizes as tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _cell_value(item: Item, letter: str) -> Any:
+    cell = item.cell.get(letter)
+    return None if cell is None else _plain(cell[1])
 
 
 def _firsts(items: Sequence[Item], letter: str) -> list[Item]:
