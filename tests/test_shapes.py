@@ -13,7 +13,7 @@ from nbbatch.models.shapes.data import COLOURS, SHAPES, caption, iou, judge, sam
 from nbbatch.models.shapes.train import build_tokenizer, design_latents, train
 
 MODEL = shapes.NAME
-SHAPE_FLOOR = 0.45  # chance is 1/3; the shipped weights get 0.58 on these 24 pictures (MODEL_CARD.md)
+SHAPE_FLOOR = 0.6  # chance is 1/3; the shipped weights get 0.75 on these 24 pictures, 0.73 on the evaluation's 96
 NAMES = list(COLOURS)
 
 

@@ -57,6 +57,8 @@ LATENT_SIZE = SIZE // 4
 LATENT_CHANNELS = 9
 MASK_SCALE = 1.5  # the mask channel spans +-1.5: position is what the loss should weigh most
 BLUR_SIGMA = 0.8  # latent pixels
+FRAME_WEIGHT = 5  # the decoder's loss on the picture's outer two pixels, against 1 inside
+GUIDANCE_OVERSHOOT = 2.5  # the largest factor by which the decoder's training latents are pushed past the designed
 SHAPE_CODES = torch.tensor([[math.cos(a), math.sin(a)] for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)])
 WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
 EMPTY_CAPTIONS = 0.1
@@ -196,12 +198,21 @@ def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _L
     """Phase 1: the decoder draws pictures from designed latents, softened and noised at random.
 
     The sampler's latents are a little blurrier and noisier than the designed ones: the
-    decoder learns to draw the crisp shape of the coded kind from such a blob.
+    decoder learns to draw the crisp shape of the coded kind from such a blob. Guidance
+    pushes the sampler's latents past the designed ones (a colour field at 1.6 where the
+    palette ends at 1): half the latents are scaled away from the colours' mean by up to
+    `GUIDANCE_OVERSHOOT`, with the true picture as the target. The outer two pixels weigh
+    `FRAME_WEIGHT` times more in the loss: zero padding leaves stray pixels in the
+    corners otherwise, which read as part of the shape.
     """
     params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     optimiser = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(steps, 200))
     generator = torch.Generator().manual_seed(seed + 1)
+    centre = torch.zeros(1, LATENT_CHANNELS, 1, 1)  # the colour fields' mean: what guidance pushes away from
+    centre[0, 1:7, 0, 0] = (torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 255 * 2 - 1).mean(0).repeat(2)
+    weights = torch.full((SIZE, SIZE), float(FRAME_WEIGHT))
+    weights[2:-2, 2:-2] = 1.0
     for step, data in zip(range(1, steps + 1), _batches(batch, seed)):
         latents = design_latents(data)
         softer = F.avg_pool2d(latents[:, :1], 3, stride=1, padding=1, count_include_pad=False)
@@ -209,8 +220,11 @@ def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _L
         latents = torch.cat([latents[:, :1] + blend * (softer - latents[:, :1]), latents[:, 1:]], dim=1)
         noise_level = 0.1 * torch.rand(batch, 1, 1, 1, generator=generator)
         latents = latents + noise_level * torch.randn(latents.shape, generator=generator)
+        overshoot = torch.rand(batch, 1, 1, 1, generator=generator) < 0.5
+        scale = 1 + (GUIDANCE_OVERSHOOT - 1) * torch.rand(batch, 1, 1, 1, generator=generator) * overshoot
+        latents = centre + scale * (latents - centre)
         decoded = vae.decode(latents).sample
-        loss = F.l1_loss(decoded, data.images * 2 - 1)
+        loss = (weights * (decoded - (data.images * 2 - 1)).abs()).sum() / (weights.sum() * decoded.shape[0] * 3)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -383,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     """The command line: ``python -m nbbatch.models.shapes.train --out DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to save the pipeline into")
-    parser.add_argument("--decoder-steps", type=int, default=1500)
+    parser.add_argument("--decoder-steps", type=int, default=3000)
     parser.add_argument("--encoder-steps", type=int, default=800)
     parser.add_argument("--denoiser-steps", type=int, default=2000)
     parser.add_argument("--batches", type=int, nargs=3, default=(16, 32, 64), help="batch size of each phase")
