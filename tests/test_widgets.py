@@ -144,6 +144,19 @@ def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, 
     assert len(panel.results) == 1 and panel.message.value == ""
 
 
+def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):
+    (tmp_path / "colour.txt").write_text("red\ngreen\n", encoding="utf-8")
+    panel.prompts.value, panel.seeds.value, panel.steps.value = "a __colour__ cube", "0", 2
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "unknown wildcard __colour__" in panel.message.value and panel.results == []
+    panel.wildcards.value = str(tmp_path)
+    panel.generate_button.click()
+    panel.wait(60)
+    assert [item.prompt for item in panel.results[0]] == ["a green cube", "a red cube"]
+    assert panel.results[0][0].params["template"] == "a __colour__ cube"
+
+
 def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel):
     panel.prompts.value = "a {red|blue} cube"
     panel.seeds.value, panel.variation_seed.value, panel.variation_strength.value = "4", "11", 0.4

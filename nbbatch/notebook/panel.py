@@ -89,6 +89,7 @@ class Panel:
         self.variation_seed = w.Text(description="variation seed", placeholder="none")
         self.variation_strength = w.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="variation")
         self.save_to = w.Text(description="save to", placeholder="folder (optional)")
+        self.wildcards = w.Text(description="wildcards", placeholder="folder of name.txt (optional)")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = w.IntProgress(0, min=0, max=1000, layout=w.Layout(width="min(100%, 30em)"))
@@ -120,6 +121,7 @@ class Panel:
             (self.steps, "steps"),
             (self.variation_seed, "variation-seed"),
             (self.variation_strength, "variation-strength"),
+            (self.wildcards, "wildcards"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -136,7 +138,7 @@ class Panel:
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
                 w.HBox([self.model], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
-                w.HBox([self.variation_seed, self.variation_strength], layout=flow),
+                w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
                 w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
                 self.message,
                 self.batches,
@@ -165,7 +167,10 @@ class Panel:
             images = self._uploaded_images()
             prompts = parse_prompt_lines(self.prompts.value)
             seeds = None if self.random.value else self.seeds.value
-            jobs = make_jobs(prompts, seeds, self.random.value or None, self.negative.value, images, settings)
+            wildcards = self.wildcards.value.strip() or None
+            jobs = make_jobs(
+                prompts, seeds, self.random.value or None, self.negative.value, images, settings, wildcards=wildcards
+            )
             saver = self._saver()
         except ValueError as error:
             self._error(str(error))
@@ -182,7 +187,8 @@ class Panel:
             self._error("select an image first: click its seed")
             return
         try:
-            prompts = [prompt.text for prompt in expand(parse_prompt_lines(self.refine_prompts.value))]
+            lines = parse_prompt_lines(self.refine_prompts.value)
+            prompts = [prompt.text for prompt in expand(lines, wildcards=self.wildcards.value.strip() or None)]
             settings, jobs = refine_jobs(item, prompts, None, {})
         except ValueError as error:
             self._error(str(error))
