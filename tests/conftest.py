@@ -78,7 +78,8 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
         pipe = AutoPipelineForImage2Image.from_pipe(pipe)
         kwargs["image"] = image
     if "scheduler" in kwargs:
-        pipe.scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config)
+        options = kwargs.pop("scheduler_options", {})
+        pipe.scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config, **options)
     pipe.set_progress_bar_config(disable=True)
     return pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
 

@@ -1,5 +1,7 @@
+import re
+
 import pytest
-from conftest import FAST
+from conftest import FAST, direct_call, max_difference
 
 import nbbatch
 from nbbatch.core.spec import Settings
@@ -157,6 +159,65 @@ def test_a_hub_id_is_passed_to_from_pretrained_and_its_failure_is_one_clear_line
 def test_schedulers_that_cannot_run_are_refused_before_anything_runs(scheduler, steps, message):
     with pytest.raises(ValueError, match=message):
         nbbatch.generate("a", [0], scheduler=scheduler, steps=steps, width=32, height=32)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "options", "sampler"),
+    [
+        (
+            "euler-karras",
+            "EulerDiscreteScheduler",
+            {"use_karras_sigmas": True},
+            "Sampler: Euler, Schedule type: Karras",
+        ),
+        (
+            "dpm++2m-sde-karras",
+            "DPMSolverMultistepScheduler",
+            {"use_karras_sigmas": True, "algorithm_type": "sde-dpmsolver++"},
+            "Sampler: DPM++ 2M SDE, Schedule type: Karras",
+        ),
+        (
+            "dpm++2m-exponential",
+            "DPMSolverMultistepScheduler",
+            {"use_exponential_sigmas": True},
+            "Schedule type: Exponential",
+        ),
+    ],
+)
+def test_schedules_equal_raw_diffusers_with_their_sigmas_and_are_written_as_a1111_does(
+    model, name, cls, options, sampler, tmp_path
+):
+    import diffusers
+    from PIL import Image
+
+    made = nbbatch.generate("a red cat", [2], scheduler=name, model=model, **FAST)
+    raw = direct_call(
+        model,
+        "a red cat",
+        2,
+        scheduler=getattr(diffusers, cls),
+        scheduler_options=options,
+        num_inference_steps=FAST["steps"],
+        width=FAST["width"],
+        height=FAST["height"],
+    )
+    assert max_difference(made[0].image, raw) <= 1
+    (path,) = made.save(tmp_path, grid=False)
+    with Image.open(path) as png:
+        assert sampler in png.text["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ("ddim-karras", "scheduler DDIMScheduler has no karras schedule: choose it without -karras"),
+        ("euler-beta", "scheduler EulerDiscreteScheduler with the beta schedule needs the scipy package"),
+        ("nope-karras", "unknown scheduler 'nope-karras'"),
+    ],
+)
+def test_schedules_a_scheduler_lacks_are_one_line_errors(scheduler, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nbbatch.generate("a", [0], scheduler=scheduler, **FAST)
 
 
 @pytest.mark.parametrize("scheduler", ["heun", "pndm"])

@@ -29,6 +29,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
 from nbbatch.core.spec import Settings
+from nbbatch.models.pipelines import schedule_name
 
 RECORD_VERSION = 1
 INDEX = "index.jsonl"
@@ -52,7 +53,8 @@ def a1111_parameters(item: Item) -> str:
     params = item.params
     fields = {
         "Steps": params.get("num_inference_steps"),
-        "Sampler": SAMPLERS.get(params.get("scheduler", ""), params.get("scheduler")),
+        "Sampler": _sampler(params),
+        "Schedule type": schedule_name(params.get("scheduler_config", {})),
         "CFG scale": params.get("guidance_scale"),
         "Seed": item.seed,
         "Size": f"{item.image.width}x{item.image.height}",
@@ -103,6 +105,14 @@ def grid_parameters(items: Sequence[Item]) -> str | None:
         shown = ", ".join("x".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)
         fields.append(f"{letter.upper()} Type: {AXIS_TYPES[name]}, {letter.upper()} Values: {_quote(shown)}")
     return f"{a1111_parameters(items[0])}, {', '.join(fields)}"
+
+
+def _sampler(params: Mapping[str, Any]) -> str | None:
+    """The A1111 sampler name of the scheduler used (``DPM++ 2M SDE`` for DPM-Solver++ in its SDE form)."""
+    name = SAMPLERS.get(params.get("scheduler", ""), params.get("scheduler"))
+    if params.get("scheduler_config", {}).get("algorithm_type") == "sde-dpmsolver++":
+        name = f"{name} SDE"
+    return name
 
 
 def parse_a1111(text: str) -> dict[str, Any]:

@@ -8,11 +8,12 @@ schedulers are views made with `from_pipe`, which share the loaded weights.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,16 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
 }
 """Short scheduler names; any diffusers scheduler class name is accepted too."""
+
+SAMPLER_VARIANTS = {"dpm++2m-sde": ("dpm++2m", {"algorithm_type": "sde-dpmsolver++"})}
+"""Short names that are a scheduler with settings of its own (A1111's DPM++ 2M SDE)."""
+
+SCHEDULES = {
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "beta": {"use_beta_sigmas": True},
+}
+"""Noise schedules, written after a scheduler name as A1111 spells them: ``dpm++2m-karras``, ``euler-exponential``."""
 
 
 @dataclass(frozen=True)
@@ -157,19 +168,27 @@ def apply_memory_options(pipe: Any, settings: Settings, device: str = "cpu") -> 
 
 
 def make_scheduler(name: str, current: Any) -> Any:
-    """A scheduler of class `name` (a short name or a diffusers class name) with `current`'s config.
+    """A scheduler named `name` with `current`'s config: a short name or a diffusers class name, with a schedule.
 
+    ``dpm++2m-karras`` is DPM++ 2M with Karras sigmas (`SCHEDULES` lists the schedules).
     A class that does not fit the pipeline (not among `current`'s compatibles, such as a
-    flow-matching scheduler on Stable Diffusion) or whose optional package is missing is
-    refused with a one-line ValueError.
+    flow-matching scheduler on Stable Diffusion), a schedule the class does not have, or
+    a missing optional package is refused with a one-line ValueError.
     """
     import diffusers
 
-    class_name = SCHEDULERS.get(name.lower(), name)
+    base, _, suffix = name.lower().rpartition("-")
+    schedule = SCHEDULES.get(suffix, {}) if base else {}
+    if not schedule:
+        base = name.lower()
+    base, options = SAMPLER_VARIANTS.get(base, (base, {}))
+    class_name = SCHEDULERS.get(base, name.rpartition("-")[0] if schedule else name)
     scheduler_class = getattr(diffusers, class_name, None)
     if not class_name.endswith("Scheduler") or scheduler_class is None:
+        known = ", ".join([*SCHEDULERS, *SAMPLER_VARIANTS])
         raise ValueError(
-            f"unknown scheduler {name!r}: choose {', '.join(SCHEDULERS)} or a diffusers scheduler class name"
+            f"unknown scheduler {name!r}: choose {known} (with -karras, -exponential or -beta for the schedule) "
+            "or a diffusers scheduler class name"
         )
     fits = {type(current).__name__, *(c.__name__ for c in getattr(current, "compatibles", ()))}
     if class_name not in fits:
@@ -177,12 +196,25 @@ def make_scheduler(name: str, current: Any) -> Any:
             f"scheduler {class_name} does not fit this pipeline, which uses {type(current).__name__}: "
             f"choose {', '.join(sorted(fits))}"
         )
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    for key in schedule:
+        if key not in accepted:
+            raise ValueError(f"scheduler {class_name} has no {suffix} schedule: choose it without -{suffix}")
     try:
-        return scheduler_class.from_config(current.config)
+        return scheduler_class.from_config(current.config, **options, **schedule)
     except ImportError as error:
-        package = re.search(r"requires the (\w+) library", str(error))
-        needed = package.group(1) if package else "a missing"
-        raise ValueError(f"scheduler {class_name} needs the {needed} package: pip install {needed}") from None
+        package = re.search(r"requires the (\w+) library|install (\w+)", str(error))
+        needed = next((group for group in package.groups() if group), "a missing") if package else "a missing"
+        what = f"{class_name} with the {suffix} schedule" if schedule else class_name
+        raise ValueError(f"scheduler {what} needs the {needed} package: pip install {needed}") from None
+
+
+def schedule_name(config: Mapping[str, Any]) -> str | None:
+    """The A1111 ``Schedule type`` of a scheduler config: Karras, Exponential or Beta; None for the default."""
+    for suffix, option in SCHEDULES.items():
+        if all(config.get(key) for key in option):
+            return suffix.capitalize()
+    return None
 
 
 def check_steps(scheduler: Any, steps: int) -> None:

@@ -71,7 +71,11 @@ class BatchMagics(Magics):
     @argument("--negative", help="negative prompt, for every image")
     @argument("--image", help="image-to-image: a variable holding an image or a list (one per prompt), or a file")
     @argument("--strength", type=float, help="image-to-image strength, above 0 to 1 (default 0.8; 0.3 with --vary)")
-    @argument("--scheduler", help="euler, euler-a, ddim, dpm++2m, unipc, heun, pndm or a diffusers class name")
+    @argument(
+        "--scheduler",
+        help="euler, euler-a, ddim, dpm++2m, dpm++2m-sde, unipc, heun, pndm, lms or a diffusers class name; "
+        "add -karras, -exponential or -beta for the schedule (dpm++2m-karras)",
+    )
     @argument("--batch-size", help="images per pipeline call, or auto (halves on out-of-memory; default: all)")
     @argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), help="auto: fp16 on CUDA, fp32 on CPU")
     @argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
