@@ -256,3 +256,48 @@ def test_built_in_model_folders_are_readable_by_the_group(tmp_path, monkeypatch)
     folder = builtin_path("nbbatch:tiny-sd")
     for path in [folder, *folder.rglob("*")]:
         assert path.stat().st_mode & 0o050 == 0o050 if path.is_dir() else path.stat().st_mode & 0o040
+
+
+def test_clip_skip_equals_diffusers_own_clip_skip_counted_as_a1111_counts(model, tmp_path):
+    """A1111's clip skip 2 is diffusers' clip_skip=1. On SD, diffusers' own path needs the `text_model` that
+    transformers 5 dropped: the raw call gets it back as an alias, so it runs diffusers' code unchanged."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+    from PIL import Image
+
+    from nbbatch.models.tiny import builtin_path
+
+    kwargs = {"num_inference_steps": FAST["steps"], "width": FAST["width"], "height": FAST["height"]}
+    made = nbbatch.generate("a red cat", [4], clip_skip=2, guidance=7, model=model, negative_prompt="blue", **FAST)
+    pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    if not hasattr(pipe.text_encoder, "text_model"):
+        object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)  # not a submodule: no cycle
+    raw = pipe(
+        prompt="a red cat",
+        negative_prompt="blue",
+        generator=torch.Generator("cpu").manual_seed(4),
+        clip_skip=1,
+        guidance_scale=7,
+        **kwargs,
+    ).images[0]
+    assert max_difference(made[0].image, raw) <= 1
+    plain = nbbatch.generate("a red cat", [4], guidance=7, model=model, negative_prompt="blue", **FAST)
+    assert max_difference(made[0].image, plain[0].image) > 0, "the skip changed the picture"
+    assert (
+        nbbatch.generate("a red cat", [4], clip_skip=1, guidance=7, model=model, negative_prompt="blue", **FAST)[
+            0
+        ].image.tobytes()
+        == plain[0].image.tobytes()
+    ), "clip skip 1 is no skip"
+    (path,) = made.save(tmp_path, grid=False)
+    with Image.open(path) as png:
+        assert "Clip skip: 2" in png.text["parameters"]
+    assert max_difference(nbbatch.reproduce(path)[0].image, made[0].image) == 0
+
+
+def test_a_clip_skip_out_of_range_is_a_one_line_error(shell):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=re.escape("--clip-skip must be a whole number from 1 to 12")):
+        shell.run_cell_magic("batchgen", "--clip-skip 0 --no-display", "a cat")

@@ -26,10 +26,12 @@ from nbbatch.models.pipelines import (
     Loaded,
     apply_memory_options,
     check_steps,
+    clip_skipped_embeddings,
     denoising_calls,
     free_memory,
     generator_device,
     get_pipeline,
+    needs_own_clip_skip,
 )
 
 if TYPE_CHECKING:
@@ -124,6 +126,8 @@ def call_arguments(
     else:
         arguments["width"] = settings.width
         arguments["height"] = settings.height
+    if settings.clip_skip is not None and settings.clip_skip > 1:
+        arguments["clip_skip"] = settings.clip_skip - 1  # diffusers counts the layers skipped
     return arguments
 
 
@@ -239,6 +243,8 @@ def _call(
     kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
     if variation[0] is not None:
         kwargs["latents"] = starting_noise(pipe, kwargs["generator"], arguments, device, *variation)
+    if "clip_skip" in kwargs and needs_own_clip_skip(pipe):
+        kwargs["prompt_embeds"] = clip_skipped_embeddings(pipe, kwargs.pop("prompt"), kwargs.pop("clip_skip"))
     kwargs["callback_on_step_end"] = on_step_end
     kwargs["output_type"] = "np"
     pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)

@@ -49,6 +49,8 @@ class Settings:
     picks a weight variant of the model files, such as ``"fp16"``. With a `variation_seed`,
     each image starts from its seed's noise blended towards that seed's noise by
     `variation_strength` (0: the seed's image, 1: the variation seed's), as A1111 does.
+    `clip_skip` counts as A1111 does: 1 is the text encoder's last layer, 2 the one before
+    (diffusers' ``clip_skip=1``).
     """
 
     model: str = field(default_factory=default_model)
@@ -67,6 +69,7 @@ class Settings:
     variant: str | None = None
     variation_seed: int | None = None
     variation_strength: float = 0.0
+    clip_skip: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -98,6 +101,8 @@ class Settings:
             _check_int("variation seed", self.variation_seed, 0, SEED_MAX)
         if not _is_number(self.variation_strength) or not 0 <= self.variation_strength <= 1:
             raise ValueError(f"variation strength must be a number from 0 to 1, not {self.variation_strength!r}")
+        if self.clip_skip is not None:
+            _check_int("clip skip", self.clip_skip, 1, 12, hint=" (1 is no skip, 2 the layer before the last)")
         if self.variation_strength and self.variation_seed is None:
             raise ValueError("a variation strength needs a variation seed to blend towards")
 

@@ -60,6 +60,7 @@ def a1111_parameters(item: Item) -> str:
         "Size": f"{item.image.width}x{item.image.height}",
         "Model": params.get("model"),
         "Denoising strength": params.get("strength"),
+        "Clip skip": params["clip_skip"] + 1 if params.get("clip_skip") else None,
         "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
         "Variation seed strength": params.get("variation_strength") or None,
         "Template": params.get("template"),

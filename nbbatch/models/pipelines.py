@@ -217,6 +217,36 @@ def schedule_name(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def needs_own_clip_skip(pipe: Any) -> bool:
+    """Whether diffusers' own ``clip_skip`` fails on `pipe`: an SD 1.x/2.x pipeline with transformers 5's CLIP.
+
+    Its ``encode_prompt`` reaches for ``text_encoder.text_model.final_layer_norm``, which
+    transformers 5 removed (the layer norm now sits on the model); SDXL's path does not.
+    """
+    encoder = getattr(pipe, "text_encoder", None)
+    return encoder is not None and getattr(pipe, "text_encoder_2", None) is None and not hasattr(encoder, "text_model")
+
+
+def clip_skipped_embeddings(pipe: Any, prompts: list[str], skip: int) -> Any:
+    """The prompt embeddings diffusers' SD ``encode_prompt`` makes with ``clip_skip=skip``, built as it builds them.
+
+    The hidden state ``-(skip + 1)``, then the text encoder's final layer norm; the
+    negative prompt is left to the pipeline, which encodes it without a skip, as diffusers does.
+    """
+    import torch
+
+    encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+    device = pipe._execution_device
+    tokens = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
+    with torch.no_grad():
+        output = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
+        embeddings = encoder.final_layer_norm(output.hidden_states[-(skip + 1)])
+    return embeddings.to(dtype=encoder.dtype, device=device)
+
+
 def check_steps(scheduler: Any, steps: int) -> None:
     """Refuse step counts a scheduler cannot run (PNDM's Runge-Kutta warm-up needs at least 4)."""
     if type(scheduler).__name__ == "PNDMScheduler" and steps < 4:

@@ -47,6 +47,7 @@ _SETTINGS = (
     "variant",
     "variation_seed",
     "variation_strength",
+    "clip_skip",
 )
 
 
@@ -83,6 +84,9 @@ class BatchMagics(Magics):
     @argument("--variant", help="weight files to load, e.g. fp16 (half the download, where the model has them)")
     @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
     @argument("--vae-tiling", action="store_true", default=None, help="decode in tiles: less memory for large images")
+    @argument(
+        "--clip-skip", type=int, metavar="N", help="as A1111 counts: 1 the last CLIP layer (default), 2 the one before"
+    )
     @argument("--variation-seed", type=int, metavar="SEED", help="blend each image's noise towards this seed's")
     @argument("--variation-strength", type=float, metavar="W", help="how far: 0 (the seed's image) to 1 (default 0)")
     @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
@@ -286,6 +290,7 @@ _OPTIONS = {
     "generator_device": "--generator-device",
     "variation seed": "--variation-seed",
     "variation strength": "--variation-strength",
+    "clip skip": "--clip-skip",
 }
 
 
