@@ -48,9 +48,9 @@ def generate(
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
     (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
-    batch_size, offload, vae_tiling, variant, variation_seed, variation_strength). A cancel
-    or interrupt returns the finished images with ``complete`` False; an error raises
-    `BatchError`, whose ``result`` holds them.
+    batch_size, offload, vae_tiling, variant, variation_seed, variation_strength,
+    clip_skip). A cancel or interrupt returns the finished images with ``complete`` False;
+    an error raises `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(
