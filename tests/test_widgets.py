@@ -144,6 +144,23 @@ def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, 
     assert len(panel.results) == 1 and panel.message.value == ""
 
 
+def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
+    panel.prompts.value, panel.seeds.value = "a red cube", "3"
+    panel.scheduler.value, panel.clip_skip.value, panel.guidance.value = "dpm++2m-karras", 2, "7"
+    panel.generate_button.click()
+    panel.wait(60)
+    (result,) = panel.results
+    expected = nbbatch.generate(
+        "a red cube", seeds=[3], scheduler="dpm++2m-karras", clip_skip=2, guidance=7, steps=4, width=32, height=32
+    )
+    assert max_difference(result[0].image, expected[0].image) <= 1
+    assert result[0].params["scheduler_config"]["use_karras_sigmas"] and result[0].params["clip_skip"] == 1
+    panel.scheduler.value = "ddim-karras"
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "scheduler DDIMScheduler has no karras schedule" in panel.message.value and len(panel.results) == 1
+
+
 def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):
     (tmp_path / "colour.txt").write_text("red\ngreen\n", encoding="utf-8")
     panel.prompts.value, panel.seeds.value, panel.steps.value = "a __colour__ cube", "0", 2

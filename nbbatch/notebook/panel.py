@@ -22,6 +22,7 @@ from nbbatch.core.result import BatchResult, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
+from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
 
 if TYPE_CHECKING:
     from nbbatch.core.engine import Progress
@@ -81,6 +82,13 @@ class Panel:
         self.width = w.Text(description="width", placeholder="model default")
         self.height = w.Text(description="height", placeholder="model default")
         self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
+        self.scheduler = w.Combobox(
+            options=[*SCHEDULERS, *SAMPLER_VARIANTS, "dpm++2m-karras", "euler-karras", "dpm++2m-sde-karras"],
+            description="scheduler",
+            placeholder="model default",
+            ensure_option=False,
+        )
+        self.clip_skip = w.BoundedIntText(1, min=1, max=12, description="clip skip")
         self.model = w.Text(model or default_model(), description="model", layout=w.Layout(width="min(100%, 40em)"))
         self.upload = w.FileUpload(
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
@@ -122,6 +130,8 @@ class Panel:
             (self.variation_seed, "variation-seed"),
             (self.variation_strength, "variation-strength"),
             (self.wildcards, "wildcards"),
+            (self.scheduler, "scheduler"),
+            (self.clip_skip, "clip-skip"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -136,7 +146,7 @@ class Panel:
                 self.negative,
                 w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
-                w.HBox([self.model], layout=flow),
+                w.HBox([self.model, self.scheduler, self.clip_skip], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
                 w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
                 w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
@@ -340,6 +350,11 @@ class Panel:
         size = self.batch_size.value.strip().lower()
         if size and size != "all":
             given["batch_size"] = "auto" if size == "auto" else _number("batch size", size, int)
+        scheduler = self.scheduler.value.strip()
+        if scheduler:
+            given["scheduler"] = scheduler
+        if self.clip_skip.value > 1:
+            given["clip_skip"] = self.clip_skip.value
         variation = self.variation_seed.value.strip()
         if variation:
             given["variation_seed"] = _number("variation seed", variation, int)
