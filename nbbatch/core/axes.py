@@ -57,9 +57,13 @@ class Axis:
 
 def axis_label(name: str, value: Any) -> str:
     """The header of an axis value: ``steps: 20``, ``size: 64x96``; the bare value for prompt and scheduler."""
-    if isinstance(value, (list, tuple)):
-        value = "x".join(str(v) for v in value)
-    return str(value) if name in ("prompt", "scheduler") else f"{name.replace('_', ' ')}: {value}"
+    text = axis_value(value)
+    return text if name in ("prompt", "scheduler") else f"{name.replace('_', ' ')}: {text}"
+
+
+def axis_value(value: Any) -> str:
+    """An axis value as text: a size (a pair, or a list once read back from JSON) as ``64x96``."""
+    return "x".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def parse_axis(spec: str | tuple[str, Sequence[Any]] | Axis, letter: str = "x") -> Axis:
@@ -234,8 +238,6 @@ def _check_fits(settings: Settings, jobs: Sequence[Job], axes: Sequence[Axis]) -
             raise ValueError("a strength axis is for image-to-image: give an input image")
         if axis.name in ("size", "width", "height") and image_to_image:
             raise ValueError(f"a {axis.name} axis is for text-to-image: input images keep their size")
-        if axis.name.startswith("variation") and image_to_image:
-            raise ValueError("variation seeds are for text-to-image: they do not go with input images")
         if axis.name == "variation_strength" and settings.variation_seed is None and not _has(axes, "variation_seed"):
             raise ValueError("a variation strength axis needs a variation seed")
         if axis.name == "seed" and len({job.seed for job in jobs}) > 1:

@@ -22,6 +22,7 @@ import numpy as np
 
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
+from nbbatch.core.spec import check_variation
 from nbbatch.models.pipelines import (
     Loaded,
     apply_memory_options,
@@ -273,11 +274,11 @@ def starting_noise(
     encoder = getattr(pipe, "text_encoder", None)
     dtype = encoder.dtype if encoder is not None else pipe.unet.dtype
     target = pipe._execution_device
+    other = randn_tensor(shape, generator=make_generator(device, variation_seed), device=target, dtype=dtype).float()
     blended = []
     for generator in generators:
         own = randn_tensor(shape, generator=generator, device=target, dtype=dtype)
-        other = randn_tensor(shape, generator=make_generator(device, variation_seed), device=target, dtype=dtype)
-        blended.append(slerp(strength, own.float(), other.float()).to(dtype))
+        blended.append(slerp(strength, own.float(), other).to(dtype))
     return torch.cat(blended)
 
 
@@ -451,8 +452,7 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     loaded = get_pipeline(settings)
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None
-    if image_to_image and settings.variation_seed is not None:
-        raise ValueError("variation seeds blend the starting noise of text-to-image: they do not go with input images")
+    check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
     pipe = loaded.view(image_to_image, settings.scheduler)
     check_steps(pipe.scheduler, settings.steps)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)

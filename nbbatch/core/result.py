@@ -391,14 +391,14 @@ def _tables(items: Sequence[Item]) -> list[tuple[list[list[Image.Image | None]],
         tables.setdefault((repr(cell.get("z")), item.prompt_index, seed), []).append(item)
     made = []
     for (_, prompt_index, seed), members in tables.items():
-        xs = list(dict.fromkeys(repr(m.cell.get("x")) for m in members))
-        ys = list(dict.fromkeys(repr(m.cell.get("y")) for m in members))
+        columns, lines = _firsts(members, "x"), _firsts(members, "y")
+        xs, ys = [repr(m.cell.get("x")) for m in columns], [repr(m.cell.get("y")) for m in lines]
         rows: list[list[Image.Image | None]] = [[None] * len(xs) for _ in ys]
         for m in members:
             rows[ys.index(repr(m.cell.get("y")))][xs.index(repr(m.cell.get("x")))] = m.image
         first = members[0]
-        column_headers = [_header(m.cell.get("x")) for m in _firsts(members, "x")]
-        row_headers = [_header(m.cell.get("y")) for m in _firsts(members, "y")] if "y" in first.cell else []
+        column_headers = [_header(m.cell.get("x")) for m in columns]
+        row_headers = [_header(m.cell.get("y")) for m in lines] if "y" in first.cell else []
         title = [f"prompt {prompt_index}: {first.prompt}"]
         if seed is not None:
             title.append(f"seed {seed}")

@@ -305,10 +305,15 @@ def make_jobs(
         images = [images]
     if images:
         settings.image_to_image_steps()
-    if images and settings.variation_seed is not None:
-        raise ValueError("variation seeds blend the starting noise of text-to-image: they do not go with input images")
+    check_variation(settings, image_to_image=bool(images))
     prepared = prepare_images(images, settings.width, settings.height)
     return build_jobs(expanded, seed_list, negative_prompt, prepared)
+
+
+def check_variation(settings: Settings, image_to_image: bool) -> None:
+    """Refuse a variation seed with input images: it blends the starting noise, which text-to-image alone draws."""
+    if image_to_image and settings.variation_seed is not None:
+        raise ValueError("variation seeds blend the starting noise of text-to-image: they do not go with input images")
 
 
 def choose_seeds(

@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from nbbatch.core.axes import axis_value
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
 from nbbatch.core.spec import Settings
@@ -103,7 +104,7 @@ def grid_parameters(items: Sequence[Item]) -> str | None:
     fields = []
     for letter in sorted(axes):
         name, values = axes[letter]
-        shown = ", ".join("x".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)
+        shown = ", ".join(axis_value(v) for v in values)
         fields.append(f"{letter.upper()} Type: {AXIS_TYPES[name]}, {letter.upper()} Values: {_quote(shown)}")
     return f"{a1111_parameters(items[0])}, {', '.join(fields)}"
 
