@@ -49,7 +49,7 @@ def generate(
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
     (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
     batch_size, offload, vae_tiling, variant, variation_seed, variation_strength,
-    clip_skip). A cancel or interrupt returns the finished images with ``complete`` False;
+    clip_skip, loras, embeddings). A cancel or interrupt returns the finished images with ``complete`` False;
     an error raises `BatchError`, whose ``result`` holds them.
     """
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)

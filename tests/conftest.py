@@ -66,14 +66,19 @@ def max_difference(a, b) -> int:
     return int(np.abs(pixels(a) - pixels(b)).max())
 
 
-def direct_call(model: str, prompt: str, seed: int, *, image=None, **kwargs):
-    """The image diffusers itself makes for `prompt` and `seed`, with no nbbatch code in the call."""
+def direct_call(model: str, prompt: str, seed: int, *, image=None, prepare=None, **kwargs):
+    """The image diffusers itself makes for `prompt` and `seed`, with no nbbatch code in the call.
+
+    `prepare` is called with the fresh pipeline first (to load a LoRA or an embedding the diffusers way).
+    """
     import torch
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
     from nbbatch.models.tiny import builtin_path
 
     pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    if prepare is not None:
+        prepare(pipe)
     if image is not None:
         pipe = AutoPipelineForImage2Image.from_pipe(pipe)
         kwargs["image"] = image
@@ -108,3 +113,24 @@ def fail_on_call(monkeypatch, number: int, error: str | BaseException) -> None:
         )()
 
     monkeypatch.setattr(Loaded, "view", view)
+
+
+def make_lora(model: str, folder, seed: int = 0) -> str:
+    """A LoRA for `model`'s UNet made with peft (random, strong enough to show) and saved as diffusers saves one."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from nbbatch.models.tiny import builtin_path
+
+    pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    pipe.unet.add_adapter(config)
+    torch.manual_seed(seed)
+    for name, parameter in pipe.unet.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    type(pipe).save_lora_weights(str(folder), unet_lora_layers=layers, weight_name=f"style{seed}.safetensors")
+    return str(folder / f"style{seed}.safetensors")

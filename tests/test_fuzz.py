@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
+from nbbatch.core.attention import is_plain, parse_attention
 from nbbatch.core.result import BatchResult
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds
 from nbbatch.core.spec import parse_prompt_lines
@@ -134,3 +135,15 @@ def test_any_magic_line_and_cell_give_a_run_or_a_usage_error(shell, planned, lin
     _, jobs = planned[-1]
     assert jobs
     assert all(job.prompt for job in jobs)
+
+
+@given(st.text(alphabet="ab ()[]:.1-\\BREAK", max_size=30))
+def test_any_prompt_gives_weighted_windows_or_a_one_line_error(text):
+    try:
+        windows = parse_attention(text)
+    except ValueError as error:
+        assert str(error).startswith(("unbalanced ", "weight ")) and "\n" not in str(error)
+        return
+    assert windows and all(piece and piece[0] for window in windows for piece in window)
+    if is_plain(text):
+        assert ["".join(t for t, _ in w) for w in windows] == [text] or not text.strip()

@@ -3,7 +3,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from conftest import max_difference
+from conftest import make_lora, max_difference
 from PIL import Image
 
 import nbbatch
@@ -159,6 +159,23 @@ def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
     panel.generate_button.click()
     panel.wait(60)
     assert "scheduler DDIMScheduler has no karras schedule" in panel.message.value and len(panel.results) == 1
+
+
+def test_a_lora_from_the_panel_equals_generate_and_a_missing_one_is_an_error(panel, tmp_path):
+    lora = make_lora("nbbatch:tiny-sd", tmp_path)
+    panel.prompts.value, panel.seeds.value = "a red cube", "3"
+    panel.lora.value, panel.lora_weight.value = lora, 0.6
+    panel.generate_button.click()
+    panel.wait(60)
+    (result,) = panel.results
+    expected = nbbatch.generate("a red cube", seeds=[3], loras=[(lora, 0.6)], steps=4, width=32, height=32)
+    assert max_difference(result[0].image, expected[0].image) <= 1
+    assert result[0].params["loras"][0]["weight"] == 0.6
+    panel.lora.value = str(tmp_path / "gone.safetensors")
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "LoRA file" in panel.message.value and "does not exist" in panel.message.value
+    assert len(panel.results) == 1
 
 
 def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):

@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from nbbatch.core.attention import check_prompt, is_plain
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator
 from nbbatch.core.spec import check_variation
+from nbbatch.models.conditioning import Conditioner, cut_text, supports
 from nbbatch.models.pipelines import (
     Loaded,
     apply_memory_options,
     check_steps,
-    clip_skipped_embeddings,
     denoising_calls,
     free_memory,
     generator_device,
     get_pipeline,
-    needs_own_clip_skip,
 )
 
 if TYPE_CHECKING:
@@ -145,13 +145,16 @@ def run_jobs(
     cancel: CancelFlag | None = None,
     on_chunk: Callable[[list[Made]], None] | None = None,
     variation: tuple[int | None, float] = (None, 0.0),
+    conditioner: Conditioner | None = None,
 ) -> Outcome:
     """Run `jobs` in chunks of at most `batch_size` images (all at once when None).
 
     `arguments` go to every pipeline call (see `call_arguments`); `steps` is how many
     denoising steps each call runs, for the progress. With `back_off`, an out-of-memory
     error halves the chunk and retries it; finished images are kept either way.
-    `variation` is a variation seed and strength (see `starting_noise`).
+    `variation` is a variation seed and strength (see `starting_noise`). With a
+    `conditioner`, chunks that need it are given embeddings rather than prompt text
+    (weighted or long prompts, clip skip; see `nbbatch.models.conditioning`).
     Returns every finished image and how the run ended.
     """
     import torch
@@ -193,6 +196,7 @@ def run_jobs(
                     arguments,
                     on_step_end,
                     variation,
+                    conditioner,
                 )
             except torch.OutOfMemoryError as exc:
                 free_memory()
@@ -231,6 +235,7 @@ def _call(
     arguments: dict[str, Any],
     on_step_end: Callable,
     variation: tuple[int | None, float],
+    conditioner: Conditioner | None = None,
 ) -> list[tuple[Image.Image, bool]]:
     """One pipeline call for a chunk; returns each image and whether it is broken (NaN or all black)."""
     from diffusers.image_processor import VaeImageProcessor
@@ -244,8 +249,11 @@ def _call(
     kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
     if variation[0] is not None:
         kwargs["latents"] = starting_noise(pipe, kwargs["generator"], arguments, device, *variation)
-    if "clip_skip" in kwargs and needs_own_clip_skip(pipe):
-        kwargs["prompt_embeds"] = clip_skipped_embeddings(pipe, kwargs.pop("prompt"), kwargs.pop("clip_skip"))
+    negatives = [job.negative_prompt or None for job in jobs]
+    if conditioner is not None and conditioner.needed(kwargs["prompt"], negatives):
+        for key in ("prompt", "negative_prompt", "clip_skip"):
+            kwargs.pop(key, None)
+        kwargs.update(conditioner.arguments([job.prompt for job in jobs], negatives))
     kwargs["callback_on_step_end"] = on_step_end
     kwargs["output_type"] = "np"
     pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
@@ -350,7 +358,8 @@ def _execute(
     on_chunk: Callable[[list[Item]], None] | None,
 ) -> Run:
     start = time.perf_counter()
-    segments = [_prepare(segment_settings, segment) for segment_settings, segment in _segments(settings, jobs)]
+    prepared = [_prepare(segment_settings, segment) for segment_settings, segment in _segments(settings, jobs)]
+    segments = [part for segment in prepared for part in segment.split()]
     items: list[Item] = []
     outcome = None
     for segment in segments:  # each one pipeline view; a grid's cells with equal settings share one
@@ -404,12 +413,27 @@ class _Segment:
     arguments: dict[str, Any]
     common: dict[str, Any]
     steps: int
+    conditioner: Conditioner | None
+
+    def split(self) -> list[_Segment]:
+        """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call."""
+        if self.conditioner is None:
+            return [self]
+        runs: list[tuple[int, list[Job]]] = []
+        for job in self.jobs:
+            length = self.conditioner.length(job.prompt, job.negative_prompt or None)
+            if runs and runs[-1][0] == length:
+                runs[-1][1].append(job)
+            else:
+                runs.append((length, [job]))
+        return [dataclasses.replace(self, jobs=run) for _, run in runs]
 
     def run(
         self, on_progress: Callable[[Progress], None], cancel: CancelFlag | None, on_chunk: Callable[[list[Made]], None]
     ) -> Outcome:
         settings = self.settings
         apply_memory_options(self.pipe, settings, self.loaded.placement.device)
+        self.loaded.adapters.activate(self.pipe, settings.loras)
         auto = settings.batch_size == "auto"
         outcome = run_jobs(
             self.pipe,
@@ -423,6 +447,7 @@ class _Segment:
             cancel=cancel,
             on_chunk=on_chunk,
             variation=(settings.variation_seed, settings.variation_strength),
+            conditioner=self.conditioner,
         )
         if auto and outcome.made:
             self.loaded.working_batch_size = outcome.batch_size
@@ -469,8 +494,35 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     if settings.variation_seed is not None:
         common["variation_seed"] = settings.variation_seed
         common["variation_strength"] = settings.variation_strength
+    if settings.loras:
+        common["loras"] = tuple(MappingProxyType(r) for r in loaded.adapters.load_loras(loaded.pipe, settings.loras))
+    embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
+    if embeddings:
+        common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
+    conditioner = Conditioner(pipe, settings.clip_skip) if supports(pipe) else None
+    _check_prompts(pipe, jobs, conditioner is not None)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None)
-    return _Segment(settings, jobs, loaded, pipe, arguments, common, steps)
+    return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner)
+
+
+def _check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
+    """Refuse weight syntax it cannot read (or, on a pipeline without `weights` support, any); warn of a cut prompt."""
+    texts = dict.fromkeys(text for job in jobs for text in (job.prompt, job.negative_prompt) if text)
+    for text in texts:
+        check_prompt(text)
+        if not weights and not is_plain(text):
+            raise ValueError(
+                f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
+                f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
+            )
+        cut = None if weights else cut_text(pipe, text)
+        if cut:
+            warnings.warn(
+                f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "
+                f"({type(pipe).__name__} has no long-prompt support in nbbatch)",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def broken_message(seeds: Sequence[int], dtype: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from nbbatch.core.attention import check_prompt
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
 from nbbatch.core.templates import Prompt, expand, fill_variables
 
@@ -50,7 +51,9 @@ class Settings:
     each image starts from its seed's noise blended towards that seed's noise by
     `variation_strength` (0: the seed's image, 1: the variation seed's), as A1111 does.
     `clip_skip` counts as A1111 does: 1 is the text encoder's last layer, 2 the one before
-    (diffusers' ``clip_skip=1``).
+    (diffusers' ``clip_skip=1``). `loras` are (file or hub id, weight) pairs and `embeddings`
+    (file, token) pairs; each may also be given as text, ``"PATH:WEIGHT"`` and ``"PATH:TOKEN"``
+    (see `parse_lora` and `parse_embedding`).
     """
 
     model: str = field(default_factory=default_model)
@@ -70,8 +73,12 @@ class Settings:
     variation_seed: int | None = None
     variation_strength: float = 0.0
     clip_skip: int | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    embeddings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", _pairs(self.loras, parse_lora, "loras"))
+        object.__setattr__(self, "embeddings", _pairs(self.embeddings, parse_embedding, "embeddings"))
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("no model given: pass a model id or a local folder")
         _check_int("steps", self.steps, 1, 1000)
@@ -184,6 +191,8 @@ def build_jobs(
         raise ValueError(
             f"{len(images)} input images for {len(prompts)} prompts: give one image per prompt, or one for all"
         )
+    for text in [*(p.text for p in prompts), negative_prompt]:
+        check_prompt(text)
     jobs = []
     for index, prompt in enumerate(prompts):
         image = images[index if len(images) > 1 else 0] if images else None
@@ -193,6 +202,67 @@ def build_jobs(
         for seed in seeds:
             jobs.append(Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra))
     return tuple(jobs)
+
+
+def parse_lora(value: str | Sequence[Any]) -> tuple[str, float]:
+    r"""A LoRA as (file or hub id, weight): from ``"PATH"`` (weight 1), ``"PATH:0.8"`` or a (path, weight) pair.
+
+    The text after the last ``:`` is the weight unless it holds a path separator (``C:\loras\x``).
+    """
+    if isinstance(value, str):
+        path, weight = _split_suffix(value)
+        if weight is not None:
+            try:
+                number = float(weight)
+            except ValueError:
+                raise ValueError(f"LoRA weight must be a number, not {weight!r} (in {value!r})") from None
+        else:
+            number = 1.0
+    elif isinstance(value, Sequence) and len(value) == 2 and isinstance(value[0], str):
+        path, number = value
+    else:
+        raise ValueError(f"a LoRA is 'PATH:WEIGHT' or a (path, weight) pair, not {value!r}")
+    if not path.strip():
+        raise ValueError(f"LoRA {value!r} names no file")
+    if not _is_number(number) or not -10 <= number <= 10:
+        raise ValueError(f"LoRA weight must be a number from -10 to 10, not {number!r}")
+    return path.strip(), float(number)
+
+
+def parse_embedding(value: str | Sequence[Any]) -> tuple[str, str]:
+    """An embedding as (file, token): from ``"PATH"`` (the token is the file's name, as A1111 does) or ``"PATH:TOKEN"``.
+
+    The token is what prompts write to use it.
+    """
+    if isinstance(value, str):
+        path, token = _split_suffix(value)
+    elif isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        path, token = value
+    else:
+        raise ValueError(f"an embedding is 'PATH:TOKEN' or a (path, token) pair, not {value!r}")
+    if not path.strip():
+        raise ValueError(f"embedding {value!r} names no file")
+    token = (token or os.path.splitext(os.path.basename(path.strip()))[0]).strip()
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"an embedding's token is one word with no spaces, not {token!r}")
+    return path.strip(), token
+
+
+def _split_suffix(text: str) -> tuple[str, str | None]:
+    head, colon, tail = text.rpartition(":")
+    if not colon or not head or "/" in tail or "\\" in tail:
+        return text, None
+    return head, tail.strip()
+
+
+def _pairs(values: Any, parse: Any, name: str) -> tuple:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a list, not {values!r}")
+    pairs = tuple(parse(v) for v in values)
+    firsts = [pair[0] if name == "loras" else pair[1] for pair in pairs]
+    if len(set(firsts)) != len(firsts):
+        raise ValueError(f"{name}: {'a file' if name == 'loras' else 'a token'} is given twice")
+    return pairs
 
 
 def _is_number(value: object) -> bool:

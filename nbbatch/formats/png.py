@@ -65,11 +65,19 @@ def a1111_parameters(item: Item) -> str:
         "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
         "Variation seed strength": params.get("variation_strength") or None,
         "Template": params.get("template"),
+        "Lora hashes": _hashes(params.get("loras", ()), "name"),
+        "TI hashes": _hashes(params.get("embeddings", ()), "token"),
         "Version": f"nbbatch {_version()}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value not in (None, ""))
     negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
-    return f"{item.prompt}{negative}\n{line}"
+    tags = "".join(f" <lora:{lora['name']}:{lora['weight']:g}>" for lora in params.get("loras", ()))
+    return f"{item.prompt}{tags}{negative}\n{line}"
+
+
+def _hashes(records: Sequence[Mapping[str, Any]], key: str) -> str | None:
+    """A1111's ``Lora hashes`` / ``TI hashes`` value: ``name: hash, name: hash`` (files without a hash left out)."""
+    return ", ".join(f"{r[key]}: {r['hash']}" for r in records if r.get("hash")) or None
 
 
 AXIS_TYPES = {

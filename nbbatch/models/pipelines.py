@@ -7,19 +7,19 @@ schedulers are views made with `from_pipe`, which share the loaded weights.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
 import re
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.errors import first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
+from nbbatch.models.adapters import Adapters
+from nbbatch.models.quiet import quiet_loading
 from nbbatch.models.tiny import BUILTIN_MODELS, builtin_path
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ class Loaded:
     """A loaded pipeline and its views (image-to-image, other schedulers), which share its weights.
 
     `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``;
-    `defaults` are the model folder's own defaults for settings left unset (its ``nbbatch.json``).
+    `defaults` are the model folder's own defaults for settings left unset (its ``nbbatch.json``);
+    `adapters` are the LoRAs and embeddings loaded into it.
     """
 
     placement: Placement
@@ -125,6 +126,7 @@ class Loaded:
     views: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
     working_batch_size: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    adapters: Adapters = field(default_factory=Adapters)
 
     def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
         """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
@@ -215,36 +217,6 @@ def schedule_name(config: Mapping[str, Any]) -> str | None:
         if all(config.get(key) for key in option):
             return suffix.capitalize()
     return None
-
-
-def needs_own_clip_skip(pipe: Any) -> bool:
-    """Whether diffusers' own ``clip_skip`` fails on `pipe`: an SD 1.x/2.x pipeline with transformers 5's CLIP.
-
-    Its ``encode_prompt`` reaches for ``text_encoder.text_model.final_layer_norm``, which
-    transformers 5 removed (the layer norm now sits on the model); SDXL's path does not.
-    """
-    encoder = getattr(pipe, "text_encoder", None)
-    return encoder is not None and getattr(pipe, "text_encoder_2", None) is None and not hasattr(encoder, "text_model")
-
-
-def clip_skipped_embeddings(pipe: Any, prompts: list[str], skip: int) -> Any:
-    """The prompt embeddings diffusers' SD ``encode_prompt`` makes with ``clip_skip=skip``, built as it builds them.
-
-    The hidden state ``-(skip + 1)``, then the text encoder's final layer norm; the
-    negative prompt is left to the pipeline, which encodes it without a skip, as diffusers does.
-    """
-    import torch
-
-    encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
-    device = pipe._execution_device
-    tokens = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
-    with torch.no_grad():
-        output = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
-        embeddings = encoder.final_layer_norm(output.hidden_states[-(skip + 1)])
-    return embeddings.to(dtype=encoder.dtype, device=device)
 
 
 def check_steps(scheduler: Any, steps: int) -> None:
@@ -392,29 +364,3 @@ def place(pipe: Any, placement: Placement, offload: bool) -> None:
             pipe.enable_model_cpu_offload(device=placement.device)
         else:
             pipe.to(placement.device)
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Silence diffusers' and transformers' loading bars, notices and deprecation warnings; restore them after."""
-    from transformers.utils import logging as transformers_logging
-
-    saved = [
-        (transformers_logging, transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled())
-    ]
-    transformers_logging.set_verbosity_error()  # before diffusers imports transformers' image processors
-    from diffusers.utils import logging as diffusers_logging
-
-    saved.append((diffusers_logging, diffusers_logging.get_verbosity(), diffusers_logging.is_progress_bar_enabled()))
-    for module, _, _ in saved:
-        module.set_verbosity_error()
-        module.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():  # diffusers' deprecation notices about configs the user cannot change
-            warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
-            yield
-    finally:
-        for module, verbosity, bars in saved:
-            module.set_verbosity(verbosity)
-            if bars:
-                module.enable_progress_bar()

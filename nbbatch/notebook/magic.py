@@ -48,6 +48,8 @@ _SETTINGS = (
     "variation_seed",
     "variation_strength",
     "clip_skip",
+    "loras",
+    "embeddings",
 )
 
 
@@ -87,6 +89,20 @@ class BatchMagics(Magics):
     @argument(
         "--clip-skip", type=int, metavar="N", help="as A1111 counts: 1 the last CLIP layer (default), 2 the one before"
     )
+    @argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        metavar="PATH[:WEIGHT]",
+        help="a LoRA file or hub id, weight 1 unless given (repeat for more)",
+    )
+    @argument(
+        "--embedding",
+        dest="embeddings",
+        action="append",
+        metavar="PATH[:TOKEN]",
+        help="a textual-inversion file; prompts use it by its token (default: the file's name); repeatable",
+    )
     @argument("--variation-seed", type=int, metavar="SEED", help="blend each image's noise towards this seed's")
     @argument("--variation-strength", type=float, metavar="W", help="how far: 0 (the seed's image) to 1 (default 0)")
     @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
@@ -116,7 +132,8 @@ class BatchMagics(Magics):
         template: ``{red|blue}`` makes every combination, ``__name__`` reads a wildcard
         file (``\{`` is a literal brace). ``--x steps=10,20 --y guidance=3,7`` makes an
         X/Y/Z grid. A line starting with ``#`` is a comment, and ``\#`` starts a prompt
-        with a literal ``#``.
+        with a literal ``#``. Prompts take A1111's weights, ``(word:1.3)``, ``(word)``,
+        ``[word]`` and ``BREAK``, and any length (``\(`` is a literal bracket).
 
         A batch that makes no image (an error, Cancel or Ctrl-C before the first chunk)
         leaves ``--out`` and the last result as they were. Ctrl-C keeps and stores the

@@ -89,6 +89,8 @@ class Panel:
             ensure_option=False,
         )
         self.clip_skip = w.BoundedIntText(1, min=1, max=12, description="clip skip")
+        self.lora = w.Text(description="LoRA", placeholder="file or hub id (optional)")
+        self.lora_weight = w.FloatText(1.0, step=0.05, description="LoRA weight")
         self.model = w.Text(model or default_model(), description="model", layout=w.Layout(width="min(100%, 40em)"))
         self.upload = w.FileUpload(
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
@@ -132,6 +134,8 @@ class Panel:
             (self.wildcards, "wildcards"),
             (self.scheduler, "scheduler"),
             (self.clip_skip, "clip-skip"),
+            (self.lora, "lora"),
+            (self.lora_weight, "lora-weight"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -147,6 +151,7 @@ class Panel:
                 w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
                 w.HBox([self.model, self.scheduler, self.clip_skip], layout=flow),
+                w.HBox([self.lora, self.lora_weight], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
                 w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
                 w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
@@ -355,6 +360,9 @@ class Panel:
             given["scheduler"] = scheduler
         if self.clip_skip.value > 1:
             given["clip_skip"] = self.clip_skip.value
+        lora = self.lora.value.strip()
+        if lora:
+            given["loras"] = [(lora, self.lora_weight.value)]
         variation = self.variation_seed.value.strip()
         if variation:
             given["variation_seed"] = _number("variation seed", variation, int)

@@ -1,0 +1,224 @@
+"""Prompt embeddings for weighted and long prompts, clip skip and mixed negatives, built with `compel`.
+
+Most batches pass their prompts to the pipeline as text, as diffusers' guide does. A chunk
+goes through `Conditioner` instead when one of its prompts has A1111 weight syntax or a
+``BREAK`` (`nbbatch.core.attention`), is longer than the text encoder's 75-token window,
+asks for a clip skip on SD 1.x/2.x (diffusers' own path needs the ``text_model`` that
+transformers 5 removed), or, on SDXL, when some images of the chunk have a negative prompt
+and others none (the pipeline would encode ``""`` for the latter instead of its zeros).
+
+compel does the tokenizing, the 75-token windows and the weighting; nbbatch parses A1111's
+syntax itself (compel's own syntax differs: ``(word)1.3``, ``word+``) and hands compel the
+pieces, so a prompt with no weights gives exactly the embeddings diffusers makes. Each
+image's embeddings are its own: a prompt and its negative are padded to the longer of the
+two with the empty prompt's window (as compel does) and nothing more, so an image comes out
+the same in any batch; the engine batches only images whose embeddings have one length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nbbatch.core.attention import is_plain, parse_attention, plain_text
+
+
+def supports(pipe: Any) -> bool:
+    """Whether `pipe` encodes its prompts with CLIP text encoders as SD 1.x/2.x and SDXL do."""
+    encoder = getattr(pipe, "text_encoder", None)
+    return getattr(pipe, "tokenizer", None) is not None and type(encoder).__name__.startswith("CLIPText")
+
+
+def is_xl(pipe: Any) -> bool:
+    """Whether `pipe` has SDXL's second text encoder (and takes pooled embeddings)."""
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def cut_text(pipe: Any, prompt: str) -> str | None:
+    """What a pipeline's own encoding cuts off the end of `prompt` (past its tokenizer's window), or None."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    kept = tokenizer.model_max_length - 2  # the window holds a start and an end token
+    with _quiet():
+        ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        return tokenizer.decode(ids[kept:]).strip() or None if len(ids) > kept else None
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """One image's prompt and negative prompt embeddings, of one length (pooled ones on SDXL)."""
+
+    embeds: Any
+    negative_embeds: Any
+    pooled: Any = None
+    negative_pooled: Any = None
+
+    @property
+    def length(self) -> int:
+        """How many token positions the embeddings have: 77 per 75-token window."""
+        return int(self.embeds.shape[1])
+
+
+class Conditioner:
+    """Builds and remembers the embeddings of (prompt, negative prompt) pairs for one pipeline view.
+
+    `clip_skip` counts as A1111 does (1: the last layer). As diffusers does, the skip
+    applies to the prompt and not to the negative prompt, so a chunk that comes here
+    gives the same images as one diffusers encodes itself.
+    """
+
+    def __init__(self, pipe: Any, clip_skip: int | None = None) -> None:
+        self.pipe = pipe
+        self.skip = clip_skip or 1
+        self.xl = is_xl(pipe)
+        pairs = [(pipe.tokenizer, pipe.text_encoder)]
+        if self.xl:
+            pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        self._prompt = [self._provider(tokenizer, encoder, self.skip) for tokenizer, encoder in pairs]
+        self._negative = [self._provider(tokenizer, encoder, 1) for tokenizer, encoder in pairs]
+        self._cache: dict[tuple[str, str | None], Conditioning] = {}
+
+    def _provider(self, tokenizer: Any, encoder: Any, skip: int) -> Any:
+        # SD takes the normalised last hidden state (clip skip N: state -N, normalised);
+        # SDXL the state before the last, not normalised (clip skip N: state -(N+1)).
+        hidden = -(skip + 1) if self.xl else -skip
+        return _layer_provider(tokenizer, encoder, hidden, not self.xl, self.pipe._execution_device)
+
+    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
+        """Whether a chunk with these prompts must be encoded here rather than by the pipeline."""
+        texts = [*prompts, *(n for n in negatives if n)]
+        if self.skip > 1 and not self.xl:
+            return True
+        if self.xl and self.pipe.config.get("force_zeros_for_empty_prompt") and len({not n for n in negatives}) > 1:
+            return True
+        return any(not is_plain(text) or self._windows(text) > 1 for text in texts)
+
+    def _windows(self, text: str) -> int:
+        tokenizer = self.pipe.tokenizer
+        with _quiet():
+            count = len(tokenizer(self.pipe.maybe_convert_prompt(text, tokenizer), add_special_tokens=False).input_ids)
+        return max(1, -(-count // (tokenizer.model_max_length - 2)))
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """The token positions of this pair's embeddings (77 per window): images of one length share a call.
+
+        Nothing is remembered: a LoRA activated later may change the embeddings, not their length.
+        """
+        window = self.pipe.tokenizer.model_max_length
+        if all(is_plain(text) and self._windows(text) == 1 for text in (prompt, negative or "")):
+            return window
+        return self._encode(prompt, negative).length
+
+    def encode(self, prompt: str, negative: str | None) -> Conditioning:
+        """The embeddings of one image's prompt and negative prompt (remembered for the next image)."""
+        key = (prompt, negative)
+        if key not in self._cache:
+            self._cache[key] = self._encode(prompt, negative)
+        return self._cache[key]
+
+    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
+        """The pipeline's ``prompt_embeds`` (and negative, pooled) arguments for a chunk of one length."""
+        import torch
+
+        made = [self.encode(prompt, negative) for prompt, negative in zip(prompts, negatives)]
+        arguments = {
+            "prompt_embeds": torch.cat([c.embeds for c in made]),
+            "negative_prompt_embeds": torch.cat([c.negative_embeds for c in made]),
+        }
+        if self.xl:
+            arguments["pooled_prompt_embeds"] = torch.cat([c.pooled for c in made])
+            arguments["negative_pooled_prompt_embeds"] = torch.cat([c.negative_pooled for c in made])
+        return arguments
+
+    def _encode(self, prompt: str, negative: str | None) -> Conditioning:
+        import torch
+
+        with torch.no_grad(), _quiet():
+            embeds = self._embeds(self._prompt, prompt)
+            zeros = self.xl and not negative and self.pipe.config.get("force_zeros_for_empty_prompt")
+            negative_embeds = self._embeds(self._negative, negative or "")
+            length = max(embeds.shape[1], negative_embeds.shape[1])
+            empty = self._embeds(self._negative, "")
+            embeds, negative_embeds = _pad(embeds, length, empty), _pad(negative_embeds, length, empty)
+            if zeros:
+                negative_embeds = torch.zeros_like(negative_embeds)
+            if not self.xl:
+                return Conditioning(embeds, negative_embeds)
+            pooled = self._pooled(prompt)
+            negative_pooled = torch.zeros_like(pooled) if zeros else self._pooled(negative or "")
+        return Conditioning(embeds, negative_embeds, pooled, negative_pooled)
+
+    def _embeds(self, providers: list[Any], prompt: str) -> Any:
+        """The prompt through each text encoder (features side by side on SDXL), window by window."""
+        import torch
+
+        per_encoder = []
+        for provider in providers:
+            windows = []
+            for window in parse_attention(prompt):
+                window = window or [("", 1.0)]  # compel reads no fragments as an error, the empty one as ""
+                texts = [self.pipe.maybe_convert_prompt(text, provider.tokenizer) for text, _ in window]
+                weights = [weight for _, weight in window]
+                windows.append(
+                    provider.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=provider.device)
+                )
+            per_encoder.append(torch.cat(windows, dim=1))
+        length = max(e.shape[1] for e in per_encoder)
+        if any(e.shape[1] != length for e in per_encoder):
+            raise ValueError(f"the text encoders split prompt {prompt!r} into different windows: shorten it")
+        return torch.cat(per_encoder, dim=-1)
+
+    def _pooled(self, prompt: str) -> Any:
+        provider = self._prompt[-1]
+        text = self.pipe.maybe_convert_prompt(plain_text(prompt), provider.tokenizer)
+        return provider.get_pooled_embeddings([text], device=provider.device)
+
+
+def _layer_provider(tokenizer: Any, encoder: Any, hidden: int, normalise: bool, device: Any) -> Any:
+    """A compel `EmbeddingsProvider` that takes the text encoder's hidden state `hidden` (then its layer norm).
+
+    compel's own clip-skip option reaches for ``text_model``, which transformers 5 removed,
+    and knows one layer only; this one reads any layer, as diffusers' ``clip_skip`` does.
+    """
+    from compel import EmbeddingsProvider, ReturnedEmbeddingsType
+
+    class LayerProvider(EmbeddingsProvider):
+        def _encode_token_ids_to_embeddings(self, token_ids: Any, attention_mask: Any = None) -> Any:
+            output = self.text_encoder(token_ids, attention_mask, output_hidden_states=True, return_dict=True)
+            state = output.hidden_states[hidden]
+            if not normalise:
+                return state
+            return getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm(state)
+
+    return LayerProvider(
+        tokenizer=tokenizer,
+        text_encoder=encoder,
+        truncate=False,
+        returned_embeddings_type=ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED,
+        dtype_for_device_getter=lambda _: encoder.dtype,
+        device=device,
+    )
+
+
+def _pad(embeds: Any, length: int, empty: Any) -> Any:
+    """`embeds` made `length` long with windows of the empty prompt, as compel pads."""
+    import torch
+
+    missing = (length - embeds.shape[1]) // empty.shape[1]
+    return torch.cat([embeds, empty.repeat(1, missing, 1)], dim=1) if missing else embeds
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence transformers' "sequence length is longer than the maximum" notice: long prompts are windowed here."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
