@@ -1,9 +1,11 @@
 """nbbatch side by side with raw diffusers, and how cost grows with the batch.
 
-Usage: python benchmarks/run.py [--repeats 5] [--gpu-model ID]
-Writes benchmarks/results.json and benchmarks/results.md. Timings are medians of
+Usage: python benchmarks/run.py [--repeats 5] [--only SECTION ...] [--gpu-device cuda]
+Writes benchmarks/results.json and benchmarks/results.md (``--only`` reruns some sections
+and keeps the others' figures). Timings are medians of
 interleaved runs (A, B, A, B, ...) and compared as ratios measured in the same run, so
-they hold on a noisy machine. The GPU section runs only where CUDA is available.
+they hold on a noisy machine. The GPU section measures the full-size stand-ins where CUDA
+is available, and counts their parameters and FLOPs on the meta device everywhere.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from nbbatch.models.pipelines import get_pipeline
 from nbbatch.testing import picture_result, synthetic_picture
 
 HERE = Path(__file__).resolve().parent
+TINY_MODELS = ("nbbatch:tiny-sd", "nbbatch:tiny-sdxl")
 PROMPTS = [f"test prompt number {i}, a small house by a lake" for i in range(8)]
 
 
@@ -64,17 +67,24 @@ def raw_call(pipe, prompts, seeds, **kwargs):
     return pipe(prompt=prompts, generator=generators, **kwargs).images
 
 
-def overhead(model: str, repeats: int) -> dict:
+def magic_shell():
+    """An IPython shell with nbbatch loaded, showing HTML as a notebook does."""
     from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.display_formatter.active_types = shell.display_formatter.format_types
+    if shell.find_cell_magic("batchgen") is None:
+        shell.run_line_magic("load_ext", "nbbatch")
+    return shell
+
+
+def overhead(model: str, repeats: int) -> dict:
     from IPython.utils.capture import capture_output
 
     pipe = get_pipeline(Settings(model=model)).pipe
     prompts = [p for p in PROMPTS for _ in range(8)]
     seeds = [s for _ in PROMPTS for s in range(8)]
-    shell = InteractiveShell.instance()
-    shell.display_formatter.active_types = shell.display_formatter.format_types
-    if shell.find_cell_magic("batchgen") is None:
-        shell.run_line_magic("load_ext", "nbbatch")
+    shell = magic_shell()
     cell = "\n".join(PROMPTS)
 
     def magic(display: bool = True):
@@ -137,6 +147,104 @@ def preview(repeats: int) -> dict:
     return rows
 
 
+def live(repeats: int) -> dict:
+    """Step previews' cost (on the built-in model, whose previews are drawn), and the saved notebook's size."""
+    from nbbatch.models.previews import StepPreviewer
+
+    prompts = ["a red circle on a blue background", "a yellow square on a black background"]
+    options = {"model": "nbbatch:shapes", "steps": 20, "batch_size": 4}
+    counted = []
+
+    def every_step():
+        StepPreviewer.every, default = 0.0, StepPreviewer.every
+        try:
+            nbbatch.generate(prompts, "0-7", on_preview=counted.append, **options)
+        finally:
+            StepPreviewer.every = default
+
+    shell = magic_shell()
+    cell = "\n".join(prompts)
+
+    def magic(flag: str = "") -> None:
+        from IPython.utils.capture import capture_output
+
+        shell.kernel = True  # displays update in place, as in Jupyter (the live grid is drawn)
+        try:
+            with capture_output():
+                shell.run_cell_magic("batchgen", f"-m nbbatch:shapes --seeds 0-7 --steps 20 --batch-size 4{flag}", cell)
+        finally:
+            del shell.kernel
+
+    medians = interleaved(
+        {
+            "no previews": lambda: nbbatch.generate(prompts, "0-7", **options),
+            "previews (at most 4 a second)": lambda: nbbatch.generate(
+                prompts, "0-7", on_preview=counted.append, **options
+            ),
+            "previews at every step": every_step,
+            "%%batchgen --no-preview": lambda: magic(" --no-preview"),
+            "%%batchgen (live grid)": magic,
+        },
+        repeats,
+    )
+    base = medians["no previews"]
+    rows = {name: {"seconds": value, "ratio": value / base} for name, value in medians.items()}
+    notebooks = {name: notebook_size(flag) for name, flag in (("live grid", ""), ("--no-preview", " --no-preview"))}
+    return {"previews": rows, "own time": own_time(magic), "notebooks": notebooks}
+
+
+def own_time(run) -> dict:
+    """The seconds a run spends making previews and drawing the live grid, timed inside those functions.
+
+    More exact than a difference of two noisy run times: the share of the run they take.
+    """
+    from nbbatch.models.previews import StepPreviewer
+    from nbbatch.notebook.live import ProgressDisplay
+
+    spent = {"previews": 0.0, "live grid": 0.0}
+    originals = [(StepPreviewer, "pictures", "previews"), (ProgressDisplay, "add", "live grid")]
+    originals.append((ProgressDisplay, "preview", "live grid"))
+
+    def timed(function, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return wrapper
+
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in originals]
+    for owner, name, key in originals:
+        setattr(owner, name, timed(getattr(owner, name), key))
+    try:
+        start = time.perf_counter()
+        run()
+        total = time.perf_counter() - start
+    finally:
+        for owner, name, function in saved:
+            setattr(owner, name, function)
+    return {"run seconds": total, **{f"{key} seconds": value for key, value in spent.items()}}
+
+
+def notebook_size(flag: str) -> dict:
+    """Run a two-cell notebook (16 images in 4 chunks) in a real kernel; the saved file's size and its time."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cell = (
+        f"%%batchgen --model nbbatch:shapes --seeds 0-7 --steps 20 --batch-size 4{flag}\n"
+        "a red circle on a blue background\na yellow square on a black background"
+    )
+    notebook = new_notebook(cells=[new_code_cell("%load_ext nbbatch"), new_code_cell(cell)])
+    start = time.perf_counter()
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    seconds = time.perf_counter() - start
+    return {"bytes": len(nbformat.writes(notebook).encode()), "seconds": seconds}
+
+
 def cache(repeats: int) -> dict:
     first, second = [], []
     for _ in range(repeats):
@@ -197,27 +305,38 @@ def growth(repeats: int) -> dict:
     return rows
 
 
-def gpu(model: str | None, repeats: int) -> dict:
-    if not torch.cuda.is_available():
-        return {"skipped": "no CUDA device on this machine"}
-    if model is None:
-        return {"skipped": "pass --gpu-model (e.g. stabilityai/stable-diffusion-xl-base-1.0)"}
-    pipe = get_pipeline(Settings(model=model, device="cuda", dtype="fp16")).pipe
+PEAK_FP16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+"""Dense fp16 tensor-core peaks (FLOP/s, no sparsity) from the vendors' data sheets, by device name."""
+
+
+def gpu(repeats: int, device: str = "cuda", side_scale: float = 1.0, steps: int = 30) -> dict:
+    """The stand-ins in fp16 on a GPU: images per second, speedups, compile time, peak memory and MFU.
+
+    Without CUDA it says so and counts the stand-ins' parameters and FLOPs on the meta device.
+    `device`, `side_scale` and `steps` let the same code run small on a CPU, as a check of it.
+    MFU = images per second x steps x 2 (guidance runs the UNet on two latents) x UNet FLOPs
+    per latent / the GPU's dense fp16 peak; the text encoders and the VAE are left out.
+    """
+    from nbbatch.models.standins import IMAGE_SIDE, STANDINS, build_pipeline, parameter_count, unet_flops
+
+    counted = {}
+    for name, kind in STANDINS.items():
+        meta = build_pipeline(name, device="meta")
+        counted[name] = {
+            "unet parameters": parameter_count(meta.unet),
+            "unet TFLOP per latent at its size": unet_flops(meta, IMAGE_SIDE[kind]) / 1e12,
+            "side": IMAGE_SIDE[kind],
+        }
+    if device == "cuda" and not torch.cuda.is_available():
+        return {"skipped": "no CUDA device on this machine", "stand-ins on the meta device": counted}
+    gpu_name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    peak = next((value for key, value in PEAK_FP16.items() if key in gpu_name), None)
     rows = {}
-    for size in (1, 4, 8):
-        medians = interleaved(
-            {
-                "diffusers": lambda size=size: raw_call(
-                    pipe, [PROMPTS[0]] * size, range(size), width=1024, height=1024, num_inference_steps=30
-                ),
-                "nbbatch": lambda size=size: nbbatch.generate(
-                    PROMPTS[0], f"0-{size - 1}", model=model, device="cuda", dtype="fp16", width=1024, height=1024
-                ),
-            },
-            repeats,
-        )
-        rows[size] = {name: {"images per second": size / value} for name, value in medians.items()}
-    return rows
+    for name, kind in STANDINS.items():
+        side = int(IMAGE_SIDE[kind] * side_scale) // 8 * 8
+        rows.update(gpu_rows(name, side, device, steps, repeats, peak))
+        nbbatch.clear_cache()
+    return {"device": gpu_name, "dense fp16 peak TFLOP/s": peak and peak / 1e12, "rows": rows, "counted": counted}
 
 
 def markdown(results: dict) -> str:
@@ -266,28 +385,125 @@ def markdown(results: dict) -> str:
     for size, row in results["growth"].items():
         memory = row["peak RSS above the loaded pipeline MiB"]
         lines.append(f"| {size} | {row['seconds']:.3f} | {row['seconds per image']:.4f} | {memory:.1f} |")
-    lines += ["", f"**GPU**: {json.dumps(results['gpu'])}", ""]
+    if "live" in results:
+        lines += [
+            "",
+            "**Step previews** (nbbatch:shapes, 16 images of 64x64 in 4 chunks, 20 steps; ratio to no previews)",
+            "",
+            "| way | seconds | ratio |",
+            "| --- | ---: | ---: |",
+        ]
+        for name, row in results["live"]["previews"].items():
+            lines.append(f"| {name} | {row['seconds']:.3f} | {row['ratio']:.3f} |")
+        own = results["live"]["own time"]
+        share = (own["previews seconds"] + own["live grid seconds"]) / own["run seconds"]
+        lines += [
+            "",
+            f"Timed inside them, one `%%batchgen` run of {own['run seconds']:.2f} s spent "
+            f"{own['previews seconds'] * 1e3:.0f} ms making previews and {own['live grid seconds'] * 1e3:.0f} ms "
+            f"drawing the live grid: {100 * share:.1f}% of the run.",
+        ]
+        lines += ["", "**Saved notebook** (the same 16 images by `%%batchgen` in a kernel, saved)", ""]
+        lines += ["| output while running | notebook bytes | seconds (with kernel start) |", "| --- | ---: | ---: |"]
+        for name, row in results["live"]["notebooks"].items():
+            lines.append(f"| {name} | {row['bytes']} | {row['seconds']:.1f} |")
+    lines += gpu_lines(results["gpu"])
     return "\n".join(lines)
+
+
+def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: float | None) -> dict:
+    """One stand-in at batch 1, 4 and 8: raw diffusers and nbbatch, and each speedup at batch 4."""
+    from nbbatch.models.standins import build_pipeline, unet_flops
+
+    dtype = "fp16" if device == "cuda" else "fp32"
+    options = {"model": name, "device": device, "dtype": dtype, "width": side, "height": side, "steps": steps}
+    pipe = get_pipeline(Settings(model=name, device=device, dtype=dtype)).pipe
+    flops = unet_flops(build_pipeline(name, device="meta"), side)
+    rows = {}
+    for size in (1, 4, 8):
+        seeds = f"0-{size - 1}"
+        ways = {
+            "diffusers": lambda size=size: raw_call(
+                pipe, [PROMPTS[0]] * size, range(size), width=side, height=side, num_inference_steps=steps
+            ),
+            "nbbatch": lambda seeds=seeds: nbbatch.generate(PROMPTS[0], seeds, **options),
+        }
+        if size == 4:
+            for speedup in ("channels_last", "fuse_qkv", "compile"):
+                ways[f"nbbatch --{speedup.replace('_', '-')}"] = lambda speedup=speedup, seeds=seeds: nbbatch.generate(
+                    PROMPTS[0], seeds, **options, **{speedup: True}
+                )
+        for way, function in ways.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            function()  # the first call: it pays the compile time of --compile
+            first = time.perf_counter() - start
+            seconds = median_time(function, repeats)
+            per_second = size / seconds
+            rows[f"{name} {side}px batch {size} {way}"] = {
+                "images per second": per_second,
+                "first call extra seconds": max(0.0, first - seconds),
+                "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+                "MFU": per_second * steps * 2 * flops / peak if peak else None,
+            }
+    return rows
+
+
+def gpu_lines(section: dict) -> list[str]:
+    counted = section.get("counted") or section.get("stand-ins on the meta device", {})
+    lines = ["", "**Stand-ins** (random weights, the real architectures; counted on the meta device)", ""]
+    lines += ["| stand-in | UNet parameters | UNet TFLOP per latent | at |", "| --- | ---: | ---: | ---: |"]
+    for name, row in counted.items():
+        lines.append(
+            f"| {name} | {row['unet parameters']:,} | {row['unet TFLOP per latent at its size']:.2f} | "
+            f"{row['side']}px |"
+        )
+    if "skipped" in section:
+        return [*lines, "", f"**GPU**: skipped: {section['skipped']}.", ""]
+    lines += ["", f"**GPU**: {section['device']} (dense fp16 peak {section['dense fp16 peak TFLOP/s']} TFLOP/s)", ""]
+    lines += ["| run | images/s | first call extra s | peak GiB | MFU |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in section["rows"].items():
+        peak = f"{row['peak GiB']:.1f}" if row["peak GiB"] is not None else "-"
+        mfu = f"{100 * row['MFU']:.0f}%" if row["MFU"] is not None else "-"
+        lines.append(
+            f"| {name} | {row['images per second']:.2f} | {row['first call extra seconds']:.1f} | {peak} | {mfu} |"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--gpu-model", help="a model id or folder for the GPU section (SDXL at 1024x1024)")
+    parser.add_argument("--gpu-device", default="cuda", help="where the GPU section runs (cpu: a small check of it)")
+    parser.add_argument("--gpu-scale", type=float, default=1.0, help="image side as a share of the trained size")
+    parser.add_argument("--gpu-steps", type=int, default=30, help="denoising steps of the GPU section")
+    sections = {
+        "overhead": lambda: {
+            model: overhead(model, args.repeats) for model in ("nbbatch:tiny-sd", "nbbatch:tiny-sdxl")
+        },
+        "batching": lambda: batching(args.repeats),
+        "preview": lambda: preview(args.repeats),
+        "live": lambda: live(args.repeats),
+        "cache": lambda: cache(args.repeats),
+        "growth": lambda: growth(args.repeats),
+        "gpu": lambda: gpu(args.repeats, args.gpu_device, args.gpu_scale, args.gpu_steps),
+    }
+    parser.add_argument("--only", nargs="+", choices=sections, help="run these sections; keep the others' figures")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    results = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
-        "repeats": args.repeats,
-        "overhead": {model: overhead(model, args.repeats) for model in ("nbbatch:tiny-sd", "nbbatch:tiny-sdxl")},
-        "batching": batching(args.repeats),
-        "preview": preview(args.repeats),
-        "cache": cache(args.repeats),
-        "growth": growth(args.repeats),
-        "gpu": gpu(args.gpu_model, args.repeats),
-    }
+    results = json.loads((HERE / "results.json").read_text()) if args.only else {}
+    results.update(
+        {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}",
+            "repeats": args.repeats,
+        }
+    )
+    for name in args.only or sections:
+        results[name] = sections[name]()
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (HERE / "results.md").write_text(table)

@@ -25,6 +25,7 @@ _LAZY = {
     "Settings": "nbbatch.core.spec",
     "parse_seeds": "nbbatch.core.seeds",
     "build_tiny_pipeline": "nbbatch.models.tiny",
+    "build_pipeline": "nbbatch.models.standins",
     "clear_cache": "nbbatch.models.pipelines",
     "Panel": "nbbatch.notebook.panel",
 }

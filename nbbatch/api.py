@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from nbbatch.core.engine import CancelFlag, Progress
+    from nbbatch.models.previews import Preview
 
 __all__ = ["BatchError", "generate", "load", "reproduce"]
 
@@ -35,6 +36,8 @@ def generate(
     random_seed: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
+    on_preview: Callable[[Preview], None] | None = None,
+    preview: bool = True,
     **settings: Any,
 ) -> BatchResult:
     """Make every prompt with every seed, one generator per image, and return the result.
@@ -49,8 +52,12 @@ def generate(
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
     (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
     batch_size, offload, vae_tiling, variant, variation_seed, variation_strength,
-    clip_skip, loras, embeddings). A cancel or interrupt returns the finished images with ``complete`` False;
-    an error raises `BatchError`, whose ``result`` holds them.
+    clip_skip, loras, embeddings, compile, channels_last, fuse_qkv). `on_progress` is called
+    at every step; `on_preview` gets step previews of the images in flight (a `Preview`:
+    positions in the batch, step, PIL pictures; at most four a second, for models whose
+    latents have known colours), unless `preview` is False. A cancel or interrupt returns
+    the finished images with ``complete`` False; an error raises `BatchError`, whose
+    ``result`` holds them.
     """
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(
@@ -65,7 +72,9 @@ def generate(
         random_seed=random_seed,
     )
     jobs = with_axes(settings_, jobs, x, y, z, seeds_given=seeds is not None or num is not None)
-    return run_batch(settings_, jobs, on_progress=on_progress, cancel=cancel)
+    return run_batch(
+        settings_, jobs, on_progress=on_progress, cancel=cancel, on_preview=on_preview if preview else None
+    )
 
 
 def load(path: str | os.PathLike) -> BatchResult:

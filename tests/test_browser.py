@@ -1,7 +1,8 @@
 """End to end: the panel in a real JupyterLab, driven by headless Chromium through the real UI.
 
 Starts JupyterLab on 127.0.0.1 with its own config folders, opens a notebook, runs the
-panel cell from the Run menu, types two prompts, clicks Generate, picks a thumbnail,
+panel cell from the Run menu, types two prompts, clicks Generate, watches the grid fill
+chunk by chunk, picks a thumbnail,
 refines it, and checks the refined thumbnail; then the dark theme and a narrow window.
 Screenshots are kept in out/test-output/ (and one of every failure).
 """
@@ -162,10 +163,19 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     prompts = page.locator(".nbbatch-prompts textarea")
     prompts.wait_for()
     prompts.fill("a red circle on a blue background\na yellow square on a black background")
+    page.locator(".nbbatch-batch-size input").fill("2")  # four chunks: the grid fills while it runs
     page.locator("button.nbbatch-generate").click()
 
-    thumbs = page.locator(".nbbatch-thumb")
-    page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")
+    page.wait_for_function(  # some images finished, others still grey or a step preview: the batch is running
+        "document.querySelectorAll('.nbbatch-live.nbbatch-done').length > 0"
+        " && document.querySelectorAll('.nbbatch-live:not(.nbbatch-done)').length > 0"
+    )
+    page.screenshot(path=str(OUTPUT / "panel-live.png"), full_page=True)
+    assert page.locator("button.nbbatch-cancel").is_enabled(), "seen before the batch finished"
+    assert page.locator(".nbbatch-live img").first.evaluate("img => img.naturalWidth") == 128
+    thumbs = page.locator(".nbbatch-thumb:not(.nbbatch-live)")
+    page.wait_for_function("document.querySelectorAll('.nbbatch-thumb:not(.nbbatch-live)').length === 8")
+    assert page.locator(".nbbatch-live").count() == 0, "the finished grid replaced the live one"
     assert thumbs.locator(".nbbatch-thumb-label").all_inner_texts() == [f"seed {s}" for s in range(4)] * 2
     assert page.locator(".nbbatch-row-title").all_inner_texts() == [
         "prompt 0: a red circle on a blue background",

@@ -53,6 +53,7 @@ def test_notebook_executes_cleanly_and_saves_its_grids(tmp_path, monkeypatch, na
     assert not errors, errors[0].evalue if errors else ""
     assert not [o for o in produced if o.output_type == "stream" and o.name == "stderr"], "no warnings or bars"
     assert not [o for o in produced if "loading the pipeline" in json.dumps(o)], "no stale progress line is kept"
+    assert not [o for o in produced if "nbbatch-live" in json.dumps(o)], "no frame of the live grid is kept"
     for image in images:
         with Image.open(tmp_path / image) as grid:
             assert grid.format == "PNG" and grid.width > 200

@@ -59,7 +59,10 @@ def test_cancel_while_running_keeps_the_finished_images(panel):
     panel.wait(60)
     (result,) = panel.results
     assert result.status == "cancelled" and 2 <= len(result) < 16
-    assert sum(len(row) for row in labels(panel)) == len(result)
+    cells = [box for row in thumbs(panel) for box in row]
+    assert len([box for box in cells if hasattr(box, "item")]) == len(result), "the finished ones, clickable"
+    not_made = [box.children[1].value for box in cells if "nbbatch-not-made" in box._dom_classes]
+    assert len(not_made) == 16 - len(result) and all(text.endswith(" · not made") for text in not_made)
     assert f"cancelled after {len(result)} of 16 images; they are kept" in panel.message.value
     reference = nbbatch.generate(["a red cube"], [0], steps=40, width=32, height=32)
     assert max_difference(reference[0].image, result[0].image) <= 1
@@ -220,7 +223,9 @@ def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch)
     assert "the batch stopped: CUDA out of memory. Tried to allocate 1 GiB; its 2 finished images are kept" in (
         panel.message.value
     )
-    assert sum(len(row) for row in labels(panel)) == 2
+    cells = [box for row in thumbs(panel) for box in row]
+    assert len([box for box in cells if hasattr(box, "item")]) == 2, "the finished ones, clickable"
+    assert len([box for box in cells if "nbbatch-not-made" in box._dom_classes]) == 4, "the rest, greyed"
 
 
 def test_image_to_image_from_an_upload(panel):
@@ -261,3 +266,43 @@ def test_the_line_magic_and_the_function_give_a_panel(shell):
     assert isinstance(shell.run_line_magic("batchgen_panel", ""), Panel)
     shown = nbbatch.panel(prompts="x")._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in shown
+
+
+def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel, monkeypatch):
+    from nbbatch.models.previews import StepPreviewer
+    from nbbatch.notebook.panel import _LiveGrid
+
+    monkeypatch.setattr(StepPreviewer, "every", 0.0)
+    seen = []
+
+    def watching(method):
+        def watched(self, *args):
+            method(self, *args)
+            states = [
+                "done"
+                if "nbbatch-done" in c._dom_classes
+                else "preview"
+                if "nbbatch-preview" in c._dom_classes
+                else "pending"
+                for c in self.cells
+            ]
+            seen.append((method.__name__, states, [c.children[1].value for c in self.cells]))
+
+        return watched
+
+    monkeypatch.setattr(_LiveGrid, "preview", watching(_LiveGrid.preview))
+    monkeypatch.setattr(_LiveGrid, "add", watching(_LiveGrid.add))
+    panel.model.value, panel.steps.value, panel.batch_size.value = "nbbatch:shapes", 3, "2"
+    panel.width.value = panel.height.value = ""
+    panel.prompts.value, panel.seeds.value = "a red circle on a blue background", "0-3"
+    panel.generate_button.click()
+    panel.wait(120)
+    assert seen[0] == (
+        "preview",
+        ["preview", "preview", "pending", "pending"],
+        ["seed 0 · step 1/3", "seed 1 · step 1/3", "seed 2", "seed 3"],
+    )
+    first_chunk = next(s for s in seen if s[0] == "add")
+    assert first_chunk[1] == ["done", "done", "pending", "pending"] and first_chunk[2][:2] == ["seed 0", "seed 1"]
+    assert seen[-1][1] == ["done"] * 4
+    assert [[box.item.seed for box in row] for row in thumbs(panel)] == [[0, 1, 2, 3]], "then the final, clickable grid"

@@ -8,6 +8,7 @@ are never lost: a cancel, a kernel interrupt or an error ends the run with what 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import threading
@@ -34,6 +35,8 @@ from nbbatch.models.pipelines import (
     generator_device,
     get_pipeline,
 )
+from nbbatch.models.previews import Preview, StepPreviewer
+from nbbatch.models.speedups import SPEEDUPS, apply_speedups
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -146,6 +149,8 @@ def run_jobs(
     on_chunk: Callable[[list[Made]], None] | None = None,
     variation: tuple[int | None, float] = (None, 0.0),
     conditioner: Conditioner | None = None,
+    previewer: StepPreviewer | None = None,
+    on_preview: Callable[[Preview], None] | None = None,
 ) -> Outcome:
     """Run `jobs` in chunks of at most `batch_size` images (all at once when None).
 
@@ -154,7 +159,8 @@ def run_jobs(
     error halves the chunk and retries it; finished images are kept either way.
     `variation` is a variation seed and strength (see `starting_noise`). With a
     `conditioner`, chunks that need it are given embeddings rather than prompt text
-    (weighted or long prompts, clip skip; see `nbbatch.models.conditioning`).
+    (weighted or long prompts, clip skip; see `nbbatch.models.conditioning`). With a
+    `previewer`, `on_preview` gets pictures of the chunk in flight (positions in `jobs`).
     Returns every finished image and how the run ended.
     """
     import torch
@@ -184,6 +190,9 @@ def run_jobs(
                     stop["cancelled"] = True
                     pipeline._interrupt = True  # diffusers skips the remaining steps of this call
                 report(step + 1, chunk)
+                if on_preview is not None and previewer is not None and not stop["cancelled"] and previewer.due():
+                    positions = tuple(range(len(made), len(made) + chunk))
+                    on_preview(Preview(positions, step + 1, steps, previewer.pictures(tensors["latents"])))
                 return tensors
 
             report(0, len(chunk))
@@ -197,6 +206,7 @@ def run_jobs(
                     on_step_end,
                     variation,
                     conditioner,
+                    previewer if on_preview is not None else None,
                 )
             except torch.OutOfMemoryError as exc:
                 free_memory()
@@ -236,6 +246,7 @@ def _call(
     on_step_end: Callable,
     variation: tuple[int | None, float],
     conditioner: Conditioner | None = None,
+    previewer: StepPreviewer | None = None,
 ) -> list[tuple[Image.Image, bool]]:
     """One pipeline call for a chunk; returns each image and whether it is broken (NaN or all black)."""
     from diffusers.image_processor import VaeImageProcessor
@@ -256,7 +267,8 @@ def _call(
         kwargs.update(conditioner.arguments([job.prompt for job in jobs], negatives))
     kwargs["callback_on_step_end"] = on_step_end
     kwargs["output_type"] = "np"
-    pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+    with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext():
+        pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
     broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
     images = VaeImageProcessor.numpy_to_pil(pixels)
@@ -329,10 +341,13 @@ def execute(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     on_chunk: Callable[[list[Item]], None] | None = None,
+    on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     """Load (or reuse) the pipeline and run `jobs`; one batch at a time in the whole process.
 
-    `on_chunk` sees each chunk's items as soon as they are finished (for autosave). An
+    `on_chunk` sees each chunk's items as soon as they are finished (for autosave);
+    `on_preview` gets step previews of the images in flight, at most four a second, where
+    the model's latents have known colours (see `nbbatch.models.previews`). An
     error while loading is raised before anything runs; an error, a cancel or a kernel
     interrupt during the run ends it with every finished item in the returned `Run`.
     """
@@ -341,7 +356,7 @@ def execute(
     if not _running.acquire(blocking=False):
         raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
     try:
-        return _execute(settings, jobs, on_progress, cancel, on_chunk)
+        return _execute(settings, jobs, on_progress, cancel, on_chunk, on_preview)
     finally:
         _running.release()
 
@@ -356,6 +371,7 @@ def _execute(
     on_progress: Callable[[Progress], None] | None,
     cancel: CancelFlag | None,
     on_chunk: Callable[[list[Item]], None] | None,
+    on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     start = time.perf_counter()
     prepared = [_prepare(segment_settings, segment) for segment_settings, segment in _segments(settings, jobs)]
@@ -378,7 +394,11 @@ def _execute(
             if on_chunk is not None:
                 on_chunk(new)
 
-        outcome = segment.run(shifted, cancel, collect)
+        def preview(shown: Preview, offset: int = offset) -> None:
+            if on_preview is not None:
+                on_preview(dataclasses.replace(shown, positions=tuple(p + offset for p in shown.positions)))
+
+        outcome = segment.run(shifted, cancel, collect, preview if on_preview is not None else None)
         if outcome.status != "complete":
             break
     assert outcome is not None  # there is at least one segment: jobs is not empty
@@ -414,6 +434,7 @@ class _Segment:
     common: dict[str, Any]
     steps: int
     conditioner: Conditioner | None
+    previewer: StepPreviewer | None
 
     def split(self) -> list[_Segment]:
         """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call."""
@@ -429,7 +450,11 @@ class _Segment:
         return [dataclasses.replace(self, jobs=run) for _, run in runs]
 
     def run(
-        self, on_progress: Callable[[Progress], None], cancel: CancelFlag | None, on_chunk: Callable[[list[Made]], None]
+        self,
+        on_progress: Callable[[Progress], None],
+        cancel: CancelFlag | None,
+        on_chunk: Callable[[list[Made]], None],
+        on_preview: Callable[[Preview], None] | None = None,
     ) -> Outcome:
         settings = self.settings
         apply_memory_options(self.pipe, settings, self.loaded.placement.device)
@@ -448,6 +473,8 @@ class _Segment:
             on_chunk=on_chunk,
             variation=(settings.variation_seed, settings.variation_strength),
             conditioner=self.conditioner,
+            previewer=self.previewer,
+            on_preview=on_preview,
         )
         if auto and outcome.made:
             self.loaded.working_batch_size = outcome.batch_size
@@ -494,6 +521,14 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     if settings.variation_seed is not None:
         common["variation_seed"] = settings.variation_seed
         common["variation_strength"] = settings.variation_strength
+    wanted = {name for name in SPEEDUPS if getattr(settings, name)}
+    if "fuse_qkv" in wanted:
+        if settings.loras:
+            raise ValueError("fuse_qkv does not go with LoRAs (their layers wrap the projections it fuses): drop one")
+        loaded.adapters.unload_loras(loaded.pipe)  # those of earlier batches: loaded again when asked for
+    apply_speedups(loaded.pipe, loaded.speedups, wanted)
+    if wanted:
+        common["speedups"] = tuple(name for name in SPEEDUPS if name in wanted)
     if settings.loras:
         common["loras"] = tuple(MappingProxyType(r) for r in loaded.adapters.load_loras(loaded.pipe, settings.loras))
     embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
@@ -502,7 +537,8 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     conditioner = Conditioner(pipe, settings.clip_skip) if supports(pipe) else None
     _check_prompts(pipe, jobs, conditioner is not None)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None)
-    return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner)
+    previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor) if loaded.latent_map is not None else None
+    return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
 
 
 def _check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:

@@ -97,6 +97,11 @@ def thumbnail(image: Image.Image, size: int) -> Image.Image:
     return image.convert("RGB").resize(target, resample, reducing_gap=2.0 if scale < 1 else None)
 
 
+def placeholder(size: tuple[int, int], shade: int = 232) -> Image.Image:
+    """A plain grey picture of `size`: the cell of an image not made (yet)."""
+    return Image.new("RGB", size, (shade, shade, shade))
+
+
 def preview_cell(count: int, columns: int = 8, width: int = PREVIEW_WIDTH) -> int:
     """The cell size that fits `count` images, `columns` to a row, into `width` pixels (96 to 256)."""
     shown = max(1, min(count, columns))

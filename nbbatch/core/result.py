@@ -10,20 +10,31 @@ from __future__ import annotations
 import base64
 import html
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import axis_label
 from nbbatch.core.engine import CancelFlag, Progress, Status, execute
 from nbbatch.core.errors import first_line
-from nbbatch.core.grid import Group, encode_preview, grid_figure, make_grid, make_table, preview_cell, stack
+from nbbatch.core.grid import (
+    Group,
+    encode_preview,
+    grid_figure,
+    make_grid,
+    make_table,
+    placeholder,
+    preview_cell,
+    stack,
+)
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings, choose_seeds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
+
+    from nbbatch.models.previews import Preview
 
 
 PREVIEW_LIMIT = 256
@@ -46,6 +57,7 @@ def run_batch(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     on_chunk: Callable[[list[Item]], None] | None = None,
+    on_preview: Callable[[Preview], None] | None = None,
     raise_on_failure: bool = True,
 ) -> BatchResult:
     """Run `jobs` with `settings` and wrap what was made (see `nbbatch.core.engine.execute`).
@@ -53,7 +65,7 @@ def run_batch(
     A failed batch raises `BatchError` with the finished images in its ``result``, unless
     `raise_on_failure` is False (the front ends, which show the result either way).
     """
-    run = execute(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk)
+    run = execute(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview)
     result = BatchResult(
         run.items,
         settings,
@@ -64,6 +76,7 @@ def run_batch(
         placement=run.placement,
         batch_size=run.batch_size,
         parent=parent,
+        planned=jobs,
     )
     if raise_on_failure and result.status == "failed":
         raise BatchError(result.summary(), result)
@@ -89,6 +102,7 @@ class BatchResult(Sequence[Item]):
         placement: str = "",
         batch_size: int | None = None,
         parent: BatchResult | None = None,
+        planned: Sequence[Job] = (),
     ) -> None:
         self.items = list(items)
         self.settings = settings
@@ -99,6 +113,7 @@ class BatchResult(Sequence[Item]):
         self.placement = placement
         self.batch_size = batch_size
         self.parent = parent
+        self.planned = tuple(planned)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -276,6 +291,10 @@ class BatchResult(Sequence[Item]):
         shown = self.items if limit is None else self.items[:limit]
         if any(item.cell for item in shown):
             return stack([make_table(*table, cell=cell) for table in _tables(shown)])
+        if not self.complete and len(self.planned) == self.total and (limit is None or self.total <= limit):
+            labels = {n: item.label for n, item in enumerate(self.items)}
+            labels.update({n: f"seed {job.seed} · not made" for n, job in enumerate(self.planned) if n >= len(self)})
+            return plan_grid(self.planned, dict(enumerate(self.images)), labels, cell=cell, columns=columns)
         groups = [Group(g.title, tuple(i for i in g.indices if i < len(shown))) for g in self.groups()]
         groups = [g for g in groups if g.indices]
         return make_grid(
@@ -291,7 +310,8 @@ class BatchResult(Sequence[Item]):
 
         At most `PREVIEW_LIMIT` images are drawn; `grid()` draws them all.
         """
-        shown = min(len(self.items), PREVIEW_LIMIT)
+        planned = not self.complete and len(self.planned) == self.total  # not-made cells are drawn too
+        shown = min(self.total if planned else len(self.items), PREVIEW_LIMIT)
         if any(item.cell for item in self.items):
             columns = max(len(table[1]) + bool(table[2]) for table in _tables(self.items[:shown]))
         return encode_preview(self.grid(columns, preview_cell(shown, columns), limit=shown))
@@ -335,6 +355,33 @@ class BatchResult(Sequence[Item]):
 
     def __repr__(self) -> str:
         return f"<BatchResult {self.summary()}; seeds {_seed_list(self.seeds)}>"
+
+
+def plan_grid(
+    jobs: Sequence[Job],
+    pictures: Mapping[int, Image.Image],
+    labels: Mapping[int, str],
+    *,
+    cell: int = 256,
+    columns: int = 8,
+) -> Image.Image:
+    """The grid of a batch still running or stopped early: `pictures` by job position, grey cells elsewhere.
+
+    One row (or more) per prompt, as the finished grid; a cell's caption is its entry in
+    `labels`, else ``seed N``.
+    """
+    size = next(iter(pictures.values())).size if pictures else (cell, cell)
+    blank = placeholder(size)
+    rows: dict[int, list[int]] = {}
+    for position, job in enumerate(jobs):
+        rows.setdefault(job.prompt_index, []).append(position)
+    return make_grid(
+        [pictures.get(n, blank) for n in range(len(jobs))],
+        [labels.get(n, f"seed {job.seed}") for n, job in enumerate(jobs)],
+        [Group(jobs[positions[0]].prompt, tuple(positions)) for positions in rows.values()],
+        cell=cell,
+        columns=columns,
+    )
 
 
 def refine_jobs(

@@ -53,7 +53,8 @@ class Settings:
     `clip_skip` counts as A1111 does: 1 is the text encoder's last layer, 2 the one before
     (diffusers' ``clip_skip=1``). `loras` are (file or hub id, weight) pairs and `embeddings`
     (file, token) pairs; each may also be given as text, ``"PATH:WEIGHT"`` and ``"PATH:TOKEN"``
-    (see `parse_lora` and `parse_embedding`).
+    (see `parse_lora` and `parse_embedding`). `compile`, `channels_last` and `fuse_qkv` are
+    opt-in speedups of the UNet (see `nbbatch.models.speedups`).
     """
 
     model: str = field(default_factory=default_model)
@@ -75,6 +76,9 @@ class Settings:
     clip_skip: int | None = None
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()
+    compile: bool = False
+    channels_last: bool = False
+    fuse_qkv: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", _pairs(self.loras, parse_lora, "loras"))
@@ -110,6 +114,9 @@ class Settings:
             raise ValueError(f"variation strength must be a number from 0 to 1, not {self.variation_strength!r}")
         if self.clip_skip is not None:
             _check_int("clip skip", self.clip_skip, 1, 12, hint=" (1 is no skip, 2 the layer before the last)")
+        for name in ("offload", "vae_tiling", "compile", "channels_last", "fuse_qkv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} is True or False, not {getattr(self, name)!r}")
         if self.variation_strength and self.variation_seed is None:
             raise ValueError("a variation strength needs a variation seed to blend towards")
 

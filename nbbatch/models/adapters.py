@@ -65,6 +65,12 @@ class Adapters:
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
 
+    def unload_loras(self, pipe: Any) -> None:
+        """Take every LoRA out of the pipeline (`unload_lora_weights`): the model as it was loaded."""
+        if self.loras:
+            pipe.unload_lora_weights()
+            self.loras.clear()
+
     def load_embeddings(self, pipe: Any, embeddings: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
         """Load the embeddings asked for and unload the others; returns each one's record (token, source, hash)."""
         wanted = {token: _resolve(source, "embedding") for source, token in embeddings}

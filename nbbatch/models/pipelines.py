@@ -19,7 +19,9 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
+from nbbatch.models.previews import LatentMap, latent_map
 from nbbatch.models.quiet import quiet_loading
+from nbbatch.models.standins import STANDINS, build_pipeline
 from nbbatch.models.tiny import BUILTIN_MODELS, builtin_path
 
 if TYPE_CHECKING:
@@ -118,7 +120,8 @@ class Loaded:
 
     `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``;
     `defaults` are the model folder's own defaults for settings left unset (its ``nbbatch.json``);
-    `adapters` are the LoRAs and embeddings loaded into it.
+    `adapters` are the LoRAs and embeddings loaded into it; `latent_map` turns its latents into
+    step previews (None: no preview for this model); `speedups` are those applied to its UNet.
     """
 
     placement: Placement
@@ -127,6 +130,8 @@ class Loaded:
     working_batch_size: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     adapters: Adapters = field(default_factory=Adapters)
+    latent_map: LatentMap | None = None
+    speedups: set[str] = field(default_factory=set)
 
     def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
         """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
@@ -255,11 +260,20 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
     source = resolve_model(settings.model)
     key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
     if key not in _cache:
-        pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last one stays
-        clear_cache()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
+        if settings.model in STANDINS:
+            clear_cache()  # built right on its device: the last model leaves it first
+            device = "cpu" if settings.offload else placement.device
+            pipe = build_pipeline(settings.model, device, placement.torch_dtype())
+            notes: dict[str, Any] = {"latent_rgb": None}  # random weights: no colours to preview
+        else:
+            pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last one stays
+            clear_cache()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
+            notes = model_notes(source)
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
-        _cache[key] = Loaded(placement, pipe, defaults=model_defaults(source))
+        _cache[key] = Loaded(
+            placement, pipe, defaults=dict(notes.get("defaults", {})), latent_map=latent_map(pipe, notes)
+        )
     return _cache[key]
 
 
@@ -280,7 +294,7 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-BUILTIN_NAMES = (shapes.NAME, *BUILTIN_MODELS)
+BUILTIN_NAMES = (shapes.NAME, *BUILTIN_MODELS, *STANDINS)
 
 
 def resolve_model(model: str) -> str:
@@ -290,6 +304,8 @@ def resolve_model(model: str) -> str:
     if model in BUILTIN_MODELS:
         with quiet_loading():
             return str(builtin_path(model))
+    if model in STANDINS:
+        return model  # built, not loaded: see nbbatch.models.standins
     if model.startswith("nbbatch:"):
         raise ValueError(f"unknown built-in model {model!r}: choose {', '.join(BUILTIN_NAMES)}")
     path = os.path.expanduser(model)
@@ -303,13 +319,13 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def model_defaults(source: str) -> dict[str, Any]:
-    """Settings a model folder asks for when the user leaves them unset: its ``nbbatch.json`` (e.g. guidance)."""
+def model_notes(source: str) -> dict[str, Any]:
+    """A model folder's ``nbbatch.json``: ``defaults`` for settings left unset (e.g. guidance), ``latent_rgb``."""
     path = os.path.join(source, "nbbatch.json")
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as file:
-        return dict(json.load(file).get("defaults", {}))
+        return dict(json.load(file))
 
 
 def load_pipeline(source: str, placement: Placement, name: str, variant: str | None = None) -> DiffusionPipeline:

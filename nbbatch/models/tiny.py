@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
 BUILTIN_MODELS = {"nbbatch:tiny-sd": "sd", "nbbatch:tiny-sdxl": "sdxl"}
-_VERSION = "v1"
+_VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
 
 
@@ -37,6 +37,8 @@ def builtin_path(name: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
             build_tiny_pipeline(BUILTIN_MODELS[name]).save_pretrained(staging)
+            notes = {"latent_rgb": None, "why": "random weights: its latents have no colours to preview"}
+            (Path(staging) / "nbbatch.json").write_text(json.dumps(notes, indent=1), encoding="utf-8")
             _share(Path(staging))
             try:
                 os.rename(staging, target)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from IPython.core.interactiveshell import InteractiveShell
 
+    from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
 
 _SETTINGS = (
@@ -50,6 +51,9 @@ _SETTINGS = (
     "clip_skip",
     "loras",
     "embeddings",
+    "compile",
+    "channels_last",
+    "fuse_qkv",
 )
 
 
@@ -103,6 +107,9 @@ class BatchMagics(Magics):
         metavar="PATH[:TOKEN]",
         help="a textual-inversion file; prompts use it by its token (default: the file's name); repeatable",
     )
+    @argument("--compile", action="store_true", default=None, help="regional torch.compile of the UNet (slow first)")
+    @argument("--channels-last", action="store_true", default=None, help="the UNet in channels-last memory format")
+    @argument("--fuse-qkv", action="store_true", default=None, help="fused query/key/value projections (diffusers)")
     @argument("--variation-seed", type=int, metavar="SEED", help="blend each image's noise towards this seed's")
     @argument("--variation-strength", type=float, metavar="W", help="how far: 0 (the seed's image) to 1 (default 0)")
     @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
@@ -119,6 +126,11 @@ class BatchMagics(Magics):
     @argument("--autosave", metavar="FOLDER", help="like --save, but each chunk as soon as it is finished")
     @argument("--out", "-o", default="_batch", help="variable to store the result in (default _batch)")
     @argument("--no-display", action="store_true", help="do not show the grid")
+    @argument(
+        "--no-preview",
+        action="store_true",
+        help="no live grid with step previews while it runs: the progress bar alone",
+    )
     @line_cell_magic
     def batchgen(self, line: str, cell: str | None = None) -> None:
         r"""Generate a batch: every prompt of the cell (one per line) with every seed.
@@ -149,14 +161,23 @@ class BatchMagics(Magics):
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
         except ValueError as error:
             raise UsageError(_as_options(str(error))) from None
-        with ProgressDisplay() as progress:
+        live = not (args.no_preview or args.no_display)
+        with ProgressDisplay(jobs if live else ()) as progress:
+
+            def finished(items: list[Item]) -> None:
+                if live:
+                    progress.add(items)
+                if args.autosave:
+                    saver.add(items)
+
             try:
                 result = run_batch(
                     settings,
                     jobs,
                     parent=parent,
                     on_progress=progress.update,
-                    on_chunk=saver.add if args.autosave else None,
+                    on_chunk=finished,
+                    on_preview=progress.preview if live else None,
                     raise_on_failure=False,
                 )
             except ValueError as error:

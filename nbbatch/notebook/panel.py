@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.errors import first_line
-from nbbatch.core.grid import thumbnail
+from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
@@ -25,9 +25,12 @@ from nbbatch.formats.png import Saver
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from nbbatch.core.engine import Progress
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
+    from nbbatch.models.previews import Preview
 
     Work = Callable[[Callable[[Progress], None], threading.Event], None]
     """What a worker thread runs: it gets the progress callback and the cancel flag."""
@@ -90,7 +93,7 @@ class Panel:
         )
         self.clip_skip = w.BoundedIntText(1, min=1, max=12, description="clip skip")
         self.lora = w.Text(description="LoRA", placeholder="file or hub id (optional)")
-        self.lora_weight = w.FloatText(1.0, step=0.05, description="LoRA weight")
+        self.lora_weight = w.FloatText(1.0, step=0.05, description="weight")
         self.model = w.Text(model or default_model(), description="model", layout=w.Layout(width="min(100%, 40em)"))
         self.upload = w.FileUpload(
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
@@ -136,6 +139,7 @@ class Panel:
             (self.clip_skip, "clip-skip"),
             (self.lora, "lora"),
             (self.lora_weight, "lora-weight"),
+            (self.batch_size, "batch-size"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -262,19 +266,31 @@ class Panel:
         saver: Saver | None,
         parent: BatchResult | None = None,
     ) -> None:
+        live = _LiveGrid(jobs)
+        self._thumbs, self.selected = [], None
+        self.refine_area.layout.display = "none"
+        self.grid.children = live.rows
+
+        def finished(items: list[Item]) -> None:
+            live.add(items)
+            if saver is not None:
+                saver.add(items)
+
         result = run_batch(
             settings,
             jobs,
             parent=parent,
             on_progress=progress,
             cancel=cancel,
-            on_chunk=saver.add if saver else None,
+            on_chunk=finished,
+            on_preview=live.preview,
             raise_on_failure=False,
         )
         if not result.items:  # nothing made: the batches shown stay as they were
             why = f": {first_line(result.error)}" if result.error is not None else ""
             self._error(f"the batch {result.status} before any image was made{why}")
             self.progress.value = 0
+            self._show(self.batches.value)
             return
         if saver is not None:
             saver.add_grid(result.grid(), result.items)
@@ -309,31 +325,37 @@ class Panel:
             return
         result = self.results[index]
         self.status.value = f"{result.count} in {result.elapsed:.1f} s"  # the batch shown
-        rows = []
+        rows: dict[int, tuple[str, list]] = {}  # by prompt: the row's title and its cells
         for group in result.groups():
-            thumbs = []
             for position in group.indices:
                 item = result[position]
-                picture = thumbnail(item.image, THUMBNAIL)
-                buffer = io.BytesIO()
-                picture.save(buffer, format="JPEG", quality=85)
                 label = w.Button(
                     description=item.label,
                     layout=w.Layout(width=f"{THUMBNAIL + 8}px"),
                     tooltip=f"select {item.label}: {item.prompt}",
                 )
                 label.add_class("nbbatch-thumb-label")
-                box = w.VBox([w.Image(value=buffer.getvalue(), format="jpeg", width=THUMBNAIL), label])
+                picture = w.Image(value=_jpeg(thumbnail(item.image, THUMBNAIL)), format="jpeg", width=THUMBNAIL)
+                box = w.VBox([picture, label])
                 box.add_class("nbbatch-thumb")
                 box.item = item
                 label.on_click(lambda _, item=item: self.select(item))
-                thumbs.append(box)
+                rows.setdefault(item.prompt_index, (group.title, []))[1].append(box)
                 self._thumbs.append(box)
-            title = w.HTML(f"<span class='nbbatch-row-title'>{html.escape(group.title)}</span>")
-            row = w.Box(thumbs)
+        if not result.complete and len(result.planned) == result.total:  # stopped early: the rest, greyed
+            blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
+            for job in result.planned[len(result) :]:
+                label = w.Label(f"seed {job.seed} · not made", layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
+                box = w.VBox([w.Image(value=blank, format="jpeg", width=THUMBNAIL), label])
+                box.add_class("nbbatch-thumb")
+                box.add_class("nbbatch-not-made")
+                rows.setdefault(job.prompt_index, (job.prompt, []))[1].append(box)
+        shown = []
+        for title, cells in rows.values():
+            row = w.Box(cells)
             row.add_class("nbbatch-thumbs")
-            rows.append(w.VBox([title, row]))
-        self.grid.children = rows
+            shown.append(w.VBox([w.HTML(f"<span class='nbbatch-row-title'>{html.escape(title)}</span>"), row]))
+        self.grid.children = shown
         self.selected = None
         self.refine_area.layout.display = "none"
 
@@ -385,6 +407,64 @@ class Panel:
     def _saver(self) -> Saver | None:
         folder = self.save_to.value.strip()
         return Saver(folder) if folder else None
+
+
+class _LiveGrid:
+    """The thumbnails of a batch while it runs: grey, then step previews, then the finished images.
+
+    Rows by prompt as in the finished grid; the cells are not selectable until the batch
+    ends and the finished grid replaces them.
+    """
+
+    def __init__(self, jobs: tuple[Job, ...]) -> None:
+        w = _widgets()
+        self.jobs = jobs
+        self.made = 0
+        blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
+        self.cells = []
+        rows: dict[int, list[int]] = {}
+        for position, job in enumerate(jobs):
+            picture = w.Image(value=blank, format="jpeg", width=THUMBNAIL)
+            label = w.Label(f"seed {job.seed}", layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
+            cell = w.VBox([picture, label])
+            cell.add_class("nbbatch-thumb")
+            cell.add_class("nbbatch-live")
+            cell.add_class("nbbatch-pending")
+            self.cells.append(cell)
+            rows.setdefault(job.prompt_index, []).append(position)
+        self.rows = []
+        for positions in rows.values():
+            title = w.HTML(f"<span class='nbbatch-row-title'>{html.escape(jobs[positions[0]].prompt)}</span>")
+            row = w.Box([self.cells[p] for p in positions])
+            row.add_class("nbbatch-thumbs")
+            self.rows.append(w.VBox([title, row]))
+
+    def preview(self, shown: Preview) -> None:
+        """Show step previews in the cells of the images in flight."""
+        for position, picture in zip(shown.positions, shown.images):
+            if position >= self.made:
+                self._put(position, picture, f"seed {self.jobs[position].seed} · step {shown.step}/{shown.steps}")
+                self.cells[position].add_class("nbbatch-preview")
+
+    def add(self, items: list[Item]) -> None:
+        """Put a finished chunk's images in (they come in the order of the jobs)."""
+        for item in items:
+            self._put(self.made, item.image, item.label)
+            self.cells[self.made].remove_class("nbbatch-preview")
+            self.cells[self.made].add_class("nbbatch-done")
+            self.made += 1
+
+    def _put(self, position: int, picture: Image.Image, label: str) -> None:
+        cell = self.cells[position]
+        cell.remove_class("nbbatch-pending")
+        cell.children[0].value = _jpeg(thumbnail(picture, THUMBNAIL))
+        cell.children[1].value = label
+
+
+def _jpeg(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def _number(name: str, text: str, kind: type) -> Any:
