@@ -190,7 +190,7 @@ def live(repeats: int) -> dict:
     base = medians["no previews"]
     rows = {name: {"seconds": value, "ratio": value / base} for name, value in medians.items()}
     notebooks = {name: notebook_size(flag) for name, flag in (("live grid", ""), ("--no-preview", " --no-preview"))}
-    return {"previews": rows, "own time": own_time(magic), "notebooks": notebooks}
+    return {"repeats": repeats, "previews": rows, "own time": own_time(magic), "notebooks": notebooks}
 
 
 def own_time(run) -> dict:
@@ -340,7 +340,11 @@ def gpu(repeats: int, device: str = "cuda", side_scale: float = 1.0, steps: int 
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Measured {results['date']} on {results['machine']}; medians of {results['repeats']} runs.", ""]
+    dates: dict[str, list[str]] = {}
+    for section, day in results.get("measured", {}).items():
+        dates.setdefault(day, []).append(section)
+    when = "; ".join(f"{', '.join(sections)} on {day}" for day, sections in sorted(dates.items()))
+    lines = [f"Measured on {results['machine']} ({when or results['date']}); medians of {results['repeats']} runs.", ""]
     lines += [
         "**Overhead** (8 prompts x seeds 0-7 = 64 images of 32x32, 4 steps, one call; ratio to diffusers)",
         "",
@@ -388,7 +392,8 @@ def markdown(results: dict) -> str:
     if "live" in results:
         lines += [
             "",
-            "**Step previews** (nbbatch:shapes, 16 images of 64x64 in 4 chunks, 20 steps; ratio to no previews)",
+            f"**Step previews** (nbbatch:shapes, 16 images of 64x64 in 4 chunks, 20 steps; medians of "
+            f"{results['live'].get('repeats', results['repeats'])} runs; ratio to no previews)",
             "",
             "| way | seconds | ratio |",
             "| --- | ---: | ---: |",
@@ -504,6 +509,7 @@ def main() -> None:
     )
     for name in args.only or sections:
         results[name] = sections[name]()
+        results.setdefault("measured", {})[name] = results["date"]
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (HERE / "results.md").write_text(table)

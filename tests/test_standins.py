@@ -47,6 +47,9 @@ def test_each_speedup_is_within_two_levels_of_eager_recorded_and_undone(model, s
     assert all(max_difference(a.image, b.image) <= 2 for a, b in zip(eager, fast))
     assert fast[0].params["speedups"] == (speedup,) and getattr(fast[0].settings, speedup)
     assert "speedups" not in eager[0].params
+    if speedup == "compile":  # other batch sizes and image sizes reuse the compiled blocks (dynamic shapes)
+        assert len(nbbatch.generate("a red cat", [1, 2, 3], model=model, compile=True, **FAST)) == 3
+        assert len(nbbatch.generate("a cat", [4], model=model, compile=True, steps=2, width=48, height=40)) == 1
     off = nbbatch.generate("a red cat", [1, 2], model=model, **FAST)
     assert [i.image.tobytes() for i in off] == [i.image.tobytes() for i in eager], "turned off: eager again"
 

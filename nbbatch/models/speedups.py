@@ -6,7 +6,9 @@ undone when a later batch asks for it off, so a batch without it equals an eager
 - ``compile``: diffusers' regional compilation (``compile_repeated_blocks``, each
   transformer block compiled once and reused) where the UNet names its repeated blocks,
   else ``torch.compile`` of the whole UNet; in place (``nn.Module.compile``), undone by
-  dropping the compiled call. The first batch pays the compile time.
+  dropping the compiled call. With dynamic shapes: batch sizes and image sizes share one
+  graph per block width (static shapes ran into torch's limit of 8 recompilations on SDXL
+  with fullgraph, a hard failure). The first batch pays the compile time.
 - ``channels_last``: the UNet's weights in channels-last memory format (faster
   convolutions on GPUs with tensor cores), undone by going back to contiguous.
 - ``fuse_qkv``: ``fuse_qkv_projections`` (one matmul for query, key and value; diffusers
@@ -46,10 +48,10 @@ def apply_speedups(pipe: Any, applied: set[str], wanted: set[str]) -> None:
         unet.to(memory_format=torch.channels_last if on else torch.contiguous_format)
         (applied.add if on else applied.discard)("channels_last")
     if "compile" in wanted - applied:
-        if getattr(unet, "_repeated_blocks", None):
-            unet.compile_repeated_blocks(fullgraph=True)
+        if getattr(unet, "_repeated_blocks", None):  # dynamic: one graph per block width, any batch or size
+            unet.compile_repeated_blocks(fullgraph=True, dynamic=True)
         else:
-            unet.compile()
+            unet.compile(dynamic=True)
         applied.add("compile")
     elif "compile" in applied - wanted:
         for module in unet.modules():

@@ -64,21 +64,16 @@ def build_pipeline(name: str, device: str = "cpu", dtype: torch.dtype | None = N
     ``device="meta"`` allocates nothing: the architecture alone, for parameter counts and FLOPs.
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from nbbatch.models.tiny import _tokenizer
+    from nbbatch.models.quiet import quiet_loading
+    from nbbatch.models.tiny import assemble, byte_tokenizer
 
     if name not in STANDINS:
         raise ValueError(f"unknown stand-in {name!r}: choose {' or '.join(STANDINS)}")
     kind = STANDINS[name]
-    tokenizer = _tokenizer()
+    tokenizer = byte_tokenizer()
     common = {
         "vocab_size": 49408,  # CLIP's: the byte-level tokenizer uses the first 514 ids
         "max_position_embeddings": 77,
@@ -100,34 +95,11 @@ def build_pipeline(name: str, device: str = "cpu", dtype: torch.dtype | None = N
         )
     models = [model for model in (unet, vae, encoder, encoder_2) if model is not None]
     if device != "meta":
-        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
+        with quiet_loading(), torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
             torch.manual_seed(0)
             for model in models:
                 _materialise(model, device, dtype or torch.float32)
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
-    )
-    if not xl:
-        return StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    return StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=encoder,
-        text_encoder_2=encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        add_watermarker=False,
-    )
+    return assemble(vae, unet, tokenizer, encoder, encoder_2)
 
 
 def _materialise(model: Any, device: str, dtype: torch.dtype) -> None:

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -62,18 +62,12 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     random state of torch is left as it was.
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose sd or sdxl")
-    tokenizer = _tokenizer()
+    tokenizer = byte_tokenizer()
     text_config = CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -85,9 +79,6 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         num_hidden_layers=2,
         max_position_embeddings=_MAX_TOKENS,
         projection_dim=32,
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -113,16 +104,8 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
             attention_head_dim=2,
         )
         if kind == "sd":
-            return StableDiffusionPipeline(
-                vae=vae,
-                text_encoder=CLIPTextModel(text_config),
-                tokenizer=tokenizer,
-                unet=UNet2DConditionModel(cross_attention_dim=32, **unet_shape),
-                scheduler=scheduler,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
+            encoder = CLIPTextModel(text_config)  # made in this order, so the weights are those of earlier builds
+            return assemble(vae, UNet2DConditionModel(cross_attention_dim=32, **unet_shape), tokenizer, encoder)
         unet = UNet2DConditionModel(
             cross_attention_dim=64,  # both text encoders' hidden states, side by side
             addition_embed_type="text_time",
@@ -131,19 +114,44 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
             use_linear_projection=True,
             **unet_shape,
         )
-        return StableDiffusionXLPipeline(
+        encoder = CLIPTextModel(text_config)
+        return assemble(vae, unet, tokenizer, encoder, CLIPTextModelWithProjection(text_config))
+
+
+def assemble(vae: Any, unet: Any, tokenizer: Any, encoder: Any, encoder_2: Any = None) -> DiffusionPipeline:
+    """An SD pipeline of these parts, or SDXL with a second text encoder; SD's Euler scheduler, nothing else.
+
+    No safety checker and no watermark: the built-in models draw noise or shapes.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    if encoder_2 is None:
+        return StableDiffusionPipeline(
             vae=vae,
-            text_encoder=CLIPTextModel(text_config),
-            text_encoder_2=CLIPTextModelWithProjection(text_config),
+            text_encoder=encoder,
             tokenizer=tokenizer,
-            tokenizer_2=tokenizer,
             unet=unet,
             scheduler=scheduler,
-            add_watermarker=False,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=encoder,
+        text_encoder_2=encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
 
 
-def _tokenizer() -> CLIPTokenizer:
+def byte_tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with no merges: every byte is a token, written to vocab.json and merges.txt."""
     from transformers import CLIPTokenizer
 
