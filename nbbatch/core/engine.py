@@ -395,8 +395,8 @@ def _execute(
                 on_chunk(new)
 
         def preview(shown: Preview, offset: int = offset) -> None:
-            if on_preview is not None:
-                on_preview(dataclasses.replace(shown, positions=tuple(p + offset for p in shown.positions)))
+            assert on_preview is not None  # passed on only when there is one
+            on_preview(dataclasses.replace(shown, positions=tuple(p + offset for p in shown.positions)))
 
         outcome = segment.run(shifted, cancel, collect, preview if on_preview is not None else None)
         if outcome.status != "complete":

@@ -291,15 +291,22 @@ class BatchResult(Sequence[Item]):
         shown = self.items if limit is None else self.items[:limit]
         if any(item.cell for item in shown):
             return stack([make_table(*table, cell=cell) for table in _tables(shown)])
-        if not self.complete and len(self.planned) == self.total and (limit is None or self.total <= limit):
+        missing = self.not_made()
+        if missing and (limit is None or self.total <= limit):
             labels = {n: item.label for n, item in enumerate(self.items)}
-            labels.update({n: f"seed {job.seed} · not made" for n, job in enumerate(self.planned) if n >= len(self)})
+            labels.update({n: cell_label(job, "not made") for n, job in missing})
             return plan_grid(self.planned, dict(enumerate(self.images)), labels, cell=cell, columns=columns)
         groups = [Group(g.title, tuple(i for i in g.indices if i < len(shown))) for g in self.groups()]
         groups = [g for g in groups if g.indices]
         return make_grid(
             [item.image for item in shown], [item.label for item in shown], groups, cell=cell, columns=columns
         )
+
+    def not_made(self) -> list[tuple[int, Job]]:
+        """The planned jobs of a stopped batch that made no image, with their positions; none when complete."""
+        if self.complete or len(self.planned) != self.total:
+            return []
+        return list(enumerate(self.planned))[len(self.items) :]
 
     def figure(self, columns: int = 8) -> Figure:
         """The grid as a matplotlib figure, one titled axes per image."""
@@ -310,8 +317,7 @@ class BatchResult(Sequence[Item]):
 
         At most `PREVIEW_LIMIT` images are drawn; `grid()` draws them all.
         """
-        planned = not self.complete and len(self.planned) == self.total  # not-made cells are drawn too
-        shown = min(self.total if planned else len(self.items), PREVIEW_LIMIT)
+        shown = min(self.total if self.not_made() else len(self.items), PREVIEW_LIMIT)  # not-made cells drawn too
         if any(item.cell for item in self.items):
             columns = max(len(table[1]) + bool(table[2]) for table in _tables(self.items[:shown]))
         return encode_preview(self.grid(columns, preview_cell(shown, columns), limit=shown))
@@ -377,11 +383,41 @@ def plan_grid(
         rows.setdefault(job.prompt_index, []).append(position)
     return make_grid(
         [pictures.get(n, blank) for n in range(len(jobs))],
-        [labels.get(n, f"seed {job.seed}") for n, job in enumerate(jobs)],
+        [labels.get(n, cell_label(job)) for n, job in enumerate(jobs)],
         [Group(jobs[positions[0]].prompt, tuple(positions)) for positions in rows.values()],
         cell=cell,
         columns=columns,
     )
+
+
+def cell_label(job: Job, note: str = "") -> str:
+    """The caption of a cell with no finished image: ``seed 5``, ``seed 5 · step 12/30``, ``seed 5 · not made``."""
+    return f"seed {job.seed} · {note}" if note else f"seed {job.seed}"
+
+
+class Filling:
+    """Which picture each cell of a running batch shows: finished images in job order, step previews of the rest.
+
+    The magic's live grid and the panel's thumbnails draw what it hands back: (position,
+    picture, caption) for each cell to change.
+    """
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = tuple(jobs)
+        self.made = 0
+
+    def finished(self, items: Sequence[Item]) -> list[tuple[int, Image.Image, str]]:
+        """The cells of a finished chunk's images (chunks finish in job order)."""
+        start, self.made = self.made, self.made + len(items)
+        return [(start + n, item.image, item.label) for n, item in enumerate(items)]
+
+    def previewed(self, shown: Preview) -> list[tuple[int, Image.Image, str]]:
+        """The cells of the images in flight that `shown` pictures (none already finished)."""
+        return [
+            (position, picture, cell_label(self.jobs[position], f"step {shown.step}/{shown.steps}"))
+            for position, picture in zip(shown.positions, shown.images)
+            if position >= self.made
+        ]
 
 
 def refine_jobs(

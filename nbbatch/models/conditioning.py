@@ -80,6 +80,7 @@ class Conditioner:
         self._prompt = [self._provider(tokenizer, encoder, self.skip) for tokenizer, encoder in pairs]
         self._negative = [self._provider(tokenizer, encoder, 1) for tokenizer, encoder in pairs]
         self._cache: dict[tuple[str, str | None], Conditioning] = {}
+        self._lengths: dict[tuple[str, str | None], int] = {}
 
     def _provider(self, tokenizer: Any, encoder: Any, skip: int) -> Any:
         # SD takes the normalised last hidden state (clip skip N: state -N, normalised);
@@ -105,12 +106,14 @@ class Conditioner:
     def length(self, prompt: str, negative: str | None) -> int:
         """The token positions of this pair's embeddings (77 per window): images of one length share a call.
 
-        Nothing is remembered: a LoRA activated later may change the embeddings, not their length.
+        Only the length is remembered (per pair, for the seeds that share it): a LoRA activated
+        later may change the embeddings, not their length.
         """
-        window = self.pipe.tokenizer.model_max_length
-        if all(is_plain(text) and self._windows(text) == 1 for text in (prompt, negative or "")):
-            return window
-        return self._encode(prompt, negative).length
+        key = (prompt, negative)
+        if key not in self._lengths:
+            plain = all(is_plain(text) and self._windows(text) == 1 for text in (prompt, negative or ""))
+            self._lengths[key] = self.pipe.tokenizer.model_max_length if plain else self._encode(*key).length
+        return self._lengths[key]
 
     def encode(self, prompt: str, negative: str | None) -> Conditioning:
         """The embeddings of one image's prompt and negative prompt (remembered for the next image)."""

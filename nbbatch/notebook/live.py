@@ -19,7 +19,7 @@ from IPython import get_ipython
 from IPython.display import display
 
 from nbbatch.core.grid import encode_preview, preview_cell, thumbnail
-from nbbatch.core.result import plan_grid
+from nbbatch.core.result import Filling, plan_grid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,10 +45,10 @@ class ProgressDisplay:
 
     def __init__(self, jobs: Sequence[Job] = ()) -> None:
         self.jobs = tuple(jobs)
+        self._filling = Filling(self.jobs)
         self._cell = preview_cell(len(self.jobs))
         self._pictures: dict[int, Image.Image] = {}
         self._labels: dict[int, str] = {}
-        self._made = 0
         self._grid_handle: Any = None
         self._grid_drawn = float("-inf")
         self._fraction, self._text = 0.0, LOADING
@@ -88,19 +88,18 @@ class ProgressDisplay:
 
     def add(self, items: Sequence[Item]) -> None:
         """Put a finished chunk's images in (they come in the order of the jobs)."""
-        for item in items:
-            self._pictures[self._made] = thumbnail(item.image, self._cell)
-            self._labels[self._made] = item.label
-            self._made += 1
+        self._put(self._filling.finished(items))
         self._draw(force=True)
 
     def preview(self, shown: Preview) -> None:
         """Show step previews of the images in flight."""
-        for position, picture in zip(shown.positions, shown.images):
-            if position >= self._made:
-                self._pictures[position] = thumbnail(picture, self._cell)
-                self._labels[position] = f"seed {self.jobs[position].seed} · step {shown.step}/{shown.steps}"
+        self._put(self._filling.previewed(shown))
         self._draw()
+
+    def _put(self, cells: list[tuple[int, Image.Image, str]]) -> None:
+        for position, picture, label in cells:
+            self._pictures[position] = thumbnail(picture, self._cell)
+            self._labels[position] = label
 
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -109,7 +108,7 @@ class ProgressDisplay:
         self._grid_drawn = now
         grid = plan_grid(self.jobs, self._pictures, self._labels, cell=self._cell)
         data = base64.b64encode(encode_preview(grid, quality=70)).decode("ascii")
-        made = f"{self._made} of {len(self.jobs)} images"
+        made = f"{self._filling.made} of {len(self.jobs)} images"
         self._grid_handle.update(
             {
                 "text/plain": made,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
-from nbbatch.core.result import BatchResult, refine_jobs, run_batch
+from nbbatch.core.result import BatchResult, Filling, cell_label, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
@@ -342,14 +342,13 @@ class Panel:
                 label.on_click(lambda _, item=item: self.select(item))
                 rows.setdefault(item.prompt_index, (group.title, []))[1].append(box)
                 self._thumbs.append(box)
-        if not result.complete and len(result.planned) == result.total:  # stopped early: the rest, greyed
-            blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
-            for job in result.planned[len(result) :]:
-                label = w.Label(f"seed {job.seed} · not made", layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
-                box = w.VBox([w.Image(value=blank, format="jpeg", width=THUMBNAIL), label])
-                box.add_class("nbbatch-thumb")
-                box.add_class("nbbatch-not-made")
-                rows.setdefault(job.prompt_index, (job.prompt, []))[1].append(box)
+        blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
+        for _, job in result.not_made():  # a stopped batch: the rest, greyed
+            label = w.Label(cell_label(job, "not made"), layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
+            box = w.VBox([w.Image(value=blank, format="jpeg", width=THUMBNAIL), label])
+            box.add_class("nbbatch-thumb")
+            box.add_class("nbbatch-not-made")
+            rows.setdefault(job.prompt_index, (job.prompt, []))[1].append(box)
         shown = []
         for title, cells in rows.values():
             row = w.Box(cells)
@@ -418,14 +417,13 @@ class _LiveGrid:
 
     def __init__(self, jobs: tuple[Job, ...]) -> None:
         w = _widgets()
-        self.jobs = jobs
-        self.made = 0
+        self.filling = Filling(jobs)
         blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
         self.cells = []
         rows: dict[int, list[int]] = {}
         for position, job in enumerate(jobs):
             picture = w.Image(value=blank, format="jpeg", width=THUMBNAIL)
-            label = w.Label(f"seed {job.seed}", layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
+            label = w.Label(cell_label(job), layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
             cell = w.VBox([picture, label])
             cell.add_class("nbbatch-thumb")
             cell.add_class("nbbatch-live")
@@ -441,18 +439,16 @@ class _LiveGrid:
 
     def preview(self, shown: Preview) -> None:
         """Show step previews in the cells of the images in flight."""
-        for position, picture in zip(shown.positions, shown.images):
-            if position >= self.made:
-                self._put(position, picture, f"seed {self.jobs[position].seed} · step {shown.step}/{shown.steps}")
-                self.cells[position].add_class("nbbatch-preview")
+        for position, picture, label in self.filling.previewed(shown):
+            self._put(position, picture, label)
+            self.cells[position].add_class("nbbatch-preview")
 
     def add(self, items: list[Item]) -> None:
         """Put a finished chunk's images in (they come in the order of the jobs)."""
-        for item in items:
-            self._put(self.made, item.image, item.label)
-            self.cells[self.made].remove_class("nbbatch-preview")
-            self.cells[self.made].add_class("nbbatch-done")
-            self.made += 1
+        for position, picture, label in self.filling.finished(items):
+            self._put(position, picture, label)
+            self.cells[position].remove_class("nbbatch-preview")
+            self.cells[position].add_class("nbbatch-done")
 
     def _put(self, position: int, picture: Image.Image, label: str) -> None:
         cell = self.cells[position]
