@@ -19,6 +19,7 @@ _LAZY = {
     "generate": "nbbatch.api",
     "load": "nbbatch.api",
     "reproduce": "nbbatch.api",
+    "plan": "nbbatch.api",
     "BatchError": "nbbatch.core.result",
     "BatchResult": "nbbatch.core.result",
     "Item": "nbbatch.core.item",

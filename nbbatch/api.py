@@ -7,9 +7,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import with_axes
+from nbbatch.core.engine import execute
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
+from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -17,10 +19,10 @@ if TYPE_CHECKING:
     from nbbatch.core.engine import CancelFlag, Progress
     from nbbatch.models.previews import Preview
 
-__all__ = ["BatchError", "generate", "load", "reproduce"]
+__all__ = ["BatchError", "generate", "load", "plan", "reproduce"]
 
 
-def generate(
+def plan(
     prompts: str | Sequence[str],
     seeds: str | int | Sequence[int] | None = None,
     *,
@@ -34,11 +36,38 @@ def generate(
     wildcards: str | os.PathLike | None = None,
     random: int | None = None,
     random_seed: int | None = None,
+    **settings: Any,
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and the jobs (one per image, in order) that `generate` would run, checked, nothing run.
+
+    Takes `generate`'s arguments; the command line's sweeps plan with it too.
+    """
+    settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
+    jobs = make_jobs(
+        prompts,
+        seeds,
+        num,
+        negative_prompt,
+        images,
+        settings_,
+        wildcards=wildcards,
+        random=random,
+        random_seed=random_seed,
+    )
+    return settings_, with_axes(settings_, jobs, x, y, z, seeds_given=seeds is not None or num is not None)
+
+
+def generate(
+    prompts: str | Sequence[str],
+    seeds: str | int | Sequence[int] | None = None,
+    *,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     on_preview: Callable[[Preview], None] | None = None,
     preview: bool = True,
-    **settings: Any,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    **options: Any,
 ) -> BatchResult:
     """Make every prompt with every seed, one generator per image, and return the result.
 
@@ -58,23 +87,16 @@ def generate(
     latents have known colours), unless `preview` is False. A cancel or interrupt returns
     the finished images with ``complete`` False; an error raises `BatchError`, whose
     ``result`` holds them.
+
+    `workers` spreads the batch over that many Ray workers (one GPU each where the
+    cluster has GPUs) in chunks of the batch size: the same images in the same order,
+    streamed back chunk by chunk (no step previews). It joins the Ray this process started,
+    else the cluster at `ray_address` (or ``$RAY_ADDRESS``), else starts a local one.
     """
-    settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
-    jobs = make_jobs(
-        prompts,
-        seeds,
-        num,
-        negative_prompt,
-        images,
-        settings_,
-        wildcards=wildcards,
-        random=random,
-        random_seed=random_seed,
-    )
-    jobs = with_axes(settings_, jobs, x, y, z, seeds_given=seeds is not None or num is not None)
-    return run_batch(
-        settings_, jobs, on_progress=on_progress, cancel=cancel, on_preview=on_preview if preview else None
-    )
+    settings, jobs = plan(prompts, seeds, **options)
+    runner = execute if workers is None else RayRunner(workers, ray_address)
+    shown = on_preview if preview else None
+    return run_batch(settings, jobs, on_progress=on_progress, cancel=cancel, on_preview=shown, runner=runner)
 
 
 def load(path: str | os.PathLike) -> BatchResult:

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 Status = Literal["complete", "cancelled", "interrupted", "failed"]
 
+ChunkCallback = Callable[[list[Item], int], None]
+"""Called with a finished chunk's items and the position of its first image among the batch's jobs."""
+
 
 class CancelFlag(Protocol):
     """Anything with ``is_set()``, such as a `threading.Event`."""
@@ -324,7 +327,11 @@ def slerp(strength: float, low: Any, high: Any) -> Any:
 
 @dataclass
 class Run:
-    """What `execute` made: the finished items, how the run ended, where it ran and the chunk size used."""
+    """What `execute` made: the finished items, how the run ended, where it ran and the chunk size used.
+
+    `positions` are the items' places among the jobs, where a stopped run on several
+    workers leaves gaps; None means the first ``len(items)`` jobs, in order.
+    """
 
     items: list[Item]
     status: Status
@@ -332,6 +339,24 @@ class Run:
     elapsed: float
     placement: str
     batch_size: int
+    positions: list[int] | None = None
+
+
+class Runner(Protocol):
+    """What runs a batch's jobs and hands back a `Run`: `execute` in this process, or a pool of Ray workers."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        jobs: Sequence[Job],
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        on_chunk: ChunkCallback | None = None,
+        on_preview: Callable[[Preview], None] | None = None,
+    ) -> Run:
+        """Run `jobs` as `execute` does: errors before the first image raise, later ones end the run."""
+        ...
 
 
 def execute(
@@ -340,12 +365,12 @@ def execute(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
-    on_chunk: Callable[[list[Item]], None] | None = None,
+    on_chunk: ChunkCallback | None = None,
     on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     """Load (or reuse) the pipeline and run `jobs`; one batch at a time in the whole process.
 
-    `on_chunk` sees each chunk's items as soon as they are finished (for autosave);
+    `on_chunk` sees each chunk's items (and its first position) as soon as they are finished (for autosave);
     `on_preview` gets step previews of the images in flight, at most four a second, where
     the model's latents have known colours (see `nbbatch.models.previews`). An
     error while loading is raised before anything runs; an error, a cancel or a kernel
@@ -370,7 +395,7 @@ def _execute(
     jobs: Sequence[Job],
     on_progress: Callable[[Progress], None] | None,
     cancel: CancelFlag | None,
-    on_chunk: Callable[[list[Item]], None] | None,
+    on_chunk: ChunkCallback | None,
     on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     start = time.perf_counter()
@@ -390,9 +415,10 @@ def _execute(
 
         def collect(made: list[Made], segment: _Segment = segment) -> None:
             new = [segment.item(m) for m in made]
+            first = len(items)
             items.extend(new)
             if on_chunk is not None:
-                on_chunk(new)
+                on_chunk(new, first)
 
         def preview(shown: Preview, offset: int = offset) -> None:
             assert on_preview is not None  # passed on only when there is one

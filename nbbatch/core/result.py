@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import axis_label
-from nbbatch.core.engine import CancelFlag, Progress, Status, execute
+from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status, execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import (
     Group,
@@ -56,16 +56,19 @@ def run_batch(
     parent: BatchResult | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
-    on_chunk: Callable[[list[Item]], None] | None = None,
+    on_chunk: ChunkCallback | None = None,
     on_preview: Callable[[Preview], None] | None = None,
     raise_on_failure: bool = True,
+    runner: Runner = execute,
 ) -> BatchResult:
     """Run `jobs` with `settings` and wrap what was made (see `nbbatch.core.engine.execute`).
 
-    A failed batch raises `BatchError` with the finished images in its ``result``, unless
-    `raise_on_failure` is False (the front ends, which show the result either way).
+    `runner` runs them: this process by default, or a pool of Ray workers
+    (`nbbatch.scale.workers.RayRunner`). A failed batch raises `BatchError` with the
+    finished images in its ``result``, unless `raise_on_failure` is False (the front ends,
+    which show the result either way).
     """
-    run = execute(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview)
+    run = runner(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview)
     result = BatchResult(
         run.items,
         settings,
@@ -77,6 +80,7 @@ def run_batch(
         batch_size=run.batch_size,
         parent=parent,
         planned=jobs,
+        positions=run.positions,
     )
     if raise_on_failure and result.status == "failed":
         raise BatchError(result.summary(), result)
@@ -87,7 +91,8 @@ class BatchResult(Sequence[Item]):
     """The images of one batch, in order (grouped by prompt), and how the batch ended.
 
     A result that was cancelled, interrupted or failed still holds every finished image;
-    `complete` says whether all were made.
+    `complete` says whether all were made. `positions` are the items' places among the
+    `planned` jobs (a stopped run on several workers can leave gaps); by default the first ones.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class BatchResult(Sequence[Item]):
         batch_size: int | None = None,
         parent: BatchResult | None = None,
         planned: Sequence[Job] = (),
+        positions: Sequence[int] | None = None,
     ) -> None:
         self.items = list(items)
         self.settings = settings
@@ -114,6 +120,7 @@ class BatchResult(Sequence[Item]):
         self.batch_size = batch_size
         self.parent = parent
         self.planned = tuple(planned)
+        self.positions = tuple(range(len(self.items)) if positions is None else positions)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -293,9 +300,9 @@ class BatchResult(Sequence[Item]):
             return stack([make_table(*table, cell=cell) for table in _tables(shown)])
         missing = self.not_made()
         if missing and (limit is None or self.total <= limit):
-            labels = {n: item.label for n, item in enumerate(self.items)}
+            labels = {n: item.label for n, item in zip(self.positions, self.items)}
             labels.update({n: cell_label(job, "not made") for n, job in missing})
-            return plan_grid(self.planned, dict(enumerate(self.images)), labels, cell=cell, columns=columns)
+            return plan_grid(self.planned, dict(zip(self.positions, self.images)), labels, cell=cell, columns=columns)
         groups = [Group(g.title, tuple(i for i in g.indices if i < len(shown))) for g in self.groups()]
         groups = [g for g in groups if g.indices]
         return make_grid(
@@ -306,7 +313,8 @@ class BatchResult(Sequence[Item]):
         """The planned jobs of a stopped batch that made no image, with their positions; none when complete."""
         if self.complete or len(self.planned) != self.total:
             return []
-        return list(enumerate(self.planned))[len(self.items) :]
+        made = set(self.positions)
+        return [(position, job) for position, job in enumerate(self.planned) if position not in made]
 
     def figure(self, columns: int = 8) -> Figure:
         """The grid as a matplotlib figure, one titled axes per image."""
@@ -404,19 +412,25 @@ class Filling:
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self.jobs = tuple(jobs)
-        self.made = 0
+        self.done: set[int] = set()
 
-    def finished(self, items: Sequence[Item]) -> list[tuple[int, Image.Image, str]]:
-        """The cells of a finished chunk's images (chunks finish in job order)."""
-        start, self.made = self.made, self.made + len(items)
-        return [(start + n, item.image, item.label) for n, item in enumerate(items)]
+    @property
+    def made(self) -> int:
+        """How many images are finished."""
+        return len(self.done)
+
+    def finished(self, items: Sequence[Item], start: int) -> list[tuple[int, Image.Image, str]]:
+        """The cells of a finished chunk's images, the first at position `start` (workers finish out of order)."""
+        positions = range(start, start + len(items))
+        self.done.update(positions)
+        return [(position, item.image, item.label) for position, item in zip(positions, items)]
 
     def previewed(self, shown: Preview) -> list[tuple[int, Image.Image, str]]:
         """The cells of the images in flight that `shown` pictures (none already finished)."""
         return [
             (position, picture, cell_label(self.jobs[position], f"step {shown.step}/{shown.steps}"))
             for position, picture in zip(shown.positions, shown.images)
-            if position >= self.made
+            if position not in self.done
         ]
 
 

@@ -202,26 +202,42 @@ class Saver:
         except OSError as error:
             raise ValueError(f"cannot write to {str(folder)!r}: {error.strerror or error}") from None
         self.written: list[Path] = []
+        self.indexed = set(index_entries(self.folder / INDEX))
+        """The file names the folder's index lists."""
 
-    def add(self, items: Iterable[Item]) -> list[Path]:
-        """Write each item's PNG (and input image), then append their index lines; return the PNG paths."""
+    def add(self, items: Iterable[Item], stems: Sequence[str] | None = None) -> list[Path]:
+        """Write each item's PNG (and input image), then append their index lines; return the PNG paths.
+
+        Files are named ``p00-s5.png`` (``-1``, ``-2``, ... when taken), or exactly ``stem.png``
+        from `stems` (a headless sweep, whose names must not move: a taken one is an error).
+        A file whose name the index already lists (a sweep's image made again) gets no second line.
+        """
         paths, lines = [], []
-        for item in items:
+        for number, item in enumerate(items):
             entry = record(item)
             if item.init_image is not None:
                 entry["init_image"] = self._input_image(item.init_image)
             info = PngImagePlugin.PngInfo()
             info.add_text("parameters", a1111_parameters(item))
             info.add_text("nbbatch", json.dumps(entry, default=str))
-            stem = f"p{item.prompt_index:02d}-s{item.seed}" + (f"-{item.origin}" if item.origin != "batch" else "")
-            path = self._write(stem, _png_bytes(item.image, info))
+            if stems is None:
+                stem = f"p{item.prompt_index:02d}-s{item.seed}" + (f"-{item.origin}" if item.origin != "batch" else "")
+                path = self._write(stem, _png_bytes(item.image, info))
+            else:
+                path = self._write(stems[number], _png_bytes(item.image, info), fixed=True)
             paths.append(path)
-            lines.append(json.dumps({"file": path.name, **entry}, default=str) + "\n")
-        if lines:
-            with open(self.folder / INDEX, "a", encoding="utf-8") as index:
-                index.write("".join(lines))  # one write: the lines of a chunk go in together
+            if path.name not in self.indexed:
+                lines.append(json.dumps({"file": path.name, **entry}, default=str) + "\n")
+        self.append_index(lines)
         self.written.extend(paths)
         return paths
+
+    def append_index(self, lines: Sequence[str]) -> None:
+        """Append JSON `lines` (each ending in a newline) to the index, in one write: a chunk's lines go in together."""
+        if lines:
+            with open(self.folder / INDEX, "a", encoding="utf-8") as index:
+                index.write("".join(lines))
+            self.indexed.update(json.loads(line)["file"] for line in lines)
 
     def add_grid(self, grid: Image.Image, items: Sequence[Item] = ()) -> Path:
         """Write a result's grid as one more PNG; an X/Y/Z grid of `items` gets A1111's grid parameters."""
@@ -239,8 +255,12 @@ class Saver:
             self._write(name[:-4], data, exact=True)
         return name
 
-    def _write(self, stem: str, data: bytes, exact: bool = False) -> Path:
-        """Write `data` to ``stem.png`` or, if taken, ``stem-1.png``, ...: atomically, never overwriting."""
+    def _write(self, stem: str, data: bytes, exact: bool = False, fixed: bool = False) -> Path:
+        """Write `data` to ``stem.png`` or, if taken, ``stem-1.png``, ...: atomically, never overwriting.
+
+        `exact`: a taken name is the same file already (input images, named by their hash);
+        `fixed`: a taken name is an error.
+        """
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".nbbatch-", suffix=".part")
         try:
             with os.fdopen(handle, "wb") as file:
@@ -255,9 +275,27 @@ class Saver:
                 except FileExistsError:
                     if exact:
                         return path
+                    if fixed:
+                        raise ValueError(f"{path} exists already: it is not overwritten") from None
             raise ValueError(f"no free file name for {stem}.png in {self.folder}")
         finally:
             os.unlink(temporary)
+
+
+def index_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The entries of the index `path` by file name, in order (a name listed twice counts once); empty if none."""
+    if not path.exists():
+        return {}
+    entries: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            entries[entry["file"]] = entry
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
+    return entries
 
 
 def read_items(path: str | os.PathLike) -> list[Item]:
@@ -271,16 +309,7 @@ def read_items(path: str | os.PathLike) -> list[Item]:
         raise ValueError(f"{str(path)!r} does not exist")
     if path.suffix != ".jsonl":
         return [_load_png(path)]
-    items: list[Item] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            png = path.parent / entry["file"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
-        items.append(_load_png(png))
+    items = [_load_png(path.parent / name) for name in index_entries(path)]
     return link_parents(items)
 
 

@@ -86,9 +86,9 @@ class ProgressDisplay:
             self._bar.set_description_str(progress.describe(), refresh=False)
             self._bar.update(round(progress.fraction * 1000) - self._bar.n)
 
-    def add(self, items: Sequence[Item]) -> None:
-        """Put a finished chunk's images in (they come in the order of the jobs)."""
-        self._put(self._filling.finished(items))
+    def add(self, items: Sequence[Item], start: int) -> None:
+        """Put a finished chunk's images in, the first at position `start` among the jobs."""
+        self._put(self._filling.finished(items, start))
         self._draw(force=True)
 
     def preview(self, shown: Preview) -> None:

@@ -19,12 +19,14 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nbbatch.core.axes import with_axes
+from nbbatch.core.engine import execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.notebook.live import ProgressDisplay
+from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -124,6 +126,15 @@ class BatchMagics(Magics):
     @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
     @argument("--save", metavar="FOLDER", help="save the images (PNG with parameters), the grid and an index there")
     @argument("--autosave", metavar="FOLDER", help="like --save, but each chunk as soon as it is finished")
+    @argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="spread the batch over N Ray workers (one GPU each where there are GPUs); needs nbbatch[ray]",
+    )
+    @argument(
+        "--ray-address", metavar="ADDR", help="the Ray cluster for --workers (default: $RAY_ADDRESS, else a local one)"
+    )
     @argument("--out", "-o", default="_batch", help="variable to store the result in (default _batch)")
     @argument("--no-display", action="store_true", help="do not show the grid")
     @argument(
@@ -159,14 +170,17 @@ class BatchMagics(Magics):
         try:
             settings, jobs, parent = self._plan(args, cell or "")
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
+            if args.ray_address is not None and args.workers is None:
+                raise ValueError("--ray-address goes with --workers")
+            runner = execute if args.workers is None else RayRunner(args.workers, args.ray_address)
         except ValueError as error:
             raise UsageError(_as_options(str(error))) from None
         live = not (args.no_preview or args.no_display)
         with ProgressDisplay(jobs if live else ()) as progress:
 
-            def finished(items: list[Item]) -> None:
+            def finished(items: list[Item], start: int) -> None:
                 if live:
-                    progress.add(items)
+                    progress.add(items, start)
                 if args.autosave:
                     saver.add(items)
 
@@ -179,6 +193,7 @@ class BatchMagics(Magics):
                     on_chunk=finished,
                     on_preview=progress.preview if live else None,
                     raise_on_failure=False,
+                    runner=runner,
                 )
             except ValueError as error:
                 raise UsageError(_as_options(str(error))) from None

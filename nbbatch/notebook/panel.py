@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.core.engine import Runner, execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.result import BatchResult, Filling, cell_label, refine_jobs, run_batch
@@ -23,6 +24,7 @@ from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_l
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
+from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -85,6 +87,9 @@ class Panel:
         self.width = w.Text(description="width", placeholder="model default")
         self.height = w.Text(description="height", placeholder="model default")
         self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
+        self.workers = w.BoundedIntText(
+            0, min=0, max=4096, description="Ray workers", tooltip="0: this kernel; N: a pool of N Ray workers"
+        )
         self.scheduler = w.Combobox(
             options=[*SCHEDULERS, *SAMPLER_VARIANTS, "dpm++2m-karras", "euler-karras", "dpm++2m-sde-karras"],
             description="scheduler",
@@ -140,6 +145,7 @@ class Panel:
             (self.lora, "lora"),
             (self.lora_weight, "lora-weight"),
             (self.batch_size, "batch-size"),
+            (self.workers, "workers"),
         ]:
             widget.add_class(f"nbbatch-{name}")
         self.generate_button.on_click(lambda _: self.generate())
@@ -154,7 +160,7 @@ class Panel:
                 self.negative,
                 w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
-                w.HBox([self.model, self.scheduler, self.clip_skip], layout=flow),
+                w.HBox([self.model, self.scheduler, self.clip_skip, self.workers], layout=flow),
                 w.HBox([self.lora, self.lora_weight], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
                 w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
@@ -191,10 +197,11 @@ class Panel:
                 prompts, seeds, self.random.value or None, self.negative.value, images, settings, wildcards=wildcards
             )
             saver = self._saver()
+            runner = RayRunner(self.workers.value) if self.workers.value else execute
         except ValueError as error:
             self._error(str(error))
             return
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver))
+        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver, runner=runner))
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
@@ -265,14 +272,15 @@ class Panel:
         cancel: threading.Event,
         saver: Saver | None,
         parent: BatchResult | None = None,
+        runner: Runner = execute,
     ) -> None:
         live = _LiveGrid(jobs)
         self._thumbs, self.selected = [], None
         self.refine_area.layout.display = "none"
         self.grid.children = live.rows
 
-        def finished(items: list[Item]) -> None:
-            live.add(items)
+        def finished(items: list[Item], start: int) -> None:
+            live.add(items, start)
             if saver is not None:
                 saver.add(items)
 
@@ -285,6 +293,7 @@ class Panel:
             on_chunk=finished,
             on_preview=live.preview,
             raise_on_failure=False,
+            runner=runner,
         )
         if not result.items:  # nothing made: the batches shown stay as they were
             why = f": {first_line(result.error)}" if result.error is not None else ""
@@ -443,9 +452,9 @@ class _LiveGrid:
             self._put(position, picture, label)
             self.cells[position].add_class("nbbatch-preview")
 
-    def add(self, items: list[Item]) -> None:
-        """Put a finished chunk's images in (they come in the order of the jobs)."""
-        for position, picture, label in self.filling.finished(items):
+    def add(self, items: list[Item], start: int) -> None:
+        """Put a finished chunk's images in, the first at position `start` among the jobs."""
+        for position, picture, label in self.filling.finished(items, start):
             self._put(position, picture, label)
             self.cells[position].remove_class("nbbatch-preview")
             self.cells[position].add_class("nbbatch-done")

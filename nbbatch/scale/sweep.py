@@ -1,0 +1,218 @@
+"""Headless sweeps: a TOML file of prompts, seeds and settings, made image by image into a folder, resumable.
+
+Every image of the sweep has a fixed file name (``00042-p01-s7.png``: its position, prompt
+and seed), is written as soon as its chunk is finished, and gets a line in the folder's
+``index.jsonl``. Running the same sweep again skips the images already there (file and
+index line), makes the missing ones with the same names and pixels, and adopts an image
+whose index line was lost to a kill between the two writes. A folder made from another
+spec, or with other settings, is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbbatch.api import plan
+from nbbatch.core.engine import Runner, execute
+from nbbatch.core.errors import first_line
+from nbbatch.core.result import run_batch
+from nbbatch.core.spec import Settings
+from nbbatch.formats.png import INDEX, Saver, index_entries
+from nbbatch.scale.workers import RayRunner
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from nbbatch.core.engine import CancelFlag, Progress, Status
+    from nbbatch.core.item import Item
+    from nbbatch.core.spec import Job
+
+SPEC_NAMES = tuple(name for name in inspect.signature(plan).parameters if name != "settings") + tuple(
+    field.name for field in dataclasses.fields(Settings) if field.name != "model"
+)
+"""What a sweep file may set: the names `nbbatch.generate` takes."""
+
+SLICE = 256
+"""Images per batch: a sweep holds no more than this many images in memory at a time."""
+
+
+def read_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """The sweep file at `path` as `generate`'s keywords; paths in it (wildcards, images) count from its folder."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            spec = tomllib.load(file)
+    except OSError as error:
+        raise ValueError(f"cannot read the sweep file {str(path)!r}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid TOML: {error}") from None
+    unknown = sorted(set(spec) - set(SPEC_NAMES))
+    if unknown:
+        raise ValueError(
+            f"{str(path)!r} sets {', '.join(map(repr, unknown))}, which a sweep does not take; "
+            f"the names are those of generate: {', '.join(SPEC_NAMES)}"
+        )
+    if "prompts" not in spec:
+        raise ValueError(f'{str(path)!r} has no prompts: write prompts = ["...", ...]')
+    if "wildcards" in spec:
+        spec["wildcards"] = str(path.parent / spec["wildcards"])
+    if "images" in spec:
+        spec["images"] = [_open_image(path.parent / name) for name in _names(spec["images"])]
+    return spec
+
+
+def _names(value: Any) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"images must be a file name or a list of them, not {value!r}")
+    return names
+
+
+def _open_image(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"cannot read the image {str(path)!r}: {error}") from None
+
+
+def file_stems(jobs: Sequence[Job]) -> list[str]:
+    """Each job's fixed file name, without ``.png``: position, prompt and seed (``00042-p01-s7``)."""
+    width = max(5, len(str(len(jobs) - 1)))
+    return [f"{n:0{width}d}-p{job.prompt_index:02d}-s{job.seed}" for n, job in enumerate(jobs)]
+
+
+@dataclass
+class Sweep:
+    """How a sweep went: images in all, found already made, made now, and how it ended."""
+
+    folder: Path
+    total: int
+    found: int
+    made: int
+    status: Status
+    error: BaseException | None = None
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        have = self.found + self.made
+        text = f"{have} of {self.total} images in {self.folder} ({self.made} made now, {self.found} found)"
+        if self.status == "failed":
+            return f"{text}; stopped: {first_line(self.error)}"
+        if self.status != "complete":
+            return f"{text}; {self.status}: run the same command again to go on"
+        return text
+
+
+def run_sweep(
+    spec: Mapping[str, Any],
+    folder: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_saved: Callable[[int], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelFlag | None = None,
+) -> Sweep:
+    """Make every image of `spec` (`generate`'s keywords) that `folder` does not hold yet, each saved as it is done.
+
+    `on_start` gets the number of images and of those found; `on_saved` the number just
+    written; `on_progress` the batch's progress. Errors in the spec or the folder raise
+    ValueError before anything runs; a failure, a cancel or Ctrl-C later ends the sweep
+    with every finished image on disk.
+    """
+    settings, jobs = plan(**spec)
+    saver = Saver(folder)
+    stems = file_stems(jobs)
+    found = made_already(saver, stems, jobs, settings)
+    missing = [n for n in range(len(jobs)) if n not in found]
+    if on_start is not None:
+        on_start(len(jobs), len(found))
+    runner: Runner = execute if workers is None else RayRunner(workers, ray_address)
+    sweep = Sweep(saver.folder, len(jobs), len(found), 0, "complete")
+    for first in range(0, len(missing), SLICE):
+        part = missing[first : first + SLICE]
+
+        def save(items: list[Item], start: int, part: list[int] = part) -> None:
+            saver.add(items, [stems[part[start + n]] for n in range(len(items))])
+            sweep.made += len(items)
+            if on_saved is not None:
+                on_saved(len(items))
+
+        result = run_batch(
+            settings,
+            [jobs[n] for n in part],
+            on_progress=on_progress,
+            cancel=cancel,
+            on_chunk=save,
+            raise_on_failure=False,
+            runner=runner,
+        )
+        if not result.complete:
+            sweep.status, sweep.error = result.status, result.error
+            break
+    return sweep
+
+
+def made_already(saver: Saver, stems: Sequence[str], jobs: Sequence[Job], settings: Settings) -> set[int]:
+    """The positions whose image is in the folder; an image without its index line (a kill between) gets it back.
+
+    Raises ValueError when an image there was made from another prompt, seed or settings:
+    the folder belongs to another sweep.
+    """
+    entries = index_entries(saver.folder / INDEX)
+    found: set[int] = set()
+    adopted: list[str] = []
+    for position, (stem, job) in enumerate(zip(stems, jobs)):
+        name = f"{stem}.png"
+        if not (saver.folder / name).exists():
+            continue  # made again under the same name; an index line it may have stays right
+        entry = entries.get(name)
+        if entry is None:
+            entry = {"file": name, **_record(saver.folder / name)}
+            adopted.append(json.dumps(entry, default=str) + "\n")
+        _check(entry, job, job.settings or settings, saver.folder)
+        found.add(position)
+    saver.append_index(adopted)
+    return found
+
+
+def _record(path: Path) -> dict[str, Any]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return json.loads(image.text["nbbatch"])
+    except (OSError, UnidentifiedImageError, KeyError, ValueError, AttributeError):
+        raise ValueError(f"{path} is in the way: it is not an image of an nbbatch sweep; move it away") from None
+
+
+def _check(entry: Mapping[str, Any], job: Job, settings: Settings, folder: Path) -> None:
+    """Refuse an image of the folder that this sweep would not make at its place."""
+    wanted = {
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "seed": job.seed,
+        "settings": json.loads(json.dumps(dataclasses.asdict(settings), default=str)),
+    }
+    for key, value in wanted.items():
+        if entry.get(key) != value:
+            shown = "other settings" if key == "settings" else f"{key} {entry.get(key)!r}, not {value!r}"
+            raise ValueError(
+                f"{folder} holds another sweep: {entry.get('file')} was made with {shown}; "
+                "give another --out, or the spec that made it"
+            )
