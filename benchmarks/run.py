@@ -28,6 +28,7 @@ if "NBBATCH_HOME" not in os.environ:  # built-in pipelines built afresh, and rem
     atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)
 os.environ.setdefault("NBBATCH_MODEL", "nbbatch:tiny-sd")  # the mechanical figures are of the tiny pipelines
 
+import scale
 import torch
 
 import nbbatch
@@ -413,6 +414,8 @@ def markdown(results: dict) -> str:
         for name, row in results["live"]["notebooks"].items():
             lines.append(f"| {name} | {row['bytes']} | {row['seconds']:.1f} |")
     lines += gpu_lines(results["gpu"])
+    if "ray" in results:
+        lines += scale.lines(results["ray"])
     return "\n".join(lines)
 
 
@@ -494,6 +497,7 @@ def main() -> None:
         "cache": lambda: cache(args.repeats),
         "growth": lambda: growth(args.repeats),
         "gpu": lambda: gpu(args.repeats, args.gpu_device, args.gpu_scale, args.gpu_steps),
+        "ray": lambda: scale.measure(),
     }
     parser.add_argument("--only", nargs="+", choices=sections, help="run these sections; keep the others' figures")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ _LAZY = {
     "load": "nbbatch.api",
     "reproduce": "nbbatch.api",
     "plan": "nbbatch.api",
+    "release_workers": "nbbatch.scale.workers",
     "BatchError": "nbbatch.core.result",
     "BatchResult": "nbbatch.core.result",
     "Item": "nbbatch.core.item",

@@ -18,8 +18,9 @@ from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Job, Settings
 from nbbatch.formats.png import record
 from nbbatch.notebook.panel import Panel
+from nbbatch.scale import workers
 from nbbatch.scale.sweep import run_sweep
-from nbbatch.scale.workers import RayRunner, pack
+from nbbatch.scale.workers import RayRunner, Worker, pack, release_workers
 
 ray = pytest.importorskip("ray")  # the test command installs nbbatch[ray]: this skips nothing there
 
@@ -28,9 +29,20 @@ PROMPTS = ["a red cube", "a blue ball"]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+class FailingWorker(Worker):
+    """A worker whose engine fails at the end of every chunk that holds seed 3, as a GPU with a fault would."""
+
+    def run(self, run_id, settings, jobs):
+        made = super().run(run_id, settings, jobs)
+        if any(job.seed == 3 for job in pickle.loads(jobs)):
+            return pack(("failed", [], "RuntimeError: CUDA error: an illegal memory access was encountered", ""))
+        return made
 
 
 def without_versions(item) -> dict:
@@ -154,7 +166,8 @@ def test_a_sweep_on_workers_resumes_with_exactly_the_deleted_images(tmp_path):
     assert all(max_difference(after[name], before[name]) <= 1 for name in before)
     assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 8  # one line per image, none twice
     here = nbbatch.generate(PROMPTS, "0-3", batch_size=2, **FAST)
-    assert_same_images(nbbatch.load(tmp_path), here, records=False)  # loaded items also name their files
+    loaded = sorted(nbbatch.load(tmp_path), key=lambda item: item.params["file"])  # the index: in finishing order
+    assert_same_images(loaded, here, records=False)  # loaded items also name their files
 
 
 def test_items_cross_to_workers_and_back_with_their_records(model):
@@ -167,3 +180,36 @@ def test_without_ray_the_workers_option_says_how_to_install_it(shell, monkeypatc
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as where it is not installed
     with pytest.raises(UsageError, match=r"workers need Ray: pip install 'nbbatch\[ray\]'"):
         shell.run_cell_magic("batchgen", "--workers 2", "a red cube")
+
+
+def test_release_workers_stops_the_pool_and_the_next_batch_starts_a_new_one():
+    before = RayRunner(2).pids()
+    assert nbbatch.release_workers() == 2
+    assert nbbatch.release_workers() == 0
+    spread = nbbatch.generate("a red cube", "0-1", workers=2, **FAST)
+    assert spread.complete and not set(RayRunner(2).pids()) & set(before)
+
+
+def test_a_chunk_that_fails_on_every_try_stops_the_batch_in_one_line_and_keeps_the_rest():
+    settings = Settings(**FAST, batch_size=2)
+    jobs = [Job("a red cube", seed) for seed in range(8)]
+    release_workers()  # the CPUs of this Ray go to the failing workers
+    try:
+        result = run_batch(settings, jobs, runner=RayRunner(2, worker=FailingWorker), raise_on_failure=False)
+    finally:
+        release_workers(FailingWorker)
+    assert result.status == "failed"
+    assert str(result.error) == (
+        "images 3-4 failed on 3 tries: RuntimeError: CUDA error: an illegal memory access was encountered"
+    )
+    assert 3 not in result.seeds and set(result.seeds) <= {0, 1, 4, 5, 6, 7} and 0 in result.seeds
+    here = run_batch(settings, jobs)
+    assert all(max_difference(item.image, here.by_seed(item.seed).image) <= 1 for item in result)
+
+
+def test_workers_that_cannot_be_placed_are_refused_in_one_line_not_awaited_for_ever(monkeypatch):
+    RayRunner(2).pids()  # the two CPUs of this Ray are held by the pool
+    monkeypatch.setattr(workers, "START_WAIT", 5.0)
+    with pytest.raises(ValueError, match=r"2 of 2 new Ray workers did not start within 5 s: the cluster's free"):
+        run_batch(Settings(**FAST), [Job("a red cube", 0)], runner=RayRunner(2, worker=FailingWorker))
+    assert len(RayRunner(2).pids()) == 2  # the pool that holds them goes on

@@ -21,8 +21,8 @@ SEED_MAX = 2**64 - 1
 RANDOM_SEED_MAX = 2**32 - 1
 """Random seeds stay in 32 bits, the range other tools (A1111, ComfyUI) show."""
 
-MAX_IMAGES = 4096
-"""The most images one batch may hold; a larger seed range is refused before it is built."""
+MAX_IMAGES = 100_000
+"""The most images one batch may hold (a sweep on many workers); a larger seed range is refused before it is built."""
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

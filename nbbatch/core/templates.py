@@ -75,7 +75,7 @@ def expand(
     so the same seed draws the same prompts. Lines
     without template syntax pass through (with ``\{``/``\}`` made plain braces). Raises
     ValueError for an unbalanced brace, an unknown wildcard, or more than the
-    4096 prompts one batch may hold.
+    100,000 prompts one batch may hold.
     """
     if draws is not None and (isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= MAX_IMAGES):
         raise ValueError(f"the number of random prompts must be a whole number from 1 to {MAX_IMAGES}, not {draws!r}")

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 INSTALL = "workers need Ray: pip install 'nbbatch[ray]'"
 POLL = 0.1
 """Seconds between looks at the cancel flag while waiting for chunks."""
+START_WAIT = 300.0
+"""Seconds new workers may take to start (a cluster may be adding a machine) before the batch is refused."""
 
 
 def pack(value: Any) -> bytes:
@@ -53,14 +55,19 @@ def _read_only(mapping: dict) -> MappingProxyType:
     return MappingProxyType(mapping)
 
 
+def check_workers(workers: object) -> None:
+    """Refuse a number of workers that is not a whole number of at least 1."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
+
+
 def actor_options(resources: Mapping[str, float], workers: int) -> dict[str, Any]:
     """Ray options for a worker: one GPU each where the cluster has GPUs, else one CPU; refuse what cannot fit.
 
     Asking for more workers than the cluster has GPUs (or CPUs) would leave some waiting
     for ever, so it is an error that says how many fit.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
+    check_workers(workers)
     kind, option = ("GPU", "num_gpus") if resources.get("GPU", 0) >= 1 else ("CPU", "num_cpus")
     have = int(resources.get(kind, 0))
     if workers > have:
@@ -116,16 +123,17 @@ class RayRunner:
     It joins the Ray of this process if ``ray.init`` was called, else the cluster at
     `address` (or ``$RAY_ADDRESS``), else starts a local one. A chunk is tried `tries`
     times before the batch stops on it. Step previews are not sent across: the grid fills
-    chunk by chunk.
+    chunk by chunk. `worker` is the actor class: `Worker`, or a subclass (the benchmarks'
+    stand-in that only sleeps).
     """
 
-    def __init__(self, workers: int, address: str | None = None, tries: int = 3) -> None:
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
+    def __init__(self, workers: int, address: str | None = None, tries: int = 3, worker: type = Worker) -> None:
+        check_workers(workers)
         _ray()  # not installed: say so before anything runs
         self.workers = workers
         self.address = address
         self.tries = tries
+        self.worker = worker
 
     def __call__(
         self,
@@ -140,47 +148,62 @@ class RayRunner:
         """Run `jobs` on the pool; errors that stop every worker before the first image raise ValueError."""
         if not jobs:
             raise ValueError("nothing to make: no jobs")
-        pool = pool_for(self.workers, self.address)
+        pool = pool_for(self.workers, self.address, self.worker)
         size = chunk_size(settings.batch_size, len(jobs), self.workers)
         return _Dispatch(pool, settings, jobs, size, self.tries, on_progress, cancel, on_chunk).run()
 
     def pids(self) -> list[int]:
         """The process ids of the pool's workers (starting them if need be)."""
         ray = _ray()
-        pool = pool_for(self.workers, self.address)
+        pool = pool_for(self.workers, self.address, self.worker)
         return ray.get([actor.pid.remote() for actor in pool.actors])
 
 
 class _Pool:
     """The actors of this Ray session, started on demand and kept for later batches."""
 
-    def __init__(self, ray: Any, session: str) -> None:
+    def __init__(self, ray: Any, session: str, worker: type) -> None:
         self.ray = ray
         self.session = session
         self.actors: list[Any] = []
-        self._remote = ray.remote(Worker)
+        self._remote = ray.remote(worker)
 
     def resize(self, workers: int) -> None:
+        """Stop or start workers until there are `workers`; new ones must start within `START_WAIT` seconds.
+
+        A worker Ray cannot place (the cluster's CPUs or GPUs held by others) would wait
+        for ever: after `START_WAIT` it is stopped again and the batch refused in one line.
+        """
         options = actor_options(self.ray.cluster_resources(), workers)
         while len(self.actors) > workers:
             self.ray.kill(self.actors.pop())
-        while len(self.actors) < workers:
-            self.actors.append(self._remote.options(**options).remote())
+        new = [self._remote.options(**options).remote() for _ in range(workers - len(self.actors))]
+        if not new:
+            return
+        wait = START_WAIT
+        _, waiting = self.ray.wait([actor.pid.remote() for actor in new], num_returns=len(new), timeout=wait)
+        if waiting:
+            for actor in new:
+                self.ray.kill(actor)
+            free = {key: value for key, value in self.ray.available_resources().items() if key in ("CPU", "GPU")}
+            raise ValueError(
+                f"{len(waiting)} of {len(new)} new Ray workers did not start within {wait:g} s: the cluster's "
+                f"free resources are {free}; stop what holds them (nbbatch.release_workers()) or ask for fewer"
+            )
+        self.actors.extend(new)
 
-    def replace(self, actor: Any) -> Any:
-        """Start a worker in place of one that died; returns it."""
+    def replace(self, actor: Any) -> None:
+        """Start a worker in place of one that died."""
         self.ray.kill(actor)
-        fresh = self._remote.options(**actor_options(self.ray.cluster_resources(), len(self.actors))).remote()
-        self.actors[self.actors.index(actor)] = fresh
-        return fresh
+        options = actor_options(self.ray.cluster_resources(), len(self.actors))
+        self.actors[self.actors.index(actor)] = self._remote.options(**options).remote()
 
 
-_pool: _Pool | None = None
+_pools: dict[type, _Pool] = {}
 
 
-def pool_for(workers: int, address: str | None = None) -> _Pool:
-    """The pool of this process's Ray session with `workers` actors: joined or started, then kept."""
-    global _pool
+def pool_for(workers: int, address: str | None = None, worker: type = Worker) -> _Pool:
+    """The pool of `worker` actors of this process's Ray session, `workers` of them: joined or started, then kept."""
     ray = _ray()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -194,10 +217,24 @@ def pool_for(workers: int, address: str | None = None) -> _Pool:
             where = f"at {address}" if address else "(a local one)"
             raise ValueError(f"cannot start or reach the Ray cluster {where}: {first_line(error)}") from None
     session = ray.get_runtime_context().get_job_id()
-    if _pool is None or _pool.session != session:
-        _pool = _Pool(ray, session)
-    _pool.resize(workers)
-    return _pool
+    pool = _pools.get(worker)
+    if pool is None or pool.session != session:
+        pool = _pools[worker] = _Pool(ray, session, worker)
+    pool.resize(workers)
+    return pool
+
+
+def release_workers(worker: type = Worker) -> int:
+    """Stop the pool's workers (freeing their GPUs and memory); the next batch on workers starts new ones.
+
+    Returns how many were stopped. The Ray session itself stays up.
+    """
+    pool = _pools.pop(worker, None)
+    if pool is None:
+        return 0
+    for actor in pool.actors:
+        pool.ray.kill(actor)
+    return len(pool.actors)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
