@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copyreg
 import io
+import logging
 import os
 import pickle
 import re
@@ -212,7 +213,7 @@ def pool_for(workers: int, address: str | None = None, worker: type = Worker) ->
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Ray's own notices about its start-up
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as error:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
             where = f"at {address}" if address else "(a local one)"
             raise ValueError(f"cannot start or reach the Ray cluster {where}: {first_line(error)}") from None
