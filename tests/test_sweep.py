@@ -115,7 +115,7 @@ def test_an_image_whose_index_line_was_lost_is_adopted_not_made_twice(spec, tmp_
 
 
 def test_ctrl_c_keeps_what_is_saved_and_the_next_run_finishes_it(spec, tmp_path, cli):
-    spec.write_text(SPEC.replace('seeds = "0-2"', 'seeds = "0-11"').replace("steps = 4", "steps = 30"))
+    spec.write_text(SPEC.replace('seeds = "0-2"', 'seeds = "0-7"').replace("steps = 4", "steps = 20"))
     out = tmp_path / "out"
     running = start(str(spec), "--out", str(out))
     wait_for_images(out, running)
@@ -124,13 +124,13 @@ def test_ctrl_c_keeps_what_is_saved_and_the_next_run_finishes_it(spec, tmp_path,
     assert running.returncode == 130, stderr
     assert "interrupted: run the same command again to go on" in stdout
     kept = images(out)
-    assert 2 <= len(kept) < 36 and sorted(index_files(out)) == sorted(kept)
+    assert 2 <= len(kept) < 24 and sorted(index_files(out)) == sorted(kept)
     again = cli(str(spec), "--out", str(out))
-    assert again.returncode == 0 and f"({36 - len(kept)} made now, {len(kept)} found)" in again.stdout
+    assert again.returncode == 0 and f"({24 - len(kept)} made now, {len(kept)} found)" in again.stdout
 
 
 def test_kill_9_loses_at_most_the_chunk_in_flight(spec, tmp_path, cli):
-    spec.write_text(SPEC.replace('seeds = "0-2"', 'seeds = "0-11"').replace("steps = 4", "steps = 30"))
+    spec.write_text(SPEC.replace('seeds = "0-2"', 'seeds = "0-7"').replace("steps = 4", "steps = 20"))
     out = tmp_path / "out"
     running = start(str(spec), "--out", str(out))
     wait_for_images(out, running)
@@ -139,8 +139,8 @@ def test_kill_9_loses_at_most_the_chunk_in_flight(spec, tmp_path, cli):
     kept = images(out)
     again = cli(str(spec), "--out", str(out))
     assert again.returncode == 0, again.stderr
-    assert f"({36 - len(kept)} made now, {len(kept)} found)" in again.stdout
-    assert len(images(out)) == 36 and len(index_files(out)) == 36
+    assert f"({24 - len(kept)} made now, {len(kept)} found)" in again.stdout
+    assert len(images(out)) == 24 and len(index_files(out)) == 24
 
 
 def wait_for_images(folder, process, timeout=120.0):

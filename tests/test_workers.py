@@ -36,11 +36,11 @@ def local_ray():
 
 
 class FailingWorker(Worker):
-    """A worker whose engine fails at the end of every chunk that holds seed 3, as a GPU with a fault would."""
+    """A worker whose engine fails at the end of every chunk that holds seed 7, as a GPU with a fault would."""
 
     def run(self, run_id, settings, jobs):
         made = super().run(run_id, settings, jobs)
-        if any(job.seed == 3 for job in pickle.loads(jobs)):
+        if any(job.seed == 7 for job in pickle.loads(jobs)):
             return pack(("failed", [], "RuntimeError: CUDA error: an illegal memory access was encountered", ""))
         return made
 
@@ -200,9 +200,10 @@ def test_a_chunk_that_fails_on_every_try_stops_the_batch_in_one_line_and_keeps_t
         release_workers(FailingWorker)
     assert result.status == "failed"
     assert str(result.error) == (
-        "images 3-4 failed on 3 tries: RuntimeError: CUDA error: an illegal memory access was encountered"
+        "images 7-8 failed on 3 tries: RuntimeError: CUDA error: an illegal memory access was encountered"
     )
-    assert 3 not in result.seeds and set(result.seeds) <= {0, 1, 4, 5, 6, 7} and 0 in result.seeds
+    # the failing chunk is the last: it was first handed out when a worker had finished a chunk, which is kept
+    assert 2 <= len(result) <= 6 and set(result.seeds) <= {0, 1, 2, 3, 4, 5}
     here = run_batch(settings, jobs)
     assert all(max_difference(item.image, here.by_seed(item.seed).image) <= 1 for item in result)
 
