@@ -163,6 +163,11 @@ def test_a_folder_of_another_sweep_is_refused_and_left_as_it_was(spec, tmp_path,
         "give another --out, or the spec that made it"
     )
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+    for path in out.glob("*.png"):  # the index still tells what the folder was made of
+        path.unlink()
+    refused = cli(str(spec), "--out", str(out))
+    assert refused.returncode == 2 and "00000-p00-s0.png was made with other settings" in refused.stderr
+    assert not list(out.glob("*.png"))
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -202,17 +202,17 @@ class Saver:
         except OSError as error:
             raise ValueError(f"cannot write to {str(folder)!r}: {error.strerror or error}") from None
         self.written: list[Path] = []
-        self.indexed = set(index_entries(self.folder / INDEX))
-        """The file names the folder's index lists."""
 
-    def add(self, items: Iterable[Item], stems: Sequence[str] | None = None) -> list[Path]:
+    def add(
+        self, items: Iterable[Item], stems: Sequence[str] | None = None, indexed: Container[str] = ()
+    ) -> list[Path]:
         """Write each item's PNG (and input image), then append their index lines; return the PNG paths.
 
         Files are named ``p00-s5.png`` (``-1``, ``-2``, ... when taken), or exactly ``stem.png``
         from `stems` (a headless sweep, whose names must not move: a taken one is an error).
-        A file whose name the index already lists (a sweep's image made again) gets no second line.
+        A file named in `indexed` gets no index line: its line is there already (a sweep's image made again).
         """
-        paths, lines = [], []
+        paths, entries = [], []
         for number, item in enumerate(items):
             entry = record(item)
             if item.init_image is not None:
@@ -226,18 +226,17 @@ class Saver:
             else:
                 path = self._write(stems[number], _png_bytes(item.image, info), fixed=True)
             paths.append(path)
-            if path.name not in self.indexed:
-                lines.append(json.dumps({"file": path.name, **entry}, default=str) + "\n")
-        self.append_index(lines)
+            if path.name not in indexed:
+                entries.append({"file": path.name, **entry})
+        self.append_index(entries)
         self.written.extend(paths)
         return paths
 
-    def append_index(self, lines: Sequence[str]) -> None:
-        """Append JSON `lines` (each ending in a newline) to the index, in one write: a chunk's lines go in together."""
-        if lines:
+    def append_index(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append one JSON line per entry to the index, in one write: the lines of a chunk go in together."""
+        if entries:
             with open(self.folder / INDEX, "a", encoding="utf-8") as index:
-                index.write("".join(lines))
-            self.indexed.update(json.loads(line)["file"] for line in lines)
+                index.write("".join(json.dumps(entry, default=str) + "\n" for entry in entries))
 
     def add_grid(self, grid: Image.Image, items: Sequence[Item] = ()) -> Path:
         """Write a result's grid as one more PNG; an X/Y/Z grid of `items` gets A1111's grid parameters."""

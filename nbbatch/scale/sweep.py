@@ -138,7 +138,7 @@ def run_sweep(
     settings, jobs = plan(**spec)
     saver = Saver(folder)
     stems = file_stems(jobs)
-    found = made_already(saver, stems, jobs, settings)
+    found, indexed = made_already(saver, stems, jobs, settings)
     missing = [n for n in range(len(jobs)) if n not in found]
     if on_start is not None:
         on_start(len(jobs), len(found))
@@ -148,7 +148,7 @@ def run_sweep(
         part = missing[first : first + SLICE]
 
         def save(items: list[Item], start: int, part: list[int] = part) -> None:
-            saver.add(items, [stems[part[start + n]] for n in range(len(items))])
+            saver.add(items, [stems[part[start + n]] for n in range(len(items))], indexed)
             sweep.made += len(items)
             if on_saved is not None:
                 on_saved(len(items))
@@ -168,27 +168,30 @@ def run_sweep(
     return sweep
 
 
-def made_already(saver: Saver, stems: Sequence[str], jobs: Sequence[Job], settings: Settings) -> set[int]:
-    """The positions whose image is in the folder; an image without its index line (a kill between) gets it back.
+def made_already(
+    saver: Saver, stems: Sequence[str], jobs: Sequence[Job], settings: Settings
+) -> tuple[set[int], set[str]]:
+    """The positions whose image is in the folder, and the file names its index lists.
 
-    Raises ValueError when an image there was made from another prompt, seed or settings:
-    the folder belongs to another sweep.
+    An image without its index line (a kill between the two writes) gets it back. Raises
+    ValueError when an image there, or the index line of one deleted, was made from another
+    prompt, seed or settings: the folder belongs to another sweep.
     """
     entries = index_entries(saver.folder / INDEX)
     found: set[int] = set()
-    adopted: list[str] = []
+    adopted: list[dict[str, Any]] = []
     for position, (stem, job) in enumerate(zip(stems, jobs)):
         name = f"{stem}.png"
-        if not (saver.folder / name).exists():
-            continue  # made again under the same name; an index line it may have stays right
         entry = entries.get(name)
-        if entry is None:
-            entry = {"file": name, **_record(saver.folder / name)}
-            adopted.append(json.dumps(entry, default=str) + "\n")
-        _check(entry, job, job.settings or settings, saver.folder)
-        found.add(position)
+        if (saver.folder / name).exists():
+            if entry is None:
+                entry = {"file": name, **_record(saver.folder / name)}
+                adopted.append(entry)
+            found.add(position)
+        if entry is not None:  # a deleted image's line stays: the image made again must be the same
+            _check(entry, job, job.settings or settings, saver.folder)
     saver.append_index(adopted)
-    return found
+    return found, set(entries) | {entry["file"] for entry in adopted}
 
 
 def _record(path: Path) -> dict[str, Any]:
