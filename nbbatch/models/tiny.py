@@ -118,14 +118,16 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         return assemble(vae, unet, tokenizer, encoder, CLIPTextModelWithProjection(text_config))
 
 
-def assemble(vae: Any, unet: Any, tokenizer: Any, encoder: Any, encoder_2: Any = None) -> DiffusionPipeline:
-    """An SD pipeline of these parts, or SDXL with a second text encoder; SD's Euler scheduler, nothing else.
+def assemble(
+    vae: Any, unet: Any, tokenizer: Any, encoder: Any, encoder_2: Any = None, scheduler: Any = None
+) -> DiffusionPipeline:
+    """An SD pipeline of these parts, or SDXL with a second text encoder; SD's Euler scheduler unless given.
 
     No safety checker and no watermark: the built-in models draw noise or shapes.
     """
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    scheduler = EulerDiscreteScheduler(
+    scheduler = scheduler or EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
     if encoder_2 is None:

@@ -339,18 +339,12 @@ def train(
     else:
         train_denoiser(unet, text_encoder, tokenizer, denoiser_steps, batches[2], seed, log)
     log.file.close()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(
-            prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=1, **_TRAIN_BETAS
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    scheduler = EulerDiscreteScheduler(
+        prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=1, **_TRAIN_BETAS
     )
+    from nbbatch.models.tiny import assemble
+
+    pipe = assemble(vae, unet, tokenizer, text_encoder, scheduler=scheduler)
     pipe.to(torch.float16).save_pretrained(out)
     meta = dict(
         seed=seed,
