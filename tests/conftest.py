@@ -134,3 +134,16 @@ def make_lora(model: str, folder, seed: int = 0) -> str:
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     type(pipe).save_lora_weights(str(folder), unet_lora_layers=layers, weight_name=f"style{seed}.safetensors")
     return str(folder / f"style{seed}.safetensors")
+
+
+def make_embedding(folder, name: str, vectors: int = 1, dim: int = 32, xl: bool = False) -> str:
+    """A textual-inversion file as A1111 and diffusers share them: one tensor (two, clip_l and clip_g, for SDXL)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(7)
+    names = ("clip_l", "clip_g") if xl else ("emb_params",)
+    tensors = {name: torch.randn(vectors, dim, generator=generator) for name in names}
+    path = folder / f"{name}.safetensors"
+    save_file(tensors, str(path))
+    return str(path)

@@ -3,7 +3,7 @@
 import warnings
 
 import pytest
-from conftest import FAST, direct_call, make_lora, max_difference
+from conftest import FAST, direct_call, make_embedding, make_lora, max_difference
 from PIL import Image
 
 import nbbatch
@@ -102,19 +102,6 @@ def test_the_magic_takes_lora_and_embedding_options(shell, loras):
     assert max_difference(made[0].image, raw) <= 1
     with pytest.raises(UsageError, match="LoRA weight must be a number, not 'x'"):
         shell.run_cell_magic("batchgen", f"--seeds 3 --lora {path}:x", "a red cat")
-
-
-def make_embedding(folder, name: str, vectors: int = 1, dim: int = 32, xl: bool = False) -> str:
-    """A textual-inversion file as A1111 and diffusers share them: one tensor (two, clip_l and clip_g, for SDXL)."""
-    import torch
-    from safetensors.torch import save_file
-
-    generator = torch.Generator().manual_seed(7)
-    names = ("clip_l", "clip_g") if xl else ("emb_params",)
-    tensors = {name: torch.randn(vectors, dim, generator=generator) for name in names}
-    path = folder / f"{name}.safetensors"
-    save_file(tensors, str(path))
-    return str(path)
 
 
 @pytest.mark.parametrize("vectors", [1, 3])

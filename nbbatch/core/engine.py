@@ -509,6 +509,8 @@ class _Segment:
     def item(self, made: Made) -> Item:
         job = made.job
         params = {**self.common, "width": made.image.width, "height": made.image.height, **job.extra}
+        if self.conditioner is not None and self.conditioner.needed([job.prompt], [job.negative_prompt or None]):
+            params["encoded_by"] = "compel"  # its embeddings were built here, not by the pipeline: see code export
         return Item(
             image=made.image,
             seed=job.seed,

@@ -75,3 +75,9 @@ class Item:
         while chain[-1].parent is not None:
             chain.append(chain[-1].parent)
         return tuple(reversed(chain))
+
+    def code(self) -> str:
+        """Python that makes this image again with diffusers alone (see `nbbatch.formats.code`), ending in ``image``."""
+        from nbbatch.formats.code import item_code
+
+        return item_code(self)

@@ -234,6 +234,15 @@ class BatchResult(Sequence[Item]):
         settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides)
         return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
+    def code(self, seed: int, prompt_index: int | None = None) -> str:
+        """Python that makes the image of `seed` again with diffusers alone (no nbbatch), ending in ``image``.
+
+        Pipeline class, dtype and variant, the exact scheduler and its config, the
+        generator and every call argument, as `nbbatch.formats.code` writes them; what
+        diffusers alone cannot repeat (weighted prompts, clip skip) is a one-line ValueError.
+        """
+        return self.by_seed(seed, prompt_index).code()
+
     def verify(self, seed: int, prompt_index: int | None = None) -> int:
         """Make the image of `seed` again alone and return the largest pixel difference (0 to 255).
 

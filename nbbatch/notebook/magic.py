@@ -124,6 +124,12 @@ class BatchMagics(Magics):
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
     @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
+    @argument(
+        "--code",
+        type=int,
+        metavar="SEED",
+        help="the Python (diffusers alone) that makes this seed's image of --from again, put into the next cell",
+    )
     @argument("--save", metavar="FOLDER", help="save the images (PNG with parameters), the grid and an index there")
     @argument("--autosave", metavar="FOLDER", help="like --save, but each chunk as soon as it is finished")
     @argument(
@@ -150,7 +156,8 @@ class BatchMagics(Magics):
         result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
         ``--refine SEED`` makes that image again from the same starting noise with the
         cell's prompt(s); ``--vary SEED`` makes variations of its picture. As a line
-        magic (``%batchgen --vary 5``) the image's own prompt is kept.
+        magic (``%batchgen --vary 5``) the image's own prompt is kept. ``%batchgen --code SEED``
+        puts the diffusers code that makes that image again into the next cell.
         ``{name}`` in a prompt is filled from the namespace; any other ``{...}`` is a
         template: ``{red|blue}`` makes every combination, ``__name__`` reads a wildcard
         file (``\{`` is a literal brace). ``--x steps=10,20 --y guidance=3,7`` makes an
@@ -167,6 +174,9 @@ class BatchMagics(Magics):
         except ValueError as error:
             raise UsageError(f"cannot read the options: {error}") from None
         args = self.batchgen.parser.parse_args(argv)
+        if args.code is not None:
+            self._code(args, cell)
+            return
         try:
             settings, jobs, parent = self._plan(args, cell or "")
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
@@ -291,6 +301,24 @@ class BatchMagics(Magics):
         seeds = choose_seeds(args.seeds, args.num, default=None)
         settings, jobs = vary_jobs(item, prompts[0] if prompts else None, seeds, args.negative, given)
         return settings, jobs, parent
+
+    def _code(self, args: Namespace, cell: str | None) -> None:
+        """``--code SEED``: the image's diffusers code into the next cell (`set_next_input`) and the output."""
+        defaults = self.batchgen.parser.parse_args([])
+        others = [
+            f"--{name.replace('_', '-')}"
+            for name, value in vars(args).items()
+            if name not in ("code", "source", "prompt_index") and value != getattr(defaults, name)
+        ]
+        try:
+            if others or (cell or "").strip():
+                what = ", ".join(others) if others else "prompts"
+                raise ValueError(f"--code makes no images: it takes only --from and --prompt-index, not {what}")
+            code = self._source(args.source).code(args.code, args.prompt_index)
+        except ValueError as error:
+            raise UsageError(_as_options(str(error))) from None
+        self.shell.set_next_input(code, replace=False)
+        print(code, end="")
 
     def _source(self, name: str | None) -> BatchResult:
         if name is None:

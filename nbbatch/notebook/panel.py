@@ -118,8 +118,11 @@ class Panel:
         self.refine_title = w.Label("")
         self.refine_prompts = w.Textarea(rows=2, placeholder="follow-up prompt(s), one per line", layout=wide)
         self.refine_button = w.Button(description="Refine", button_style="info", icon="magic")
+        self.code_button = w.Button(description="Code", icon="code", tooltip="diffusers code that makes it again")
+        self.code = w.Textarea(rows=14, layout=w.Layout(width="min(100%, 60em)", display="none"))
         self.refine_area = w.VBox(
-            [self.refine_title, self.refine_prompts, self.refine_button], layout=w.Layout(display="none")
+            [self.refine_title, self.refine_prompts, w.HBox([self.refine_button, self.code_button]), self.code],
+            layout=w.Layout(display="none"),
         )
         for widget, name in [
             (self.prompts, "prompts"),
@@ -133,6 +136,8 @@ class Panel:
             (self.refine_area, "refine-area"),
             (self.refine_prompts, "refine-prompts"),
             (self.refine_button, "refine"),
+            (self.code_button, "code-button"),
+            (self.code, "code"),
             (self.batches, "batches"),
             (self.upload, "upload"),
             (self.random, "random"),
@@ -151,6 +156,7 @@ class Panel:
         self.generate_button.on_click(lambda _: self.generate())
         self.cancel_button.on_click(lambda _: self.cancel())
         self.refine_button.on_click(lambda _: self.refine())
+        self.code_button.on_click(lambda _: self.show_code())
         self.batches.observe(lambda change: self._show(change["new"]), names="value")
         flow = w.Layout(flex_flow="row wrap")
         self.widget = w.VBox(
@@ -222,6 +228,19 @@ class Panel:
         parent = self._current()
         self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, parent))
 
+    def show_code(self) -> None:
+        """Show the Python (diffusers alone) that makes the selected image again, to copy into a notebook or script."""
+        item = self.selected
+        if item is None:
+            self._error("select an image first: click its seed")
+            return
+        try:
+            self.code.value = item.code()
+        except ValueError as error:
+            self._error(str(error))
+            return
+        self.code.layout.display = "flex"
+
     def cancel(self) -> None:
         """Stop at the next step; every image already finished is kept."""
         self._cancel.set()
@@ -239,6 +258,7 @@ class Panel:
             (box.add_class if box.item is item else box.remove_class)("nbbatch-selected")
         self.refine_title.value = f"Refine {item.label} (prompt {item.prompt_index}): same starting noise, new prompt"
         self.refine_prompts.value = item.prompt
+        self.code.value, self.code.layout.display = "", "none"  # the code shown was another image's
         self.refine_area.layout.display = "flex"
 
     # -- running ---------------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""Python that makes one image again with diffusers alone (no nbbatch): `BatchResult.code`, ``%batchgen --code``.
+
+The code loads the pipeline class the image was made with (its dtype and weight
+variant), sets the exact scheduler class and config, makes the image's generator (from
+its seed, or from the saved state where that differs, as for a refinement of a
+refinement's draw), and calls the pipeline with every argument nbbatch passed; it ends
+with the picture in a variable named ``image``. An image-to-image input travels inside
+the code as a base64 PNG, so the code runs alone. Variation seeds come with the few
+lines that blend the two noises (`nbbatch.core.engine.slerp`, copied in), LoRAs and
+textual-inversion embeddings with diffusers' own loaders.
+
+What diffusers alone cannot do is refused in one line rather than written wrong: prompts
+nbbatch encodes itself with compel (A1111 weights, ``BREAK``, more than 75 tokens, clip
+skip), the stand-in models (built in memory, never saved), and images from other tools
+(their noise came from another generator).
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+import math
+import pprint
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+from nbbatch.core.engine import slerp
+from nbbatch.core.item import Item
+from nbbatch.core.seeds import generator_state, make_generator
+
+
+def item_code(item: Item) -> str:
+    """The Python source that makes `item`'s image again with diffusers alone, ending with it in ``image``."""
+    _check(item)
+    params = item.params
+    pipeline = params.get("pipeline", "AutoPipelineForText2Image")
+    scheduler = params.get("scheduler")
+    imports = ["import torch", f"from diffusers import {', '.join(sorted({pipeline, scheduler} - {None}))}"]
+    body = [
+        f"pipe = {pipeline}.from_pretrained(",
+        f"    {_source(item)!r},",
+        f"    dtype=torch.{params.get('dtype', 'float32')},",
+        *([f"    variant={item.settings.variant!r},"] if item.settings.variant else []),
+        ")",
+    ]
+    if scheduler:
+        config = pprint.pformat(_plain(params.get("scheduler_config", {})), width=100, sort_dicts=True)
+        body.append(f"pipe.scheduler = {scheduler}.from_config(\n{textwrap.indent(config, '    ')}\n)")
+    body += _placement(item) + _adapters(params) + _generator(item, imports)
+    if any(line.startswith("vectors = safetensors") for line in body):
+        imports.append("import safetensors.torch")
+    arguments = _arguments(item)
+    if item.init_image is not None:
+        imports += ["import base64", "import io", "from PIL import Image"]
+        body.append(f"init_image = Image.open(io.BytesIO(base64.b64decode({_png_base64(item.init_image)!r})))")
+        arguments["image"] = "init_image"
+    if params.get("variation_seed") is not None and params.get("variation_strength"):
+        imports += ["from typing import Any", "from diffusers.utils.torch_utils import randn_tensor"]
+        body += _variation(item)
+        arguments["latents"] = "latents"
+    call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
+    body.append(f"image = pipe(\n{call}).images[0]")
+    header = f"# {item.label} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {_version()})"
+    return "\n".join([header, *dict.fromkeys(imports), "", *body]) + "\n"
+
+
+def _check(item: Item) -> None:
+    """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
+    from nbbatch.core.attention import is_plain
+
+    model = str(item.settings.model)
+    if item.origin == "foreign":
+        raise ValueError("this image was made by another tool: its noise came from another generator, so no code here")
+    if model.startswith("nbbatch:") and model.endswith("-random"):
+        raise ValueError(f"{model} is a stand-in built in memory and never saved: no code can load it")
+    if item.params.get("encoded_by") == "compel":
+        if (item.settings.clip_skip or 1) > 1:
+            why = f"clip skip {item.settings.clip_skip}"
+        elif not all(is_plain(text) for text in (item.prompt, item.negative_prompt) if text):
+            why = "A1111 weights or BREAK in its prompt"
+        else:
+            why = "a prompt longer than 75 tokens"
+        raise ValueError(f"nbbatch encoded this image's prompt itself with compel ({why}): diffusers alone cannot")
+
+
+def _source(item: Item) -> str:
+    from nbbatch.models.pipelines import resolve_model
+
+    return resolve_model(item.settings.model)
+
+
+def _placement(item: Item) -> list[str]:
+    params, settings = item.params, item.settings
+    device = params.get("device", "cpu")
+    lines = ["pipe.enable_model_cpu_offload()" if settings.offload else f"pipe.to({device!r})"]
+    if str(device).startswith(("cuda", "mps")) or settings.offload:
+        lines.append("pipe.vae.enable_slicing()")
+    if settings.vae_tiling:
+        lines.append("pipe.vae.enable_tiling()")
+    return lines
+
+
+def _adapters(params: Mapping[str, Any]) -> list[str]:
+    lines = []
+    loras = params.get("loras", ())
+    for number, lora in enumerate(loras):
+        lines.append(f"pipe.load_lora_weights({lora['source']!r}, adapter_name='lora{number}')")
+    if loras:
+        names = [f"lora{number}" for number in range(len(loras))]
+        weights = [float(lora["weight"]) for lora in loras]
+        lines.append(f"pipe.set_adapters({names!r}, adapter_weights={weights!r})")
+    for embedding in params.get("embeddings", ()):
+        source, token = embedding["source"], embedding["token"]
+        if "XL" not in params.get("pipeline", ""):
+            lines.append(f"pipe.load_textual_inversion({source!r}, token={token!r})")
+            continue
+        lines += [  # an SDXL file holds a tensor for each text encoder
+            f"vectors = safetensors.torch.load_file({source!r})",
+            f"pipe.load_textual_inversion(vectors['clip_l'], {token!r}, pipe.tokenizer, pipe.text_encoder)",
+            f"pipe.load_textual_inversion(vectors['clip_g'], {token!r}, pipe.tokenizer_2, pipe.text_encoder_2)",
+        ]
+    return lines
+
+
+def _generator(item: Item, imports: list[str]) -> list[str]:
+    """The image's generator: seeded, or set to its saved state where that is not the seed's (a refinement's)."""
+    device = item.params.get("generator_device", item.settings.generator_device)
+    made = f"generator = torch.Generator({device!r})"
+    if item.state == generator_state(make_generator(device, item.seed)):
+        return [f"{made}.manual_seed({item.seed})"]
+    imports.append("import base64")
+    state = base64.b64encode(item.state).decode()
+    return [
+        made,
+        f"state = base64.b64decode({state!r})  # the image's saved generator state",
+        "generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))",
+    ]
+
+
+def _arguments(item: Item) -> dict[str, str]:
+    params = item.params
+    arguments = {"prompt": repr(item.prompt)}
+    if item.negative_prompt:
+        arguments["negative_prompt"] = repr(item.negative_prompt)
+    for name in ("num_inference_steps", "guidance_scale", "strength"):
+        if params.get(name) is not None and (name != "strength" or item.init_image is not None):
+            arguments[name] = repr(params[name])
+    if item.init_image is None:
+        arguments["width"], arguments["height"] = repr(params.get("width")), repr(params.get("height"))
+    arguments["generator"] = "generator"
+    return arguments
+
+
+def _variation(item: Item) -> list[str]:
+    """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
+    params = item.params
+    device = params.get("generator_device", item.settings.generator_device)
+    return [
+        "",
+        inspect.getsource(slerp).rstrip(),
+        "",
+        "shape = (1, pipe.unet.config.in_channels, "
+        f"{params['height']} // pipe.vae_scale_factor, {params['width']} // pipe.vae_scale_factor)",
+        "dtype = pipe.text_encoder.dtype",
+        f"other_generator = torch.Generator({device!r}).manual_seed({params['variation_seed']})",
+        "other = randn_tensor(shape, generator=other_generator, device=pipe._execution_device, dtype=dtype).float()",
+        "own = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)",
+        f"latents = slerp({params['variation_strength']!r}, own.float(), other).to(dtype)",
+    ]
+
+
+def _png_base64(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _version() -> str:
+    from nbbatch import __version__
+
+    return __version__
+
+
+def _plain(value: Any) -> Any:
+    """A config as Python literals for `pprint`: mappings as dicts, tuples kept, infinities as ``float('-inf')``."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(inner) for inner in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return _Expression(f"float({str(value)!r})")
+    return value
+
+
+class _Expression:
+    """Source text that `pprint` writes as it is (``repr`` of a float infinity is no Python literal)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
