@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 OUT := out
+READER := .venv-reader
 
 .PHONY: demo test bench chromium clean
 
@@ -17,13 +18,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: $(VENV)/.installed
 	$(PY) notebooks/execute.py notebooks/quickstart.ipynb --out $(OUT)
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed $(READER)/.installed chromium
 	$(PY) -m ruff check nbbatch tests benchmarks notebooks
 	$(PY) -m ruff format --check nbbatch tests benchmarks notebooks
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+# sd-prompt-reader pins an old Pillow, so the test that reads nbbatch's PNGs with it runs it from its own venv.
+$(READER)/.installed: constraints-reader.txt
+	$(PYTHON) -m venv $(READER)
+	$(READER)/bin/python -m pip install -q -r constraints-reader.txt
+	touch $@
 
 # The browser test drives Debian's Chromium; `playwright install` cannot download here.
 chromium:
@@ -32,4 +39,4 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(READER) $(OUT) .pytest_cache

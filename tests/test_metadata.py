@@ -38,8 +38,8 @@ def test_save_writes_one_png_per_image_with_both_chunks_a_grid_and_an_index(batc
         assert png.text["parameters"].splitlines() == [
             "a quiet harbour, at dawn: misty",
             "Negative prompt: blurry, dark",
-            'Steps: 4, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: "nbbatch:tiny-sd", '
-            f"Version: nbbatch {nbbatch.__version__}",
+            "Steps: 4, Sampler: Euler a, Schedule type: Uniform, CFG scale: 7.5, Seed: 5, Size: 32x32, "
+            f"Model: nbbatch-tiny-sd, RNG: CPU, Version: nbbatch {nbbatch.__version__}",
         ]
         record = json.loads(png.text["nbbatch"])
     assert record["seed"] == 5 and record["settings"]["scheduler"] == "euler-a"
@@ -145,7 +145,7 @@ def test_our_parameters_text_parses_back(batch):
         5,
         4,
     )
-    assert (parsed["CFG scale"], parsed["width"], parsed["Model"]) == (7.5, 32, "nbbatch:tiny-sd")
+    assert (parsed["CFG scale"], parsed["width"], parsed["Model"]) == (7.5, 32, "nbbatch-tiny-sd")
 
 
 def test_a_png_from_another_tool_loads_what_its_parameters_hold(tmp_path):
@@ -233,7 +233,10 @@ def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_pat
     assert [item.seed for item in saved] == [0, 1, 2, 3]
     assert saved[3].params["num_inference_steps"] == 4
     with Image.open(tmp_path / "p00-s3.png") as png:
-        assert "Steps: 4, Sampler: Euler, CFG scale: 7.0, Seed: 3, Size: 32x32" in png.text["parameters"]
+        assert (
+            "Steps: 4, Sampler: Euler, Schedule type: Uniform, CFG scale: 7.0, Seed: 3, Size: 32x32"
+            in png.text["parameters"]
+        )
 
 
 def test_a_folder_with_refinements_and_two_saves_loads_every_image_with_parent_links(tmp_path):

@@ -43,8 +43,15 @@ SAMPLERS = {
     "HeunDiscreteScheduler": "Heun",
     "PNDMScheduler": "PLMS",
     "LMSDiscreteScheduler": "LMS",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
+    "DPMSolverSDEScheduler": "DPM++ SDE",
+    "LCMScheduler": "LCM",
 }
-"""diffusers scheduler classes and the sampler names A1111 shows for them."""
+"""diffusers scheduler classes and the sampler names A1111 shows for them (diffusers' own table of the two)."""
+
+RNG = {"cpu": "CPU", "cuda": "GPU"}
+"""Where the generators were, as A1111's ``RNG`` field says it (its GPU noise is torch's CUDA generator's)."""
 
 _PARAMETER = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
@@ -55,13 +62,14 @@ def a1111_parameters(item: Item) -> str:
     fields = {
         "Steps": params.get("num_inference_steps"),
         "Sampler": _sampler(params),
-        "Schedule type": schedule_name(params.get("scheduler_config", {})),
+        "Schedule type": schedule_type(params.get("scheduler_config", {})),
         "CFG scale": params.get("guidance_scale"),
         "Seed": item.seed,
         "Size": f"{item.image.width}x{item.image.height}",
-        "Model": params.get("model"),
+        "Model": model_short_name(params["model"]) if params.get("model") else None,
         "Denoising strength": params.get("strength"),
         "Clip skip": params["clip_skip"] + 1 if params.get("clip_skip") else None,
+        "RNG": RNG.get(str(params.get("generator_device", "")).split(":")[0]),
         "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
         "Variation seed strength": params.get("variation_strength") or None,
         "Template": params.get("template"),
@@ -73,6 +81,24 @@ def a1111_parameters(item: Item) -> str:
     negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
     tags = "".join(f" <lora:{lora['name']}:{lora['weight']:g}>" for lora in params.get("loras", ()))
     return f"{item.prompt}{tags}{negative}\n{line}"
+
+
+def schedule_type(config: Mapping[str, Any]) -> str:
+    """A1111's ``Schedule type`` of a scheduler config, always written so that no reader guesses Karras.
+
+    Karras, Exponential or Beta where the config asks for those sigmas; otherwise the
+    timesteps are evenly spaced: ``SGM Uniform`` when they end at the last training step
+    (diffusers' ``trailing`` spacing, as SGM's samplers), else ``Uniform``.
+    """
+    return schedule_name(config) or ("SGM Uniform" if config.get("timestep_spacing") == "trailing" else "Uniform")
+
+
+def model_short_name(model: str) -> str:
+    """The ``Model`` name A1111 readers take whole: a folder's or hub id's last part, ``nbbatch:x`` as ``nbbatch-x``.
+
+    A ``:`` or a ``/`` in the field breaks other tools' parsers; the full id stays in the record.
+    """
+    return model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].replace(":", "-")
 
 
 def _hashes(records: Sequence[Mapping[str, Any]], key: str) -> str | None:
