@@ -103,7 +103,8 @@ def load(path: str | os.PathLike) -> BatchResult:
     """Read images back with their parameters: one PNG, or a folder (its index, or every PNG in it).
 
     An nbbatch PNG gives the exact item (refine and reproduce work on it); a PNG from
-    another tool with only an A1111 ``parameters`` chunk gives what that text holds.
+    another tool (A1111 family, ComfyUI, Fooocus, InvokeAI, NovelAI, SwarmUI, JSON
+    parameters: `nbbatch.formats.foreign`) gives what it wrote, to vary or start a batch from.
     Refinements whose parent is loaded too get their parent link back.
     """
     items = read_items(path)

@@ -9,7 +9,6 @@ from IPython.utils.capture import capture_output
 from PIL import Image, PngImagePlugin
 
 import nbbatch
-from nbbatch.formats.png import a1111_parameters, parse_a1111
 
 
 @pytest.fixture
@@ -92,60 +91,6 @@ def test_an_interrupted_write_leaves_no_partial_file(batch, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         batch.save(tmp_path)
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (
-            "a cat\nNegative prompt: ugly, blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x768, "
-            "Model: sd15",
-            {
-                "prompt": "a cat",
-                "negative_prompt": "ugly, blurry",
-                "Steps": 20,
-                "Sampler": "Euler a",
-                "CFG scale": 7,
-                "Seed": 5,
-                "width": 512,
-                "height": 768,
-                "Model": "sd15",
-            },
-        ),
-        (
-            "portrait, 85mm, f/1.8: soft light\nSteps: 30, Sampler: DPM++ 2M, CFG scale: 6.5, Seed: 1234, "
-            'Size: 1024x1024, Model: "nbbatch:tiny-sd"',
-            {
-                "prompt": "portrait, 85mm, f/1.8: soft light",
-                "negative_prompt": "",
-                "Steps": 30,
-                "Sampler": "DPM++ 2M",
-                "CFG scale": 6.5,
-                "Seed": 1234,
-                "width": 1024,
-                "height": 1024,
-                "Model": "nbbatch:tiny-sd",
-            },
-        ),
-        ("just a prompt, with a comma", {"prompt": "just a prompt, with a comma", "negative_prompt": ""}),
-    ],
-    ids=["negative", "commas-and-colons", "prompt-only"],
-)
-def test_a1111_parameters_parse_field_by_field(text, expected):
-    parsed = parse_a1111(text)
-    assert {key: parsed[key] for key in expected} == expected
-
-
-def test_our_parameters_text_parses_back(batch):
-    item = batch[1]
-    parsed = parse_a1111(a1111_parameters(item))
-    assert (parsed["prompt"], parsed["negative_prompt"], parsed["Seed"], parsed["Steps"]) == (
-        item.prompt,
-        "blurry, dark",
-        5,
-        4,
-    )
-    assert (parsed["CFG scale"], parsed["width"], parsed["Model"]) == (7.5, 32, "nbbatch-tiny-sd")
 
 
 def test_a_png_from_another_tool_loads_what_its_parameters_hold(tmp_path):

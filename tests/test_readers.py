@@ -15,7 +15,8 @@ import pytest
 from conftest import FAST
 
 import nbbatch
-from nbbatch.formats.png import parse_a1111
+from nbbatch.formats.foreign import read_foreign
+from nbbatch.formats.png import a1111_parameters
 
 READER_PYTHON = Path(__file__).parents[1] / ".venv-reader" / "bin" / "python"
 EXPECTED = {
@@ -90,23 +91,23 @@ def test_sd_prompt_reader_reads_every_field(saved):
     assert read["tool"] == "A1111 webUI" and seen == EXPECTED
 
 
-def test_nbbatch_reads_its_own_parameters_text_as_a1111_does(saved):
+def test_nbbatch_reads_its_own_parameters_text_as_it_reads_other_tools(saved):
     from PIL import Image
 
     with Image.open(saved) as png:
-        parsed = parse_a1111(png.text["parameters"])
+        found = read_foreign(png)  # the A1111 text alone, as for a file from another tool
     seen = {
-        "prompt": parsed["prompt"],
-        "negative": parsed["negative_prompt"],
-        "seed": str(parsed["Seed"]),
-        "steps": str(parsed["Steps"]),
-        "cfg": str(parsed["CFG scale"]),
-        "size": parsed["Size"],
-        "sampler": parsed["Sampler"],
-        "schedule": parsed["Schedule type"],
-        "model": parsed["Model"],
+        "prompt": found.prompt,
+        "negative": found.negative_prompt,
+        "seed": str(found.seed),
+        "steps": str(found.steps),
+        "cfg": str(found.guidance),
+        "size": f"{found.width}x{found.height}",
+        "sampler": found.sampler,
+        "schedule": found.schedule,
+        "model": found.model,
     }
-    assert seen == EXPECTED and parsed["RNG"] == "CPU"
+    assert seen == EXPECTED and found.scheduler == "dpm++2m-karras"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,5 @@ def test_nbbatch_reads_its_own_parameters_text_as_a1111_does(saved):
 @pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")  # diffusers' KDPM2
 def test_every_scheduler_is_written_with_a1111s_sampler_name_and_schedule_type(scheduler, sampler, schedule):
     item = nbbatch.generate("a cat", [1], scheduler=scheduler, **FAST)[0]
-    from nbbatch.formats.png import a1111_parameters
-
-    parsed = parse_a1111(a1111_parameters(item))
-    assert (parsed["Sampler"], parsed["Schedule type"]) == (sampler, schedule)
+    fields = dict(part.split(": ", 1) for part in a1111_parameters(item).splitlines()[-1].split(", "))
+    assert (fields["Sampler"], fields["Schedule type"]) == (sampler, schedule)

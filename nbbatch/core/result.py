@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -447,6 +448,11 @@ def refine_jobs(
     item: Item, prompt: str | Sequence[str], negative_prompt: str | None, overrides: dict[str, Any]
 ) -> tuple[Settings, tuple[Job, ...]]:
     """The settings and jobs that refine `item`: its saved generator state, one job per new prompt."""
+    if item.origin == "foreign":
+        raise ValueError(
+            f"this picture was made by {item.params.get('tool', 'another tool')}: its starting noise came from that "
+            "tool's generator, so nbbatch cannot make it again or refine it; vary it instead"
+        )
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     prompts = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
     if not prompts:
@@ -477,12 +483,28 @@ def vary_jobs(
     """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed."""
     if not seeds:
         raise ValueError("no seeds given for the variations")
+    if item.origin == "foreign" and "model" not in overrides and not loadable(item.settings.model):
+        raise ValueError(
+            f"{item.settings.model!r} is {item.params.get('tool', 'another tool')}'s name for its checkpoint, not a "
+            "model nbbatch can load: pass model= a hub id or a diffusers folder"
+        )
     reset = {"strength": 0.3, "width": None, "height": None, "variation_seed": None, "variation_strength": 0.0}
     settings = item.settings.replace(**{**reset, **overrides})
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(Job(prompt or item.prompt, seed, 0, negative, item.image, None, item, "vary") for seed in seeds)
     return settings, jobs
+
+
+def loadable(model: str) -> bool:
+    """Whether `model` names something nbbatch loads (a built-in, a folder, an ``org/name`` hub id), not a file name.
+
+    Other tools write their checkpoint's file name (``v1-5-pruned-emaonly.ckpt``,
+    ``juggernautXL_v8``), which would only send a doomed request to the hub.
+    """
+    if model.startswith("nbbatch:") or os.path.isdir(os.path.expanduser(model)):
+        return True
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", model) is not None and not model.endswith((".ckpt", ".safetensors"))
 
 
 def _tables(items: Sequence[Item]) -> list[tuple[list[list[Image.Image | None]], list[str], list[str], str]]:

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Container, Iterable, Mapping, Sequence
@@ -28,8 +27,9 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from nbbatch.core.axes import axis_value
 from nbbatch.core.item import Item
-from nbbatch.core.seeds import generator_state, make_generator
-from nbbatch.core.spec import Settings
+from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
+from nbbatch.core.spec import MAX_SIDE, Settings
+from nbbatch.formats.foreign import Foreign, read_foreign
 from nbbatch.models.pipelines import schedule_name
 
 RECORD_VERSION = 1
@@ -52,8 +52,6 @@ SAMPLERS = {
 
 RNG = {"cpu": "CPU", "cuda": "GPU"}
 """Where the generators were, as A1111's ``RNG`` field says it (its GPU noise is torch's CUDA generator's)."""
-
-_PARAMETER = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
 def a1111_parameters(item: Item) -> str:
@@ -149,36 +147,6 @@ def _sampler(params: Mapping[str, Any]) -> str | None:
     if params.get("scheduler_config", {}).get("algorithm_type") == "sde-dpmsolver++":
         name = f"{name} SDE"
     return name
-
-
-def parse_a1111(text: str) -> dict[str, Any]:
-    """Read A1111's ``parameters`` text back: prompt, negative prompt and every ``key: value`` field.
-
-    Numbers come back as numbers, ``Size`` as width and height. The prompt may hold commas,
-    colons and several lines; the last line counts as the fields only when it holds at least three.
-    """
-    lines = text.strip().split("\n")
-    fields_line = lines[-1] if len(lines) > 1 and len(_PARAMETER.findall(lines[-1])) >= 3 else ""
-    if fields_line:
-        lines = lines[:-1]
-    prompt: list[str] = []
-    negative: list[str] | None = None
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            negative = [line[len("Negative prompt:") :].strip()]
-        elif negative is not None:
-            negative.append(line)
-        else:
-            prompt.append(line)
-    parsed: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative or []).strip()}
-    for key, value in _PARAMETER.findall(fields_line):
-        value = value.strip()
-        if value.startswith('"') and value.endswith('"'):
-            value = json.loads(value)
-        parsed[key.strip()] = _number(value)
-    if isinstance(parsed.get("Size"), str) and re.fullmatch(r"\d+x\d+", parsed["Size"]):
-        parsed["width"], parsed["height"] = map(int, parsed["Size"].split("x"))
-    return parsed
 
 
 def record(item: Item) -> dict[str, Any]:
@@ -374,9 +342,11 @@ def _load_png(path: Path) -> Item:
             return _item_from_record(entry, image, path)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
-    if "parameters" in text:
-        return _item_from_a1111(parse_a1111(text["parameters"]), image, path)
-    raise ValueError(f"{str(path)!r} holds no generation parameters (no nbbatch or A1111 'parameters' chunk)")
+    with Image.open(path) as opened:
+        found = read_foreign(opened)
+    if found is None:
+        raise ValueError(f"{str(path)!r} holds no generation parameters that nbbatch can read")
+    return _item_from_foreign(found, image, path)
 
 
 def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
@@ -407,30 +377,44 @@ def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) 
     )
 
 
-def _item_from_a1111(parsed: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
-    seed = parsed.get("Seed", 0)
-    seed = seed if isinstance(seed, int) and seed >= 0 else 0
-    guidance = parsed.get("CFG scale")
+def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
+    """An item for another tool's picture: its prompt and settings, and nbbatch's generator for its seed.
+
+    Its noise came from that tool's generator, so nbbatch cannot make it again (refine,
+    verify and reproduce refuse); its settings start a new batch or a `vary` of it.
+    """
+    seed = found.seed if found.seed is not None and 0 <= found.seed <= SEED_MAX else 0
+    sizes = {
+        name: value
+        for name, value in (("width", found.width), ("height", found.height))
+        if value is not None and 8 <= value <= MAX_SIDE and value % 8 == 0
+    }
     settings = Settings(
-        model=str(parsed.get("Model") or "unknown"),
-        steps=parsed["Steps"] if isinstance(parsed.get("Steps"), int) and 1 <= parsed["Steps"] <= 1000 else 30,
-        guidance=float(guidance) if isinstance(guidance, (int, float)) and 0 <= guidance <= 100 else None,
+        model=found.model or "unknown",
+        steps=found.steps if found.steps is not None and 1 <= found.steps <= 1000 else 30,
+        guidance=found.guidance if found.guidance is not None and 0 <= found.guidance <= 100 else None,
+        scheduler=found.scheduler,
+        strength=found.strength if found.strength is not None and 0 < found.strength <= 1 else 0.8,
+        **sizes,
     )
     params = {
         "file": path.name,
-        "num_inference_steps": parsed.get("Steps"),
-        "guidance_scale": guidance,
-        "sampler": parsed.get("Sampler"),
-        "width": parsed.get("width", image.width),
-        "height": parsed.get("height", image.height),
-        "model": parsed.get("Model"),
+        "tool": found.tool,
+        "num_inference_steps": found.steps,
+        "guidance_scale": found.guidance,
+        "sampler": found.sampler,
+        "schedule": found.schedule,
+        "width": found.width,
+        "height": found.height,
+        "model": found.model,
+        "strength": found.strength,
     }
     state = generator_state(make_generator("cpu", seed))
     return Item(
         image,
         seed,
-        parsed["prompt"],
-        parsed["negative_prompt"],
+        found.prompt,
+        found.negative_prompt,
         0,
         settings,
         MappingProxyType(params),
@@ -451,15 +435,6 @@ def _quote(value: Any) -> str:
     """A1111's quoting: values with commas, colons or newlines are written as JSON strings."""
     text = str(value)
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
-def _number(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _version() -> str:

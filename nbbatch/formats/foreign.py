@@ -1,0 +1,249 @@
+"""Other tools' PNGs: what made them, read into one shape, and their samplers mapped to nbbatch's schedulers.
+
+`sd-parsers` reads what it knows: the A1111 text family (A1111, Forge, SD.Next and
+others, settings-only text included), ComfyUI ``prompt`` graphs (it follows the sampler
+node to its text encoders and checkpoint), Fooocus, InvokeAI (all three layouts) and
+NovelAI. nbbatch reads by hand only what sd-parsers does not: JSON ``parameters`` chunks
+in SwarmUI's layout (``sui_image_params``) and in the flat layout of Hugging Face spaces
+and diffusers scripts (``prompt``, ``num_inference_steps``, ``guidance_scale``, ...), and
+the size where a tool keeps it apart from the sampler (ComfyUI's latent node, Fooocus'
+``resolution``, InvokeAI's fields). Any failure inside a reader counts as "no
+parameters": a damaged chunk gives the caller's one-line error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+A1111_SAMPLERS = {
+    "euler": "euler",
+    "euler a": "euler-a",
+    "ddim": "ddim",
+    "dpm++ 2m": "dpm++2m",
+    "dpm++ 2m sde": "dpm++2m-sde",
+    "unipc": "unipc",
+    "heun": "heun",
+    "plms": "pndm",
+    "lms": "lms",
+    "dpm2": "KDPM2DiscreteScheduler",
+    "dpm2 a": "KDPM2AncestralDiscreteScheduler",
+    "dpm++ sde": "DPMSolverSDEScheduler",
+    "lcm": "LCMScheduler",
+}
+"""A1111's sampler names (lower case) and nbbatch's scheduler names for them."""
+
+OTHER_SAMPLERS = {
+    "euler_ancestral": "euler-a",
+    "euler_a": "euler-a",
+    "dpmpp_2m": "dpm++2m",
+    "dpmpp_2m_sde": "dpm++2m-sde",
+    "dpmpp_sde": "DPMSolverSDEScheduler",
+    "dpm_2": "KDPM2DiscreteScheduler",
+    "dpm_2_ancestral": "KDPM2AncestralDiscreteScheduler",
+    "uni_pc": "unipc",
+    "uni_pc_bh2": "unipc",
+    "plms": "pndm",
+    "lms": "lms",
+    "heun": "heun",
+    "ddim": "ddim",
+    "euler": "euler",
+    "lcm": "LCMScheduler",
+}
+"""ComfyUI's, InvokeAI's, NovelAI's, Fooocus' and SwarmUI's sampler names and nbbatch's for them.
+
+Prefixes and suffixes (``k_``, ``sample_``, ``_gpu``, ``_karras``, InvokeAI's ``_k``) are
+taken off first, the Karras ones giving the Karras schedule.
+"""
+
+SCHEDULES = {"karras": "karras", "exponential": "exponential", "beta": "beta"}
+"""Schedule names that change a diffusers scheduler's sigmas; others (normal, simple, uniform, ...) are its default."""
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """What another tool wrote about how it made a picture; None where it wrote nothing."""
+
+    tool: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    model: str | None = None
+    strength: float | None = None
+
+    @property
+    def scheduler(self) -> str | None:
+        """The nbbatch scheduler name of its sampler and schedule (``dpm++2m-karras``), or None if unknown.
+
+        A schedule the diffusers scheduler does not have is left out (its default schedule is used).
+        """
+        return scheduler_name(self.sampler, self.schedule)
+
+
+def read_foreign(image: Image.Image) -> Foreign | None:
+    """The parameters another tool stored in an opened PNG, or None when it holds none nbbatch can read."""
+    text = dict(getattr(image, "text", {}))
+    try:
+        found = _sd_parsers(image)
+        parameters = text.get("parameters", "").strip()
+        if found is None and parameters.startswith("{"):
+            found = _json_parameters(json.loads(parameters))
+        return found
+    except Exception:  # a damaged chunk of any kind: no parameters, said in the caller's one line
+        return None
+
+
+def scheduler_name(sampler: str | None, schedule: str | None = None) -> str | None:
+    """The nbbatch scheduler name for a sampler as A1111, ComfyUI, InvokeAI, NovelAI or Fooocus call it."""
+    if not sampler:
+        return None
+    name = sampler.strip().lower()
+    karras = name.endswith((" karras", "_karras", "_k"))
+    name = re.sub(r"( karras|_karras|_k|_gpu)$", "", re.sub(r"^(k_|sample_)", "", name))
+    base = A1111_SAMPLERS.get(name) or OTHER_SAMPLERS.get(name)
+    if base is None:
+        return None
+    suffix = "karras" if karras else SCHEDULES.get((schedule or "").strip().lower())
+    return f"{base}-{suffix}" if suffix and _has_schedule(base, suffix) else base
+
+
+def _has_schedule(base: str, suffix: str) -> bool:
+    """Whether diffusers' scheduler for `base` takes the `suffix` sigmas (its Euler a has no Karras, for one)."""
+    import inspect
+
+    import diffusers
+
+    from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
+    from nbbatch.models.pipelines import SCHEDULES as OPTIONS
+
+    name = SAMPLER_VARIANTS.get(base, (base, {}))[0]
+    scheduler = getattr(diffusers, SCHEDULERS.get(name, name), None)
+    accepted = inspect.signature(scheduler.__init__).parameters if scheduler is not None else {}
+    return all(key in accepted for key in OPTIONS[suffix])
+
+
+def _sd_parsers(image: Image.Image) -> Foreign | None:
+    from sd_parsers import ParserManager
+
+    info = ParserManager().parse(image)
+    if info is None or not info.samplers:
+        return None
+    sampler = _first_pass(info.samplers)
+    values = {**{str(k).lower(): v for k, v in info.metadata.items()}, **sampler.parameters}
+    width, height = _latent_size(info.raw_parameters, sampler.sampler_id) or _size(values, info.metadata)
+    tool = getattr(info.generator, "value", str(info.generator))
+    strength = _number(values.get("denoising strength", values.get("denoise", values.get("strength"))), float)
+    return Foreign(
+        tool=str(tool),
+        prompt=", ".join(p.value for p in sampler.prompts),
+        negative_prompt=", ".join(p.value for p in sampler.negative_prompts),
+        seed=_number(values.get("seed", values.get("noise_seed")), int),
+        steps=_number(values.get("steps"), int),
+        guidance=_number(values.get("cfg_scale", values.get("cfg scale")), float),
+        width=width,
+        height=height,
+        sampler=sampler.name,
+        schedule=values.get("scheduler"),
+        model=sampler.model.name if sampler.model is not None else None,
+        strength=None if strength is None or strength >= 1 else strength,
+    )
+
+
+def _first_pass(samplers: list[Any]) -> Any:
+    """The sampler that made the picture from noise: the first with full denoise from step 0 (then hires passes)."""
+    for sampler in samplers:
+        denoise = _number(sampler.parameters.get("denoise"), float)
+        start = _number(sampler.parameters.get("start_at_step"), int)
+        if (denoise is None or denoise >= 1) and not start:
+            return sampler
+    return samplers[0]
+
+
+def _latent_size(raw: Mapping[str, Any], sampler_id: Any) -> tuple[int, int] | None:
+    """A ComfyUI sampler's size: the empty latent its ``latent_image`` input links to (sd-parsers lists them apart)."""
+    graph = raw.get("prompt")
+    graph = json.loads(graph) if isinstance(graph, str) else graph
+    if not isinstance(graph, Mapping) or sampler_id is None:
+        return None
+    link = graph.get(str(sampler_id), {}).get("inputs", {}).get("latent_image")
+    source = graph.get(str(link[0]), {}) if isinstance(link, list) and link else {}
+    if source.get("class_type") != "EmptyLatentImage":
+        return None
+    width, height = _number(source["inputs"].get("width"), int), _number(source["inputs"].get("height"), int)
+    return (width, height) if width and height else None
+
+
+def _size(values: Mapping[str, Any], metadata: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """Width and height from wherever the tool wrote them: ``Size``, a latent node, ``resolution`` or fields."""
+    if isinstance(values.get("size"), str) and re.fullmatch(r"\d+x\d+", values["size"]):
+        width, height = values["size"].split("x")
+        return int(width), int(height)
+    latents = metadata.get("EmptyLatentImage")
+    if isinstance(latents, list) and latents and isinstance(latents[0], Mapping):
+        return _number(latents[0].get("width"), int), _number(latents[0].get("height"), int)
+    if isinstance(values.get("resolution"), str):  # Fooocus: "(width, height)"
+        pair = ast.literal_eval(values["resolution"])
+        return _number(pair[0], int), _number(pair[1], int)
+    return _number(values.get("width"), int), _number(values.get("height"), int)
+
+
+def _json_parameters(data: Mapping[str, Any]) -> Foreign | None:
+    """A JSON ``parameters`` chunk: SwarmUI's ``sui_image_params``, else the flat diffusers-style keys."""
+    if isinstance(data.get("sui_image_params"), Mapping):
+        params = data["sui_image_params"]
+        creativity = _number(params.get("initimagecreativity"), float)
+        return Foreign(
+            tool="SwarmUI",
+            prompt=str(params.get("prompt", "")),
+            negative_prompt=str(params.get("negativeprompt", "")),
+            seed=_number(params.get("seed"), int),
+            steps=_number(params.get("steps"), int),
+            guidance=_number(params.get("cfgscale"), float),
+            width=_number(params.get("width"), int),
+            height=_number(params.get("height"), int),
+            sampler=params.get("sampler", params.get("comfyuisampler")),
+            schedule=params.get("scheduler", params.get("comfyuischeduler")),
+            model=params.get("model"),
+            strength=creativity if params.get("initimage") or creativity else None,
+        )
+    if not isinstance(data.get("prompt"), str):
+        return None
+    return Foreign(
+        tool=str(data.get("software", data.get("pipeline", "JSON parameters"))),
+        prompt=data["prompt"],
+        negative_prompt=str(data.get("negative_prompt") or ""),
+        seed=_number(data.get("seed"), int),
+        steps=_number(data.get("num_inference_steps", data.get("steps")), int),
+        guidance=_number(data.get("guidance_scale", data.get("cfg_scale", data.get("guidance"))), float),
+        width=_number(data.get("width"), int),
+        height=_number(data.get("height"), int),
+        sampler=data.get("scheduler", data.get("sampler")),
+        schedule=data.get("schedule", data.get("scheduler_type")),
+        model=data.get("model", data.get("model_id", data.get("base_model"))),
+        strength=_number(data.get("strength"), float),
+    )
+
+
+def _number(value: Any, kind: type) -> Any:
+    """`value` as an int or a float (numbers written as text too), or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if kind is int and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)  # seeds beyond 2**53 lose digits as floats
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if kind is int and number.is_integer() else kind(number) if kind is float else None

@@ -1,0 +1,240 @@
+"""Other tools' PNGs: `nbbatch.load` reads their parameters field by field, and their settings start new work.
+
+The corpus (tests/corpus, see its SOURCES.md) holds real files from AUTOMATIC1111, ComfyUI,
+Fooocus, InvokeAI and NovelAI; formats it lacks (SwarmUI's and flat JSON, settings-only text,
+CRLF) are written here as those tools write them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+from PIL import Image, PngImagePlugin
+
+import nbbatch
+from nbbatch.formats.foreign import scheduler_name
+
+CORPUS = Path(__file__).with_name("corpus")
+EXPECTED = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
+
+
+def seen(item) -> dict:
+    """What a user gets from a loaded item, in the corpus' field names."""
+    params = item.params
+    return {
+        "tool": params["tool"],
+        "prompt": item.prompt,
+        "negative_prompt": item.negative_prompt,
+        "seed": item.seed,
+        "steps": params["num_inference_steps"],
+        "guidance": params["guidance_scale"],
+        "width": params["width"],
+        "height": params["height"],
+        "sampler": params["sampler"],
+        "schedule": params["schedule"],
+        "model": params["model"],
+        "strength": params["strength"],
+        "scheduler": item.settings.scheduler,
+    }
+
+
+def test_every_field_of_every_corpus_file_is_read_right():
+    wrong = []
+    for name, expected in EXPECTED.items():
+        got = seen(nbbatch.load(CORPUS / name)[0])
+        wrong += [
+            f"{name}: {field} {got[field]!r}, not {value!r}" for field, value in expected.items() if got[field] != value
+        ]
+    assert sum(len(expected) for expected in EXPECTED.values()) == 11 * 13  # files x fields
+    assert wrong == []
+
+
+def test_a_folder_of_other_tools_pngs_loads_those_with_parameters_and_names_the_one_without(tmp_path):
+    with pytest.raises(ValueError, match=r"empty_image.png' holds no generation parameters that nbbatch can read$"):
+        nbbatch.load(CORPUS / "empty_image.png")
+    for name in ("img2img_cropped.png", "novelai1_cropped.png"):
+        (tmp_path / name).write_bytes((CORPUS / name).read_bytes())
+    loaded = nbbatch.load(tmp_path)
+    assert [item.params["tool"] for item in loaded] == ["ComfyUI", "NovelAI"]
+
+
+def png(path: Path, **chunks: str) -> Path:
+    """A 1x1 PNG with these text chunks (written as tEXt, or iTXt where they are not Latin-1)."""
+    info = PngImagePlugin.PngInfo()
+    for key, text in chunks.items():
+        try:
+            text.encode("latin-1")
+            info.add_text(key, text)
+        except UnicodeEncodeError:
+            info.add_itxt(key, text)
+    Image.new("RGB", (1, 1)).save(path, pnginfo=info)
+    return path
+
+
+WRITTEN = {
+    "swarmui": (
+        {
+            "parameters": json.dumps(
+                {
+                    "sui_image_params": {
+                        "prompt": "a photo of a cat",
+                        "negativeprompt": "dog",
+                        "model": "OfficialStableDiffusion/sd_xl_base_1.0",
+                        "seed": 1,
+                        "steps": 20,
+                        "cfgscale": 7.0,
+                        "width": 1024,
+                        "height": 768,
+                        "sampler": "dpmpp_2m",
+                        "scheduler": "karras",
+                        "swarm_version": "0.9.3.1",
+                    },
+                    "sui_models": [{"name": "sd_xl_base_1.0.safetensors", "param": "model"}],
+                }
+            )
+        },
+        ("a photo of a cat", "dog", 1, 20, 7.0, 1024, 768, "dpm++2m-karras", "OfficialStableDiffusion/sd_xl_base_1.0"),
+    ),
+    "flat-json": (
+        {
+            "parameters": json.dumps(
+                {
+                    "prompt": "a lighthouse at night",
+                    "negative_prompt": "blurry",
+                    "seed": 3,
+                    "num_inference_steps": 25,
+                    "guidance_scale": 5.0,
+                    "width": 768,
+                    "height": 512,
+                    "model": "stabilityai/stable-diffusion-2-1",
+                }
+            )
+        },
+        ("a lighthouse at night", "blurry", 3, 25, 5.0, 768, 512, None, "stabilityai/stable-diffusion-2-1"),
+    ),
+    "settings-only": (
+        {"parameters": "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x768, Model: sd15"},
+        ("", "", 5, 20, 7.0, 512, 768, "euler-a", "sd15"),
+    ),
+    "crlf-utf8-cfg-capital": (
+        {
+            "parameters": "un café à l'aube, 35mm: brume\r\nNegative prompt: flou\r\nSteps: 30, Sampler: DPM++ 2M, "
+            "Schedule type: Karras, CFG Scale: 6.5, Seed: 1234, Size: 1024x1024, Model: dreamshaper_8"
+        },
+        ("un café à l'aube, 35mm: brume", "flou", 1234, 30, 6.5, 1024, 1024, "dpm++2m-karras", "dreamshaper_8"),
+    ),
+    "old-karras-name": (
+        {"parameters": "a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 9, Size: 512x512"},
+        ("a cat", "", 9, 20, 7.0, 512, 512, "dpm++2m-karras", None),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_formats_the_corpus_lacks_are_read_field_by_field(tmp_path, name):
+    chunks, expected = WRITTEN[name]
+    (item,) = nbbatch.load(png(tmp_path / "a.png", **chunks))
+    params = item.params
+    got = (
+        item.prompt,
+        item.negative_prompt,
+        item.seed,
+        params["num_inference_steps"],
+        params["guidance_scale"],
+        params["width"],
+        params["height"],
+        item.settings.scheduler,
+        params["model"],
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        {"parameters": "{not json"},
+        {"parameters": json.dumps({"sui_image_params": "not a mapping"})},
+        {"prompt": '{"3": {"class_type": "KSampler"}}'},
+        {"prompt": "{broken", "workflow": "{}"},
+        {"invokeai_metadata": "{"},
+        {"Software": "NovelAI", "Comment": "garbage", "Description": "a cat"},
+        {"sd-metadata": "[1, 2"},
+    ],
+    ids=["json", "swarm-shape", "comfy-no-inputs", "comfy-broken", "invokeai", "novelai", "sd-metadata"],
+)
+def test_a_damaged_chunk_is_the_one_line_error_never_a_traceback(tmp_path, chunks):
+    with pytest.raises(ValueError, match=r"holds no generation parameters that nbbatch can read$"):
+        nbbatch.load(png(tmp_path / "damaged.png", **chunks))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "schedule", "expected"),
+    [
+        ("Euler a", None, "euler-a"),
+        ("DPM++ 2M", "Karras", "dpm++2m-karras"),
+        ("DPM++ 2M", "Automatic", "dpm++2m"),
+        ("DPM++ 2M Karras", None, "dpm++2m-karras"),
+        ("DPM++ 2M SDE", "Exponential", "dpm++2m-sde-exponential"),
+        ("UniPC", None, "unipc"),
+        ("DDIM", None, "ddim"),
+        ("PLMS", None, "pndm"),
+        ("DPM2 a", None, "KDPM2AncestralDiscreteScheduler"),
+        ("euler_ancestral", "karras", "euler-a"),  # diffusers' Euler a has no Karras sigmas
+        ("dpmpp_2m", "normal", "dpm++2m"),
+        ("dpmpp_2m_sde_gpu", "karras", "dpm++2m-sde-karras"),
+        ("sample_dpmpp_sde", "simple", "DPMSolverSDEScheduler"),
+        ("uni_pc_bh2", "normal", "unipc"),
+        ("k_euler_ancestral", None, "euler-a"),
+        ("k_lms", None, "lms"),
+        ("dpmpp_2m_k", None, "dpm++2m-karras"),
+        ("lcm", "sgm_uniform", "LCMScheduler"),
+        ("DPM fast", None, None),
+        ("", None, None),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")  # diffusers' KDPM2
+def test_samplers_of_other_tools_map_to_a_scheduler_nbbatch_makes(sampler, schedule, expected):
+    assert scheduler_name(sampler, schedule) == expected
+    if expected is not None:
+        from nbbatch.core.spec import Settings
+        from nbbatch.models.pipelines import get_pipeline, make_scheduler
+
+        current = get_pipeline(Settings(model="nbbatch:tiny-sd", device="cpu")).pipe.scheduler
+        refused = {  # real names whose scheduler this machine or model cannot run: said in one line
+            "DPMSolverSDEScheduler": "needs the torchsde package: pip install torchsde",
+            "lms": "needs the scipy package: pip install scipy",
+            "LCMScheduler": "does not fit this pipeline",  # an LCM model's
+        }.get(expected)
+        if refused:
+            with pytest.raises(ValueError, match=refused):
+                make_scheduler(expected, current)
+        else:
+            assert make_scheduler(expected, current) is not None
+
+
+def test_a_foreign_picture_varies_with_a_model_given_and_is_never_refined_or_remade(tmp_path):
+    with Image.open(CORPUS / "automatic1111_cropped.png") as real:
+        text = real.text["parameters"]
+    path = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (32, 32), (200, 180, 40)).save(path, pnginfo=info)  # the real text on a picture to vary
+    loaded = nbbatch.load(path)
+    with pytest.raises(
+        ValueError, match="'realistic_realisticVisionV20_v20' is AUTOMATIC1111's name for its checkpoint"
+    ):
+        loaded.vary(235284042, seeds=[1])
+    with pytest.raises(ValueError, match="its starting noise came from that tool's generator"):
+        loaded.refine(235284042, "a duck in rain")
+    with pytest.raises(ValueError, match="was not made by nbbatch: it has no generator state"):
+        nbbatch.reproduce(path)
+    varied = loaded.vary(235284042, seeds=[1, 2], model="nbbatch:tiny-sd", steps=10)
+    assert [item.seed for item in varied] == [1, 2] and varied[0].prompt == "photo of a duck"
+    assert varied[0].params["scheduler"] == "UniPCMultistepScheduler" and varied[0].params["guidance_scale"] == 5.0
+    assert varied[0].negative_prompt == "monochrome" and varied[0].image.size == (32, 32)
+    options = {"scheduler": loaded[0].settings.scheduler, "guidance": loaded[0].settings.guidance}
+    batch = nbbatch.generate(loaded[0].prompt, [3], model="nbbatch:tiny-sd", **options, **FAST)
+    assert (batch[0].params["scheduler"], batch[0].params["guidance_scale"]) == ("UniPCMultistepScheduler", 5.0)
