@@ -40,9 +40,9 @@ def test_previews_arrive_per_chunk_with_steps_and_end_as_the_finished_image(sche
     assert [p.step for p in shown[:12]] == list(range(1, 13)) and {p.steps for p in shown} == {12}
     assert all(isinstance(picture, Image.Image) and picture.size == (64, 64) for p in shown for picture in p.images)
     last = {position: picture for p in shown for position, picture in zip(p.positions, p.images)}
-    for position, item in enumerate(made):  # the fit's error on unseen pictures: median 13, at most 41 levels
+    for position, item in enumerate(made):  # the map's error on 96 unseen pictures: median 6.7, at most 20.8 levels
         difference = np.abs(mean_colour(last[position]) - mean_colour(item.image)).max()
-        assert difference < 30, f"image {position}: preview mean colour {difference:.1f} levels off"
+        assert difference < 15, f"image {position}: preview mean colour {difference:.1f} levels off"  # here 2-10
         nearest = min(made, key=lambda other: distance(last[position], other.image))
         assert nearest is item, f"image {position}'s last preview looks most like another image"
     first = {position: picture for p in reversed(shown) for position, picture in zip(p.positions, p.images)}
@@ -97,6 +97,28 @@ def test_a_latent_map_draws_each_channel_in_its_colour():
     (picture,) = LatentMap(SD_FACTORS).images(latents)
     expected = [round((1 + f) * 127.5) for f in SD_FACTORS[0]]
     assert picture.getpixel((0, 0)) == tuple(expected)
+
+
+def test_a_map_with_a_fitted_head_learns_what_the_linear_map_cannot_and_round_trips_through_json():
+    import json
+
+    import torch
+
+    from nbbatch.models.previews import fit_head, fit_latent_map
+
+    generator = torch.Generator().manual_seed(3)
+    latents = torch.randn(8, 3, 4, 4, generator=generator)
+    pictures = torch.tanh(2 * latents[:, :1] * latents[:, 1:2]).expand(-1, 3, -1, -1)  # a product: no linear map
+    linear = fit_latent_map(latents, pictures)
+    mapping = fit_head(linear, latents, pictures, steps=400)
+
+    def error(candidate):
+        return float((candidate.rgb(latents).clamp(-1, 1).permute(0, 3, 1, 2) - pictures).abs().mean())
+
+    assert error(mapping) < error(linear) / 2
+    again = LatentMap.from_notes(json.loads(json.dumps(mapping.as_notes())))
+    assert again == mapping and error(again) == error(mapping)
+    assert fit_head(linear, latents, pictures, steps=400) == mapping, "the fit is deterministic"
 
 
 def test_a_stopped_batch_draws_the_images_not_made_as_grey_cells():
