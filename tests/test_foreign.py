@@ -115,6 +115,27 @@ WRITTEN = {
         },
         ("a lighthouse at night", "blurry", 3, 25, 5.0, 768, 512, None, "stabilityai/stable-diffusion-2-1"),
     ),
+    "ruinedfooocus": (  # the keys RuinedFooocus writes (its modules/pipeline code), as JSON parameters
+        {
+            "parameters": json.dumps(
+                {
+                    "Prompt": "a fox in snow",
+                    "Negative": "blurry",
+                    "steps": 30,
+                    "cfg": 7.0,
+                    "width": 1152,
+                    "height": 896,
+                    "seed": 12345,
+                    "sampler_name": "dpmpp_2m_sde_gpu",
+                    "scheduler": "karras",
+                    "base_model_name": "sdxl_base.safetensors",
+                    "loras": [],
+                    "software": "RuinedFooocus",
+                }
+            )
+        },
+        ("a fox in snow", "blurry", 12345, 30, 7.0, 1152, 896, "dpm++2m-sde-karras", "sdxl_base.safetensors"),
+    ),
     "settings-only": (
         {"parameters": "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x768, Model: sd15"},
         ("", "", 5, 20, 7.0, 512, 768, "euler-a", "sd15"),

@@ -4,7 +4,8 @@
 others, settings-only text included), ComfyUI ``prompt`` graphs (it follows the sampler
 node to its text encoders and checkpoint), Fooocus, InvokeAI (all three layouts) and
 NovelAI. nbbatch reads by hand only what sd-parsers does not: JSON ``parameters`` chunks
-in SwarmUI's layout (``sui_image_params``) and in the flat layout of Hugging Face spaces
+in SwarmUI's layout (``sui_image_params``), RuinedFooocus' (``Prompt``, ``Negative``,
+``cfg``, ``sampler_name``, ``base_model_name``) and the flat layout of Hugging Face spaces
 and diffusers scripts (``prompt``, ``num_inference_steps``, ``guidance_scale``, ...), and
 the size where a tool keeps it apart from the sampler (ComfyUI's latent node, Fooocus'
 ``resolution``, InvokeAI's fields). Any failure inside a reader counts as "no
@@ -218,22 +219,29 @@ def _json_parameters(data: Mapping[str, Any]) -> Foreign | None:
             model=params.get("model"),
             strength=creativity if params.get("initimage") or creativity else None,
         )
-    if not isinstance(data.get("prompt"), str):
+    prompt = data.get("prompt", data.get("Prompt"))  # RuinedFooocus writes Prompt, Negative, cfg, sampler_name
+    if not isinstance(prompt, str):
         return None
+    comfy_style = "sampler_name" in data  # then "scheduler" is the schedule (karras), not a diffusers class
     return Foreign(
         tool=str(data.get("software", data.get("pipeline", "JSON parameters"))),
-        prompt=data["prompt"],
-        negative_prompt=str(data.get("negative_prompt") or ""),
+        prompt=prompt,
+        negative_prompt=str(data.get("negative_prompt", data.get("Negative")) or ""),
         seed=_number(data.get("seed"), int),
         steps=_number(data.get("num_inference_steps", data.get("steps")), int),
-        guidance=_number(data.get("guidance_scale", data.get("cfg_scale", data.get("guidance"))), float),
+        guidance=_number(_first(data, "guidance_scale", "cfg_scale", "cfg", "guidance"), float),
         width=_number(data.get("width"), int),
         height=_number(data.get("height"), int),
-        sampler=data.get("scheduler", data.get("sampler")),
-        schedule=data.get("schedule", data.get("scheduler_type")),
-        model=data.get("model", data.get("model_id", data.get("base_model"))),
+        sampler=data["sampler_name"] if comfy_style else data.get("scheduler", data.get("sampler")),
+        schedule=data.get("scheduler") if comfy_style else data.get("schedule", data.get("scheduler_type")),
+        model=_first(data, "model", "model_id", "base_model", "base_model_name"),
         strength=_number(data.get("strength"), float),
     )
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    """The value of the first of `keys` that `data` has, or None."""
+    return next((data[key] for key in keys if key in data), None)
 
 
 def _number(value: Any, kind: type) -> Any:
