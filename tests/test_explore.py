@@ -18,7 +18,7 @@ from PIL import Image
 
 import nbbatch
 from nbbatch.core.axes import parse_axis
-from nbbatch.core.engine import slerp
+from nbbatch.core.seeds import slerp
 from nbbatch.core.spec import parse_prompt_lines
 from nbbatch.core.templates import expand
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from nbbatch.core.attention import check_prompt, is_plain
 from nbbatch.core.item import Item
-from nbbatch.core.seeds import generator_state, make_generator
+from nbbatch.core.seeds import generator_state, make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
 from nbbatch.models.pipelines import (
@@ -303,26 +303,6 @@ def starting_noise(
         own = randn_tensor(shape, generator=generator, device=target, dtype=dtype)
         blended.append(slerp(strength, own.float(), other).to(dtype))
     return torch.cat(blended)
-
-
-def slerp(strength: float, low: Any, high: Any) -> Any:
-    """Spherical interpolation per latent pixel (across channels), as A1111's ``rng.slerp``.
-
-    Where the two are nearly parallel it falls back to a straight blend, with the weights
-    the right way round (A1111 swaps them there, which only matters for a seed with itself).
-    """
-    import torch
-
-    low_unit = low / torch.linalg.vector_norm(low, dim=1, keepdim=True)
-    high_unit = high / torch.linalg.vector_norm(high, dim=1, keepdim=True)
-    dot = (low_unit * high_unit).sum(1)
-    if dot.mean() > 0.9995:
-        return low * (1 - strength) + high * strength
-    omega = torch.acos(dot)
-    sine = torch.sin(omega)
-    return (torch.sin((1.0 - strength) * omega) / sine).unsqueeze(1) * low + (
-        torch.sin(strength * omega) / sine
-    ).unsqueeze(1) * high
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 A seed list is parsed without torch; generators are made only where a batch runs.
 Each image keeps the initial state of its own generator, because that state (not
-the printed seed) is what reproduces the image: see `generator_state`.
+the printed seed) is what reproduces the image: see `generator_state`. `slerp` blends
+two seeds' noise (variation seeds); the engine and the exported code both use it.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.errors import first_line
 
@@ -97,3 +98,23 @@ def make_generator(device: str, seed: int, state: bytes | None = None) -> torch.
 def generator_state(generator: torch.Generator) -> bytes:
     """The generator's current state as bytes (5056 of them for a CPU generator)."""
     return generator.get_state().numpy().tobytes()
+
+
+def slerp(strength: float, low: Any, high: Any) -> Any:
+    """Spherical interpolation per latent pixel (across channels), as A1111's ``rng.slerp``.
+
+    Where the two are nearly parallel it falls back to a straight blend, with the weights
+    the right way round (A1111 swaps them there, which only matters for a seed with itself).
+    """
+    import torch
+
+    low_unit = low / torch.linalg.vector_norm(low, dim=1, keepdim=True)
+    high_unit = high / torch.linalg.vector_norm(high, dim=1, keepdim=True)
+    dot = (low_unit * high_unit).sum(1)
+    if dot.mean() > 0.9995:
+        return low * (1 - strength) + high * strength
+    omega = torch.acos(dot)
+    sine = torch.sin(omega)
+    return (torch.sin((1.0 - strength) * omega) / sine).unsqueeze(1) * low + (
+        torch.sin(strength * omega) / sine
+    ).unsqueeze(1) * high

@@ -6,7 +6,7 @@ its seed, or from the saved state where that differs, as for a refinement of a
 refinement's draw), and calls the pipeline with every argument nbbatch passed; it ends
 with the picture in a variable named ``image``. An image-to-image input travels inside
 the code as a base64 PNG, so the code runs alone. Variation seeds come with the few
-lines that blend the two noises (`nbbatch.core.engine.slerp`, copied in), LoRAs and
+lines that blend the two noises (`nbbatch.core.seeds.slerp`, copied in), LoRAs and
 textual-inversion embeddings with diffusers' own loaders.
 
 What diffusers alone cannot do is refused in one line rather than written wrong: prompts
@@ -24,11 +24,12 @@ import math
 import pprint
 import textwrap
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbbatch.core.engine import slerp
-from nbbatch.core.item import Item
-from nbbatch.core.seeds import generator_state, make_generator
+from nbbatch.core.seeds import generator_state, make_generator, slerp
+
+if TYPE_CHECKING:
+    from nbbatch.core.item import Item
 
 
 def item_code(item: Item) -> str:
@@ -69,11 +70,12 @@ def item_code(item: Item) -> str:
 def _check(item: Item) -> None:
     """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
     from nbbatch.core.attention import is_plain
+    from nbbatch.models.standins import STANDINS
 
     model = str(item.settings.model)
     if item.origin == "foreign":
         raise ValueError("this image was made by another tool: its noise came from another generator, so no code here")
-    if model.startswith("nbbatch:") and model.endswith("-random"):
+    if model in STANDINS:
         raise ValueError(f"{model} is a stand-in built in memory and never saved: no code can load it")
     if item.params.get("encoded_by") == "compel":
         if (item.settings.clip_skip or 1) > 1:

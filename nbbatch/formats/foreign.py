@@ -23,6 +23,8 @@ from typing import Any
 
 from PIL import Image
 
+from nbbatch.models.pipelines import takes_schedule
+
 A1111_SAMPLERS = {
     "euler": "euler",
     "euler a": "euler-a",
@@ -117,22 +119,7 @@ def scheduler_name(sampler: str | None, schedule: str | None = None) -> str | No
     if base is None:
         return None
     suffix = "karras" if karras else SCHEDULES.get((schedule or "").strip().lower())
-    return f"{base}-{suffix}" if suffix and _has_schedule(base, suffix) else base
-
-
-def _has_schedule(base: str, suffix: str) -> bool:
-    """Whether diffusers' scheduler for `base` takes the `suffix` sigmas (its Euler a has no Karras, for one)."""
-    import inspect
-
-    import diffusers
-
-    from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
-    from nbbatch.models.pipelines import SCHEDULES as OPTIONS
-
-    name = SAMPLER_VARIANTS.get(base, (base, {}))[0]
-    scheduler = getattr(diffusers, SCHEDULERS.get(name, name), None)
-    accepted = inspect.signature(scheduler.__init__).parameters if scheduler is not None else {}
-    return all(key in accepted for key in OPTIONS[suffix])
+    return f"{base}-{suffix}" if suffix and takes_schedule(f"{base}-{suffix}") else base  # Euler a has no Karras
 
 
 def _sd_parsers(image: Image.Image) -> Foreign | None:

@@ -334,6 +334,7 @@ def _load_png(path: Path) -> Item:
             image, text = opened.convert("RGB"), dict(getattr(opened, "text", {}))
             if opened.format != "PNG":
                 raise ValueError(f"{str(path)!r} is a {opened.format} image: nbbatch reads parameters from PNGs")
+            found = None if "nbbatch" in text else read_foreign(opened)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read {str(path)!r} as an image: {error}") from None
     if "nbbatch" in text:
@@ -342,8 +343,6 @@ def _load_png(path: Path) -> Item:
             return _item_from_record(entry, image, path)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
-    with Image.open(path) as opened:
-        found = read_foreign(opened)
     if found is None:
         raise ValueError(f"{str(path)!r} holds no generation parameters that nbbatch can read")
     return _item_from_foreign(found, image, path)

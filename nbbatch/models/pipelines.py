@@ -184,12 +184,7 @@ def make_scheduler(name: str, current: Any) -> Any:
     """
     import diffusers
 
-    base, _, suffix = name.lower().rpartition("-")
-    schedule = SCHEDULES.get(suffix, {}) if base else {}
-    if not schedule:
-        base = name.lower()
-    base, options = SAMPLER_VARIANTS.get(base, (base, {}))
-    class_name = SCHEDULERS.get(base, name.rpartition("-")[0] if schedule else name)
+    class_name, options, schedule, suffix = _parse_scheduler(name)
     scheduler_class = getattr(diffusers, class_name, None)
     if not class_name.endswith("Scheduler") or scheduler_class is None:
         known = ", ".join([*SCHEDULERS, *SAMPLER_VARIANTS])
@@ -203,10 +198,8 @@ def make_scheduler(name: str, current: Any) -> Any:
             f"scheduler {class_name} does not fit this pipeline, which uses {type(current).__name__}: "
             f"choose {', '.join(sorted(fits))}"
         )
-    accepted = inspect.signature(scheduler_class.__init__).parameters
-    for key in schedule:
-        if key not in accepted:
-            raise ValueError(f"scheduler {class_name} has no {suffix} schedule: choose it without -{suffix}")
+    if not _accepts(scheduler_class, schedule):
+        raise ValueError(f"scheduler {class_name} has no {suffix} schedule: choose it without -{suffix}")
     try:
         return scheduler_class.from_config(current.config, **options, **schedule)
     except ImportError as error:
@@ -214,6 +207,31 @@ def make_scheduler(name: str, current: Any) -> Any:
         needed = next((group for group in package.groups() if group), "a missing") if package else "a missing"
         what = f"{class_name} with the {suffix} schedule" if schedule else class_name
         raise ValueError(f"scheduler {what} needs the {needed} package: pip install {needed}") from None
+
+
+def takes_schedule(name: str) -> bool:
+    """Whether `name` (``euler-a-karras``) is a diffusers scheduler that has its schedule's sigmas."""
+    import diffusers
+
+    class_name, _, schedule, _ = _parse_scheduler(name)
+    scheduler_class = getattr(diffusers, class_name, None)
+    return scheduler_class is not None and _accepts(scheduler_class, schedule)
+
+
+def _parse_scheduler(name: str) -> tuple[str, dict[str, Any], dict[str, bool], str]:
+    """A scheduler name's diffusers class name, its variant's options, its schedule's options and the schedule."""
+    base, _, suffix = name.lower().rpartition("-")
+    schedule = SCHEDULES.get(suffix, {}) if base else {}
+    if not schedule:
+        base = name.lower()
+    base, options = SAMPLER_VARIANTS.get(base, (base, {}))
+    class_name = SCHEDULERS.get(base, name.rpartition("-")[0] if schedule else name)
+    return class_name, options, schedule, suffix
+
+
+def _accepts(scheduler_class: Any, options: Mapping[str, Any]) -> bool:
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    return all(key in accepted for key in options)
 
 
 def schedule_name(config: Mapping[str, Any]) -> str | None:
