@@ -26,6 +26,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from nbbatch import __version__
 from nbbatch.core.seeds import generator_state, make_generator, slerp
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def item_code(item: Item) -> str:
         arguments["latents"] = "latents"
     call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
     body.append(f"image = pipe(\n{call}).images[0]")
-    header = f"# {item.label} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {_version()})"
+    header = f"# {item.label} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {__version__})"
     return "\n".join([header, *dict.fromkeys(imports), "", *body]) + "\n"
 
 
@@ -177,12 +178,6 @@ def _png_base64(image: Any) -> str:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _version() -> str:
-    from nbbatch import __version__
-
-    return __version__
 
 
 def _plain(value: Any) -> Any:

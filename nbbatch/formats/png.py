@@ -25,6 +25,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from nbbatch import __version__
 from nbbatch.core.axes import axis_value
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
@@ -73,7 +74,7 @@ def a1111_parameters(item: Item) -> str:
         "Template": params.get("template"),
         "Lora hashes": _hashes(params.get("loras", ()), "name"),
         "TI hashes": _hashes(params.get("embeddings", ()), "token"),
-        "Version": f"nbbatch {_version()}",
+        "Version": f"nbbatch {__version__}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value not in (None, ""))
     negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
@@ -172,7 +173,7 @@ def versions() -> dict[str, str]:
     """The versions of nbbatch, diffusers, transformers, torch and Python."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"nbbatch": _version(), "python": sys.version.split()[0]}
+    found = {"nbbatch": __version__, "python": sys.version.split()[0]}
     for name in ("diffusers", "transformers", "torch"):
         try:
             found[name] = version(name)
@@ -434,9 +435,3 @@ def _quote(value: Any) -> str:
     """A1111's quoting: values with commas, colons or newlines are written as JSON strings."""
     text = str(value)
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
-def _version() -> str:
-    from nbbatch import __version__
-
-    return __version__

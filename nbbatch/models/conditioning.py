@@ -81,6 +81,7 @@ class Conditioner:
         self._negative = [self._provider(tokenizer, encoder, 1) for tokenizer, encoder in pairs]
         self._cache: dict[tuple[str, str | None], Conditioning] = {}
         self._lengths: dict[tuple[str, str | None], int] = {}
+        self._window_counts: dict[str, int] = {}  # per text: asked for every image of a batch
 
     def _provider(self, tokenizer: Any, encoder: Any, skip: int) -> Any:
         # SD takes the normalised last hidden state (clip skip N: state -N, normalised);
@@ -98,10 +99,12 @@ class Conditioner:
         return any(not is_plain(text) or self._windows(text) > 1 for text in texts)
 
     def _windows(self, text: str) -> int:
-        tokenizer = self.pipe.tokenizer
-        with _quiet():
-            count = len(tokenizer(self.pipe.maybe_convert_prompt(text, tokenizer), add_special_tokens=False).input_ids)
-        return max(1, -(-count // (tokenizer.model_max_length - 2)))
+        if text not in self._window_counts:
+            tokenizer = self.pipe.tokenizer
+            with _quiet():
+                ids = tokenizer(self.pipe.maybe_convert_prompt(text, tokenizer), add_special_tokens=False).input_ids
+            self._window_counts[text] = max(1, -(-len(ids) // (tokenizer.model_max_length - 2)))
+        return self._window_counts[text]
 
     def length(self, prompt: str, negative: str | None) -> int:
         """The token positions of this pair's embeddings (77 per window): images of one length share a call.
