@@ -20,7 +20,7 @@ from nbbatch.models.shapes.data import caption
 from nbbatch.models.shapes.evaluate import prompt_set
 
 
-def fit(model: str = shapes.NAME, count: int = 192, steps: int = 20) -> tuple[LatentMap, dict[str, dict[str, float]]]:
+def fit(model: str = shapes.NAME, count: int = 384, steps: int = 20) -> tuple[LatentMap, dict[str, dict[str, float]]]:
     """The map fitted on half the pictures; its mean-colour errors (0-255) on the rest, without and with the head."""
     import torch
 
@@ -55,7 +55,7 @@ def fit(model: str = shapes.NAME, count: int = 192, steps: int = 20) -> tuple[La
 def main(argv: list[str] | None = None) -> None:
     """Fit, write into the weights' ``nbbatch.json`` and print the factors and the colour error."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=192, help="pictures: half to fit on, half to test (default 192)")
+    parser.add_argument("--count", type=int, default=384, help="pictures: half to fit on, half to test (default 384)")
     parser.add_argument("--weights", type=Path, default=shapes.WEIGHTS, help="the model folder (default: the shipped)")
     args = parser.parse_args(argv)
     model = shapes.NAME if args.weights == shapes.WEIGHTS else str(args.weights)

@@ -14,11 +14,13 @@ rather than learned, because a learned one did not let the layout follow the noi
 Colour and kind are global, like the words that ask for them, and position lives in one
 channel of its own: so the same starting noise keeps the shape in place when only a
 colour word changes (refine), and the decoder draws a crisp circle, square or triangle
-from the blob and the kind. Three phases, each a fixed number of steps from a fixed seed
-(so the same command on the same machine gives the same weights):
+of the coded kind where the blob is (it is trained on blobs of a random kind's outline).
+Three phases, each a fixed number of steps from a fixed seed (so the same command on the
+same machine gives the same weights):
 
 1. the VAE decoder learns to draw pictures from designed latents (with noise added, so
-   that it forgives a slightly-off latent from the sampler);
+   that it forgives a slightly-off latent from the sampler); ``--decoder-from`` starts it
+   from an earlier run's decoder (the shipped one was trained in two such stages);
 2. the VAE encoder learns to produce the designed latents from pictures (img2img);
 3. the UNet and the text encoder learn to denoise designed latents given the caption
    (v-prediction, 10% empty captions for classifier-free guidance, EMA weights).
@@ -51,13 +53,14 @@ from diffusers import (
 from diffusers.models.attention_processor import AttnProcessor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from nbbatch.models.shapes.data import COLOURS, SHAPES, SIZE, Batch, sample
+from nbbatch.models.shapes.data import COLOURS, SHAPES, SIZE, Batch, render, sample
 
 LATENT_SIZE = SIZE // 4
 LATENT_CHANNELS = 9
 MASK_SCALE = 1.5  # the mask channel spans +-1.5: position is what the loss should weigh most
 BLUR_SIGMA = 0.8  # latent pixels
 FRAME_WEIGHT = 5  # the decoder's loss on the picture's outer two pixels, against 1 inside
+EDGE_WEIGHT = 4.0  # the decoder's loss within two pixels of the shape's edge (times the frame's)
 GUIDANCE_OVERSHOOT = 2.5  # the largest factor by which the decoder's training latents are pushed past the designed
 SHAPE_CODES = torch.tensor([[math.cos(a), math.sin(a)] for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)])
 WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
@@ -194,16 +197,23 @@ class _Log:
             print(f"{phase} {step}/{total} loss {loss:.5f} ({seconds / 60:.1f} min)", flush=True)
 
 
-def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _Log) -> None:
+def train_decoder(
+    vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _Log, edge_weight: float = EDGE_WEIGHT
+) -> None:
     """Phase 1: the decoder draws pictures from designed latents, softened and noised at random.
 
     The sampler's latents are a little blurrier and noisier than the designed ones: the
-    decoder learns to draw the crisp shape of the coded kind from such a blob. Guidance
-    pushes the sampler's latents past the designed ones (a colour field at 1.6 where the
-    palette ends at 1): half the latents are scaled away from the colours' mean by up to
-    `GUIDANCE_OVERSHOOT`, with the true picture as the target. The outer two pixels weigh
+    decoder learns to draw the crisp shape of the coded kind from such a blob. The blob's
+    outline is that of a kind drawn at random (same place and size), never told by the
+    code: so the decoder takes the kind from the code (channels 7-8, which the UNet gets
+    right) and only the place and size from the blob (whose outline the UNet draws less
+    well: a square with bowed sides). Guidance pushes the sampler's latents past the
+    designed ones (a colour field at 1.6 where the palette ends at 1): half the latents
+    are scaled away from the colours' mean by up to `GUIDANCE_OVERSHOOT`, with the true
+    picture as the target. The outer two pixels weigh
     `FRAME_WEIGHT` times more in the loss: zero padding leaves stray pixels in the
-    corners otherwise, which read as part of the shape.
+    corners otherwise, which read as part of the shape; the pixels within two of the
+    shape's edge weigh `edge_weight` times more, for crisp corners.
     """
     params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     optimiser = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
@@ -214,7 +224,9 @@ def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _L
     weights = torch.full((SIZE, SIZE), float(FRAME_WEIGHT))
     weights[2:-2, 2:-2] = 1.0
     for step, data in zip(range(1, steps + 1), _batches(batch, seed)):
-        latents = design_latents(data)
+        outline = torch.randint(len(SHAPES), (batch,), generator=generator)
+        blob = design_latents(render(outline, data.colour, data.background, data.centre, data.half))[:, :1]
+        latents = torch.cat([blob, design_latents(data)[:, 1:]], dim=1)
         softer = F.avg_pool2d(latents[:, :1], 3, stride=1, padding=1, count_include_pad=False)
         blend = torch.rand(batch, 1, 1, 1, generator=generator)
         latents = torch.cat([latents[:, :1] + blend * (softer - latents[:, :1]), latents[:, 1:]], dim=1)
@@ -224,7 +236,10 @@ def train_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, log: _L
         scale = 1 + (GUIDANCE_OVERSHOOT - 1) * torch.rand(batch, 1, 1, 1, generator=generator) * overshoot
         latents = centre + scale * (latents - centre)
         decoded = vae.decode(latents).sample
-        loss = (weights * (decoded - (data.images * 2 - 1)).abs()).sum() / (weights.sum() * decoded.shape[0] * 3)
+        inside = (data.masks > 0.5).float()
+        band = F.max_pool2d(inside, 5, 1, 2) - (-F.max_pool2d(-inside, 5, 1, 2))  # dilated minus eroded
+        w = weights * (1 + (edge_weight - 1) * band)
+        loss = (w * (decoded - (data.images * 2 - 1)).abs()).sum() / (w.sum() * 3)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -304,6 +319,8 @@ def train(
     threads: int = 2,
     reuse: tuple[str, ...] = (),
     reuse_from: Path | None = None,
+    decoder_from: Path | None = None,
+    edge_weight: float = EDGE_WEIGHT,
 ) -> StableDiffusionPipeline:
     """Train the three phases (`batches`: their batch sizes), save the pipeline into `out` (fp16), return it (fp32).
 
@@ -311,7 +328,8 @@ def train(
     parameters and the designed latents as targets), so a phase named in `reuse` can be
     taken from `reuse_from`, a pipeline trained with the same seed and that phase's steps
     and batch: its weights are what training the phase again would give, and its log rows
-    are copied. This lets one phase be retrained alone.
+    are copied. This lets one phase be retrained alone. `decoder_from` starts the decoder
+    from an earlier run's instead of from scratch (a fine-tune).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -328,7 +346,11 @@ def train(
         vae.decoder.load_state_dict(earlier["vae"].decoder.state_dict())
         vae.post_quant_conv.load_state_dict(earlier["vae"].post_quant_conv.state_dict())
     else:
-        train_decoder(vae, decoder_steps, batches[0], seed, log)
+        if decoder_from is not None:  # a fine-tune: the decoder starts from an earlier run's
+            earlier_vae = AutoencoderKL.from_pretrained(decoder_from / "vae", dtype=torch.float32)
+            vae.decoder.load_state_dict(earlier_vae.decoder.state_dict())
+            vae.post_quant_conv.load_state_dict(earlier_vae.post_quant_conv.state_dict())
+        train_decoder(vae, decoder_steps, batches[0], seed, log, edge_weight)
     if "encoder" in reuse:
         vae.encoder.load_state_dict(earlier["vae"].encoder.state_dict())
         vae.quant_conv.load_state_dict(earlier["vae"].quant_conv.state_dict())
@@ -354,6 +376,8 @@ def train(
         denoiser_steps=denoiser_steps,
         threads=threads,
         reused={phase: str(reuse_from) for phase in reuse},
+        decoder_from=str(decoder_from) if decoder_from else None,
+        edge_weight=edge_weight,
         minutes=round((time.monotonic() - log.start) / 60, 1),
         torch=torch.__version__,
     )
@@ -399,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", nargs="*", default=(), choices=PHASES, help="phases to take from --reuse-from")
     parser.add_argument("--reuse-from", type=Path, help="an earlier run with the same settings for those phases")
+    parser.add_argument("--decoder-from", type=Path, help="start the decoder from this run's (a fine-tune)")
+    parser.add_argument("--edge-weight", type=float, default=EDGE_WEIGHT, help="decoder loss near the shape's edge")
     args = parser.parse_args(argv)
     train(
         args.out,
@@ -410,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         reuse=tuple(args.reuse),
         reuse_from=args.reuse_from,
+        decoder_from=args.decoder_from,
+        edge_weight=args.edge_weight,
     )
 
 
