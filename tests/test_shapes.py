@@ -115,32 +115,16 @@ def digest(folder):
 
 def test_training_runs_end_to_end_is_reproducible_and_retrains_one_phase_alone(tmp_path):
     threads = torch.get_num_threads()
+    short = dict(encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
+    from_a = dict(reuse=("encoder", "denoiser"), reuse_from=tmp_path / "a")
     try:
-        first = train(tmp_path / "a", decoder_steps=2, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
-        train(tmp_path / "b", decoder_steps=2, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
-        longer = tmp_path / "c"
-        train(longer, decoder_steps=3, encoder_steps=2, denoiser_steps=2, batches=(4, 4, 4))
-        reused = tmp_path / "d"
-        train(
-            reused,
-            decoder_steps=3,
-            encoder_steps=2,
-            denoiser_steps=2,
-            batches=(4, 4, 4),
-            reuse=("encoder", "denoiser"),
-            reuse_from=tmp_path / "a",
-        )
+        first = train(tmp_path / "a", decoder_steps=2, **short)
+        train(tmp_path / "b", decoder_steps=2, **short)
+        longer, reused = tmp_path / "c", tmp_path / "d"
+        train(longer, decoder_steps=3, **short)
+        train(reused, decoder_steps=3, **short, **from_a)
         for name in ("e", "f"):  # the decoder fine-tuned from run a's, the rest reused
-            train(
-                tmp_path / name,
-                decoder_steps=2,
-                encoder_steps=2,
-                denoiser_steps=2,
-                batches=(4, 4, 4),
-                reuse=("encoder", "denoiser"),
-                reuse_from=tmp_path / "a",
-                decoder_from=tmp_path / "a",
-            )
+            train(tmp_path / name, decoder_steps=2, **short, **from_a, decoder_from=tmp_path / "a")
     finally:
         torch.set_num_threads(threads)
     assert digest(tmp_path / "a") == digest(tmp_path / "b"), "the same script and seed give the same weights"
