@@ -24,16 +24,32 @@ import math
 import pprint
 import textwrap
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nbbatch import __version__
 from nbbatch.core.seeds import generator_state, make_generator, slerp
 
 if TYPE_CHECKING:
-    from nbbatch.core.item import Item
+    from PIL import Image
+
+    from nbbatch.core.spec import Settings
 
 
-def item_code(item: Item) -> str:
+class Exported(Protocol):
+    """What the code reads of an image: a `nbbatch.core.item.Item` (not imported: `Item.code` calls this module)."""
+
+    seed: int
+    prompt: str
+    negative_prompt: str
+    settings: Settings
+    params: Mapping[str, Any]
+    state: bytes
+    init_image: Image.Image | None
+    origin: str
+    label: str
+
+
+def item_code(item: Exported) -> str:
     """The Python source that makes `item`'s image again with diffusers alone, ending with it in ``image``."""
     _check(item)
     params = item.params
@@ -68,7 +84,7 @@ def item_code(item: Item) -> str:
     return "\n".join([header, *dict.fromkeys(imports), "", *body]) + "\n"
 
 
-def _check(item: Item) -> None:
+def _check(item: Exported) -> None:
     """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
     from nbbatch.core.attention import is_plain
     from nbbatch.models.standins import STANDINS
@@ -88,13 +104,13 @@ def _check(item: Item) -> None:
         raise ValueError(f"nbbatch encoded this image's prompt itself with compel ({why}): diffusers alone cannot")
 
 
-def _source(item: Item) -> str:
+def _source(item: Exported) -> str:
     from nbbatch.models.pipelines import resolve_model
 
     return resolve_model(item.settings.model)
 
 
-def _placement(item: Item) -> list[str]:
+def _placement(item: Exported) -> list[str]:
     params, settings = item.params, item.settings
     device = params.get("device", "cpu")
     lines = ["pipe.enable_model_cpu_offload()" if settings.offload else f"pipe.to({device!r})"]
@@ -127,7 +143,7 @@ def _adapters(params: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _generator(item: Item, imports: list[str]) -> list[str]:
+def _generator(item: Exported, imports: list[str]) -> list[str]:
     """The image's generator: seeded, or set to its saved state where that is not the seed's (a refinement's)."""
     device = item.params.get("generator_device", item.settings.generator_device)
     made = f"generator = torch.Generator({device!r})"
@@ -142,7 +158,7 @@ def _generator(item: Item, imports: list[str]) -> list[str]:
     ]
 
 
-def _arguments(item: Item) -> dict[str, str]:
+def _arguments(item: Exported) -> dict[str, str]:
     params = item.params
     arguments = {"prompt": repr(item.prompt)}
     if item.negative_prompt:
@@ -156,7 +172,7 @@ def _arguments(item: Item) -> dict[str, str]:
     return arguments
 
 
-def _variation(item: Item) -> list[str]:
+def _variation(item: Exported) -> list[str]:
     """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
     params = item.params
     device = params.get("generator_device", item.settings.generator_device)
