@@ -40,9 +40,11 @@ def test_previews_arrive_per_chunk_with_steps_and_end_as_the_finished_image(sche
     assert [p.step for p in shown[:12]] == list(range(1, 13)) and {p.steps for p in shown} == {12}
     assert all(isinstance(picture, Image.Image) and picture.size == (64, 64) for p in shown for picture in p.images)
     last = {position: picture for p in shown for position, picture in zip(p.positions, p.images)}
-    for position, item in enumerate(made):  # the map's error on 192 unseen pictures: median 5.0, p90 11.3
-        difference = np.abs(mean_colour(last[position]) - mean_colour(item.image)).max()
-        assert difference < 20, f"image {position}: preview mean colour {difference:.1f} levels off"  # here 6-17
+    offs = [np.abs(mean_colour(last[n]) - mean_colour(item.image)).max() for n, item in enumerate(made)]
+    # On 240 unseen pictures the map's mean colour is 3.5 levels off (median; p90 12): here 2-7, and 15 for the big
+    # red circle, which the decoder draws larger than its latent's blob (a per-pixel map cannot see that)
+    assert np.median(offs) < 8 and max(offs) < 20, f"preview mean colours {np.round(offs, 1)} levels off"
+    for position, item in enumerate(made):
         nearest = min(made, key=lambda other: distance(last[position], other.image))
         assert nearest is item, f"image {position}'s last preview looks most like another image"
     first = {position: picture for p in reversed(shown) for position, picture in zip(p.positions, p.images)}
@@ -99,26 +101,36 @@ def test_a_latent_map_draws_each_channel_in_its_colour():
     assert picture.getpixel((0, 0)) == tuple(expected)
 
 
-def test_a_map_with_a_fitted_head_learns_what_the_linear_map_cannot_and_round_trips_through_json():
+def test_a_palette_map_snaps_colours_a_linear_map_cannot_and_round_trips_through_json():
     import json
 
     import torch
 
-    from nbbatch.models.previews import fit_head, fit_latent_map
+    from nbbatch.models.previews import fit_latent_map, fit_palette
 
+    colours = [(-1.0, -1.0, -1.0), (1.0, -1.0, -1.0), (-1.0, -1.0, 1.0), (1.0, 1.0, 1.0)]
+    palette = torch.tensor(colours)
     generator = torch.Generator().manual_seed(3)
-    latents = torch.randn(8, 3, 4, 4, generator=generator)
-    pictures = torch.tanh(2 * latents[:, :1] * latents[:, 1:2]).expand(-1, 3, -1, -1)  # a product: no linear map
-    linear = fit_latent_map(latents, pictures)
-    mapping = fit_head(linear, latents, pictures, steps=400)
+    count = 24
+    fg, bg = torch.randint(4, (count,), generator=generator), torch.randint(4, (count,), generator=generator)
+    inside = torch.zeros(count, 1, 6, 6)
+    inside[:, :, 1:4, 2:5] = 1.0
+    push = 1 + torch.rand(count, 1, 1, 1, generator=generator)  # guidance-like: pushed by a varying factor
+    shift = torch.tensor([0.8, 0.0, 0.0] * 2)[None, :, None, None]  # and off the palette: nearest colour is wrong
+    fields = 0.4 * push * torch.cat([palette[fg], palette[bg]], dim=1)[:, :, None, None].expand(-1, -1, 6, 6) + shift
+    latents = torch.cat([2 * inside - 1, fields], dim=1) + 0.05 * torch.randn(count, 7, 6, 6, generator=generator)
+    pictures = palette[bg][:, :, None, None] + inside * (palette[fg] - palette[bg])[:, :, None, None]
+    mapping = fit_palette(latents, pictures, colours, mask=0, shape=(1, 2, 3), background=(4, 5, 6), steps=300)
+    start = fit_palette(latents, pictures, colours, mask=0, shape=(1, 2, 3), background=(4, 5, 6), steps=0)
 
     def error(candidate):
         return float((candidate.rgb(latents).clamp(-1, 1).permute(0, 3, 1, 2) - pictures).abs().mean())
 
-    assert error(mapping) < error(linear) / 2
+    assert error(mapping) < 0.05 and error(start) > 0.1, "it learns which colour the decoder picks"
+    assert error(fit_latent_map(latents, pictures)) > 0.2, "which no linear map draws"
     again = LatentMap.from_notes(json.loads(json.dumps(mapping.as_notes())))
     assert again == mapping and error(again) == error(mapping)
-    assert fit_head(linear, latents, pictures, steps=400) == mapping, "the fit is deterministic"
+    assert fit_palette(latents, pictures, colours, 0, (1, 2, 3), (4, 5, 6), steps=300) == mapping, "deterministic"
 
 
 def test_a_stopped_batch_draws_the_images_not_made_as_grey_cells():
