@@ -52,9 +52,16 @@ def test_weights_are_read_as_a1111_reads_them(prompt, pieces):
         ("a (red cat", r"unbalanced '\(' at character 3 of prompt 'a \(red cat': close it with '\)'"),
         ("a red) cat", r"unbalanced '\)' at character 6 of prompt 'a red\) cat': open it with '\('"),
         ("[a red cat", r"unbalanced '\[' at character 1"),
+        (
+            "a red cat <lora:film-grain:0.8>",
+            r"prompt 'a red cat <lora:film-grain:0.8>' holds the A1111 tag '<lora:film-grain:0.8>', which "
+            r"nbbatch does not read: load its file with --lora PATH:0.8 \(loras=\[\(PATH, 0.8\)\] in Python\) "
+            r"and take the tag out",
+        ),
+        ("a <hypernet:anime> cat", r"nbbatch has no hypernet networks: take the tag out"),
     ],
 )
-def test_an_unbalanced_bracket_is_a_one_line_error_before_anything_runs(prompt, message, shell):
+def test_an_unbalanced_bracket_or_an_a1111_tag_is_a_one_line_error_before_anything_runs(prompt, message, shell):
     from IPython.core.error import UsageError
 
     with pytest.raises(ValueError, match=message):

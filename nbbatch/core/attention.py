@@ -6,6 +6,7 @@ multiplies it by W, brackets nest, ``\(`` ``\)`` ``\[`` ``\]`` ``\\`` are the ch
 themselves, and ``BREAK`` starts a new 75-token window. Where A1111 lets an unbalanced
 bracket weigh the rest of the prompt, nbbatch refuses it with a one-line error: it is
 almost always a typo, and a silent 1.1 on half a prompt is hard to notice in a picture.
+Its extra-network tags (``<lora:name:0.8>``) are refused the same way (see `check_prompt`).
 
 Turning the pieces into embeddings is the model layer's work (`nbbatch.models.conditioning`,
 with `compel`); this module is plain text.
@@ -21,6 +22,8 @@ Piece = tuple[str, float]
 _TOKEN = re.compile(r"\\[()\[\]\\]|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:")
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
 _SYNTAX = re.compile(r"[()\[\]\\]|\bBREAK\b")
+_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+"""A1111's extra-network tag (``<lora:name:0.8>``, ``<hypernet:name>``), which its parser takes out of the text."""
 
 UP = 1.1
 """What ``(text)`` multiplies the weight by, as in A1111."""
@@ -99,6 +102,22 @@ def plain_text(prompt: str) -> str:
 
 
 def check_prompt(prompt: str) -> None:
-    """Raise ValueError for a prompt whose weight syntax cannot be read (an unbalanced bracket)."""
+    """Raise ValueError for a prompt nbbatch cannot read as its writer meant: an unbalanced bracket, an A1111 tag.
+
+    A1111 loads ``<lora:name:0.8>`` from its own LoRA folder and takes the tag out of the
+    text; read as words, it would draw a different picture with no LoRA, silently. The
+    error says how nbbatch loads one instead.
+    """
+    tag = _NETWORK.search(prompt)
+    if tag:
+        kind, arguments = tag.groups()
+        given = arguments.split(":")[1:2] or ["1"]  # A1111's weight follows the name; 1 when none does
+        weight = given[0] if re.fullmatch(r"[+-]?[.\d]+", given[0]) else "WEIGHT"
+        how = (
+            f"load its file with --lora PATH:{weight} (loras=[(PATH, {weight})] in Python) and take the tag out"
+            if kind.lower() in ("lora", "lyco")
+            else f"nbbatch has no {kind} networks: take the tag out"
+        )
+        raise ValueError(f"prompt {prompt!r} holds the A1111 tag {tag.group(0)!r}, which nbbatch does not read: {how}")
     if not is_plain(prompt):
         parse_attention(prompt)
