@@ -1,6 +1,6 @@
 """Fit the preview map of ``nbbatch:shapes``: its latent channels to RGB, on its VAE's decodes.
 
-Run by hand (about three minutes) after retraining:
+Run by hand (about two minutes) after retraining:
 ``python -m nbbatch.models.shapes.preview_factors``. It makes `--per-setting` pictures of
 the evaluation's prompts at each of `SETTINGS` (steps and guidance: previews must hold
 when a user changes them), decodes their final latents, fits
