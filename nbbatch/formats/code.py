@@ -35,21 +35,30 @@ if TYPE_CHECKING:
     from nbbatch.core.spec import Settings
 
 
-class Exported(Protocol):
-    """What the code reads of an image: a `nbbatch.core.item.Item` (not imported: `Item.code` calls this module)."""
+class _Exported(Protocol):
+    """What the code reads of an image, read-only: a `nbbatch.core.item.Item` (not imported: `Item.code` calls here)."""
 
-    seed: int
-    prompt: str
-    negative_prompt: str
-    settings: Settings
-    params: Mapping[str, Any]
-    state: bytes
-    init_image: Image.Image | None
-    origin: str
-    label: str
+    @property
+    def seed(self) -> int: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def negative_prompt(self) -> str: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def state(self) -> bytes: ...
+    @property
+    def init_image(self) -> Image.Image | None: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def label(self) -> str: ...
 
 
-def item_code(item: Exported) -> str:
+def item_code(item: _Exported) -> str:
     """The Python source that makes `item`'s image again with diffusers alone, ending with it in ``image``."""
     _check(item)
     params = item.params
@@ -84,7 +93,7 @@ def item_code(item: Exported) -> str:
     return "\n".join([header, *dict.fromkeys(imports), "", *body]) + "\n"
 
 
-def _check(item: Exported) -> None:
+def _check(item: _Exported) -> None:
     """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
     from nbbatch.core.attention import is_plain
     from nbbatch.models.standins import STANDINS
@@ -104,13 +113,13 @@ def _check(item: Exported) -> None:
         raise ValueError(f"nbbatch encoded this image's prompt itself with compel ({why}): diffusers alone cannot")
 
 
-def _source(item: Exported) -> str:
+def _source(item: _Exported) -> str:
     from nbbatch.models.pipelines import resolve_model
 
     return resolve_model(item.settings.model)
 
 
-def _placement(item: Exported) -> list[str]:
+def _placement(item: _Exported) -> list[str]:
     params, settings = item.params, item.settings
     device = params.get("device", "cpu")
     lines = ["pipe.enable_model_cpu_offload()" if settings.offload else f"pipe.to({device!r})"]
@@ -143,7 +152,7 @@ def _adapters(params: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _generator(item: Exported, imports: list[str]) -> list[str]:
+def _generator(item: _Exported, imports: list[str]) -> list[str]:
     """The image's generator: seeded, or set to its saved state where that is not the seed's (a refinement's)."""
     device = item.params.get("generator_device", item.settings.generator_device)
     made = f"generator = torch.Generator({device!r})"
@@ -158,7 +167,7 @@ def _generator(item: Exported, imports: list[str]) -> list[str]:
     ]
 
 
-def _arguments(item: Exported) -> dict[str, str]:
+def _arguments(item: _Exported) -> dict[str, str]:
     params = item.params
     arguments = {"prompt": repr(item.prompt)}
     if item.negative_prompt:
@@ -172,7 +181,7 @@ def _arguments(item: Exported) -> dict[str, str]:
     return arguments
 
 
-def _variation(item: Exported) -> list[str]:
+def _variation(item: _Exported) -> list[str]:
     """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
     params = item.params
     device = params.get("generator_device", item.settings.generator_device)
