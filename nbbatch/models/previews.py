@@ -75,12 +75,20 @@ class Palette:
         import torch
 
         x = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        colours = torch.tensor(self.colours)
-        shape = torch.softmax(mean @ torch.tensor(self.shape), dim=-1) @ colours
-        background = torch.softmax(mean @ torch.tensor(self.background), dim=-1) @ colours
-        inside = torch.sigmoid(x @ torch.tensor(self.mask))[..., None]
-        return background + inside * (shape - background)
+        weights = (torch.tensor(w) for w in (self.colours, self.shape, self.background, self.mask))
+        return _palette_rgb(x, x.mean(dim=(1, 2), keepdim=True), *weights)
+
+
+def _palette_rgb(x: Any, mean: Any, colours: Any, shape: Any, background: Any, mask: Any) -> Any:
+    """`Palette`'s formula on tensors: pixels `x` and their picture's `mean` (both with a 1 appended), ... x 3.
+
+    One place for it, so the fit (`fit_palette`, through these tensors) and the previews agree.
+    """
+    import torch
+
+    fg = torch.softmax(mean @ shape, dim=-1) @ colours
+    bg = torch.softmax(mean @ background, dim=-1) @ colours
+    return bg + torch.sigmoid(x @ mask)[..., None] * (fg - bg)
 
 
 @dataclass(frozen=True)
@@ -190,22 +198,20 @@ def fit_palette(
         return weights.requires_grad_()
 
     fg, bg = nearest(shape), nearest(background)
-    inside = torch.zeros(inputs.shape[-1], 1)
+    inside = torch.zeros(inputs.shape[-1])
     inside[mask] = 4.0
     inside.requires_grad_()
     optimiser = torch.optim.Adam([fg, bg, inside], lr=1e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
-        fg_rgb = torch.softmax(means @ fg, dim=-1) @ palette
-        bg_rgb = torch.softmax(means @ bg, dim=-1) @ palette
-        error = bg_rgb + torch.sigmoid(inputs @ inside) * (fg_rgb - bg_rgb) - target
+        error = _palette_rgb(inputs, means, palette, fg, bg, inside) - target
         loss = error.abs().mean() + error.mean(dim=1).abs().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
     fitted = Palette(
-        _rows(_rounded(palette)), _rounded(fg.detach()), _rounded(bg.detach()), _rounded(inside.detach().T)[0]
+        _rows(_rounded(palette)), _rounded(fg.detach()), _rounded(bg.detach()), _rounded([inside.detach()])[0]
     )
     return LatentMap(((0.0, 0.0, 0.0),) * x.shape[1], palette=fitted)
 
