@@ -308,6 +308,15 @@ def train_denoiser(
             p.copy_(e)
 
 
+_HALVES = {"decoder": ("decoder", "post_quant_conv"), "encoder": ("encoder", "quant_conv")}
+
+
+def _take_half(vae: AutoencoderKL, source: AutoencoderKL, half: str) -> None:
+    """Copy `vae`'s decoder or encoder (`half`, with the 1x1 convolution beside it) from another VAE, `source`."""
+    for name in _HALVES[half]:
+        getattr(vae, name).load_state_dict(getattr(source, name).state_dict())
+
+
 def train(
     out: Path,
     *,
@@ -343,17 +352,13 @@ def train(
     steps["denoiser"] = (denoiser_steps, batches[2])
     earlier = _earlier_run(reuse_from, reuse, seed, steps, log)
     if "decoder" in reuse:
-        vae.decoder.load_state_dict(earlier["vae"].decoder.state_dict())
-        vae.post_quant_conv.load_state_dict(earlier["vae"].post_quant_conv.state_dict())
+        _take_half(vae, earlier["vae"], "decoder")
     else:
         if decoder_from is not None:  # a fine-tune: the decoder starts from an earlier run's
-            earlier_vae = AutoencoderKL.from_pretrained(decoder_from / "vae", dtype=torch.float32)
-            vae.decoder.load_state_dict(earlier_vae.decoder.state_dict())
-            vae.post_quant_conv.load_state_dict(earlier_vae.post_quant_conv.state_dict())
+            _take_half(vae, AutoencoderKL.from_pretrained(decoder_from / "vae", dtype=torch.float32), "decoder")
         train_decoder(vae, decoder_steps, batches[0], seed, log, edge_weight)
     if "encoder" in reuse:
-        vae.encoder.load_state_dict(earlier["vae"].encoder.state_dict())
-        vae.quant_conv.load_state_dict(earlier["vae"].quant_conv.state_dict())
+        _take_half(vae, earlier["vae"], "encoder")
     else:
         train_encoder(vae, encoder_steps, batches[1], seed, log)
     if "denoiser" in reuse:
