@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from nbbatch.core.engine import execute
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
+from nbbatch.formats.trust import settings_to_remake
 from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
@@ -42,6 +44,10 @@ def plan(
 
     Takes `generate`'s arguments; the command line's sweeps plan with it too.
     """
+    known = {field.name for field in dataclasses.fields(Settings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(sorted(known))}")
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(
         prompts,
@@ -93,6 +99,8 @@ def generate(
     streamed back chunk by chunk (no step previews). It joins the Ray this process started,
     else the cluster at `ray_address` (or ``$RAY_ADDRESS``), else starts a local one.
     """
+    if ray_address is not None and workers is None:
+        raise ValueError("ray_address names a Ray cluster for workers: give workers=N too")
     settings, jobs = plan(prompts, seeds, **options)
     runner = execute if workers is None else RayRunner(workers, ray_address)
     shown = on_preview if preview else None
@@ -112,10 +120,12 @@ def load(path: str | os.PathLike) -> BatchResult:
     return BatchResult(items, settings, total=len(items), placement="loaded from disk")
 
 
-def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
+def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool = False) -> BatchResult:
     """Make a saved image again, from its record: same settings, same generator state, same pixels.
 
     `index` picks the image when `path` is a folder or an index; a failure raises `BatchError`.
+    The record's model, LoRAs and embeddings load only from the picture's folder, the
+    built-in models or the download cache, unless `allow_download` (see `nbbatch.formats.trust`).
     """
     loaded = load(path)
     if not isinstance(index, int) or isinstance(index, bool) or not -len(loaded) <= index < len(loaded):
@@ -134,4 +144,4 @@ def reproduce(path: str | os.PathLike, index: int = 0) -> BatchResult:
         item.origin,
         extra=item.extra,
     )
-    return run_batch(item.settings, [job])
+    return run_batch(settings_to_remake(item, {}, allow_download), [job])

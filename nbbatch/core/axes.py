@@ -13,10 +13,11 @@ import csv
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nbbatch.core.attention import check_text
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX
 from nbbatch.core.spec import Job, Settings
 
@@ -77,7 +78,12 @@ def parse_axis(spec: str | tuple[str, Sequence[Any]] | Axis, letter: str = "x") 
         raw: Sequence[Any] = _split(text, letter)
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         name, raw = spec
-        raw = [raw] if isinstance(raw, (str, int, float)) else list(raw)
+        if isinstance(raw, (str, int, float)):
+            raw = [raw]
+        elif isinstance(raw, Iterable) and not isinstance(raw, Mapping):
+            raw = list(itertools.islice(raw, MAX_IMAGES + 1))
+        else:
+            raise ValueError(f"{letter}: the values of {name!r} must be a list, not {raw!r}")
     else:
         raise ValueError(f"{letter} must be text such as 'steps=10,20' or a (name, values) pair, not {spec!r}")
     key = _ALIASES.get(_key(name), _key(name))
@@ -117,6 +123,7 @@ def _values(name: str, kind: str, value: Any, letter: str) -> list[Any]:
             return [_size(value, where)]
         if not isinstance(value, str) or (name != "prompt" and not value.strip()):
             raise ValueError(f"{where}: {value!r} is not a name")
+        check_text(value)
         return [value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = [value]

@@ -126,7 +126,8 @@ def call_arguments(
         guidance = (model_defaults or {}).get("guidance")
     if guidance is None and "guidance_scale" in defaults:
         guidance = defaults["guidance_scale"].default
-    arguments["guidance_scale"] = guidance
+    if _is_number(guidance):  # a pipeline that names no default (``**kwargs``) is left to its own
+        arguments["guidance_scale"] = guidance
     if image_to_image:
         settings.image_to_image_steps()
         arguments["strength"] = settings.strength
@@ -542,11 +543,24 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
+    _check_clip_skip(pipe, settings.clip_skip)
     conditioner = Conditioner(pipe, settings.clip_skip) if supports(pipe) else None
     _check_prompts(pipe, jobs, conditioner is not None)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None)
     previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor) if loaded.latent_map is not None else None
     return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_clip_skip(pipe: Any, clip_skip: int | None) -> None:
+    """Refuse a clip skip past the text encoder's layers (the built-in model's has few)."""
+    config = getattr(getattr(pipe, "text_encoder", None), "config", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if clip_skip and clip_skip > 1 and isinstance(layers, int) and clip_skip > layers:
+        raise ValueError(f"clip skip {clip_skip} reaches past the text encoder, which has {layers} layers")
 
 
 def _check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:

@@ -28,6 +28,8 @@ class Item:
 
     `state` is the initial state of the image's own generator; `params` holds every
     setting used, defaults resolved; `parent` is the item this one refines or varies.
+    `loaded_from` is the file it was read from: what its record names is then data from
+    that file, which `nbbatch.formats.trust.settings_to_remake` checks before anything loads it.
     """
 
     image: Image.Image = field(repr=False)
@@ -42,6 +44,7 @@ class Item:
     parent: Item | None = field(default=None, repr=False)
     origin: str = "batch"
     broken: bool = False
+    loaded_from: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def depth(self) -> int:

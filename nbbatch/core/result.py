@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.core.attention import check_prompt
 from nbbatch.core.axes import axis_label
 from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status, execute
 from nbbatch.core.errors import first_line
@@ -30,6 +31,7 @@ from nbbatch.core.grid import (
 )
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings, choose_seeds
+from nbbatch.formats.trust import settings_to_remake
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -223,16 +225,19 @@ class BatchResult(Sequence[Item]):
         negative_prompt: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: CancelFlag | None = None,
+        allow_download: bool = False,
         **overrides: Any,
     ) -> BatchResult:
         """Make the image of `seed` again from the same starting noise with a new prompt (or several).
 
         The generator is restored to the image's saved initial state, so composition
         carries over; `overrides` change settings (steps, guidance, scheduler, ...),
-        but not the size, which would change the starting noise.
+        but not the size, which would change the starting noise. A loaded picture's
+        model, LoRAs and embeddings load only from its folder or the download cache,
+        unless `allow_download` (see `nbbatch.formats.trust`).
         """
         item = self.by_seed(seed, prompt_index)
-        settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides)
+        settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides, allow_download)
         return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
     def code(self, seed: int, prompt_index: int | None = None) -> str:
@@ -266,15 +271,17 @@ class BatchResult(Sequence[Item]):
         prompt_index: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: CancelFlag | None = None,
+        allow_download: bool = False,
         **overrides: Any,
     ) -> BatchResult:
         """Variations of the picture of `seed`: image-to-image from it with new seeds (4 random by default).
 
         A low `strength` keeps the picture and changes details; `prompt` defaults to the item's.
+        `allow_download` as for `refine`.
         """
         item = self.by_seed(seed, prompt_index)
         seeds = choose_seeds(seeds, None, default=None)
-        settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides})
+        settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides}, allow_download)
         return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
@@ -445,18 +452,31 @@ class Filling:
 
 
 def refine_jobs(
-    item: Item, prompt: str | Sequence[str], negative_prompt: str | None, overrides: dict[str, Any]
+    item: Item,
+    prompt: str | Sequence[str],
+    negative_prompt: str | None,
+    overrides: dict[str, Any],
+    allow_download: bool = False,
 ) -> tuple[Settings, tuple[Job, ...]]:
-    """The settings and jobs that refine `item`: its saved generator state, one job per new prompt."""
+    """The settings and jobs that refine `item`: its saved generator state, one job per new prompt.
+
+    A loaded item loads only what its file may name (`nbbatch.formats.trust`), unless `allow_download`.
+    """
     if item.origin == "foreign":
         raise ValueError(
             f"this picture was made by {item.params.get('tool', 'another tool')}: its starting noise came from that "
             "tool's generator, so nbbatch cannot make it again or refine it; vary it instead"
         )
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    prompts = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+    if not all(isinstance(p, str) for p in prompts):
+        raise ValueError("a refinement's prompts must be text")
+    prompts = [p.strip() for p in prompts if p.strip()]
     if not prompts:
         raise ValueError("no prompt given for the refinement")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise ValueError(f"the negative prompt must be text, not {type(negative_prompt).__name__}")
+    for text in [*prompts, negative_prompt or ""]:
+        check_prompt(text)
     width, height = item.image.size
     for name, value in (("width", width), ("height", height)):
         if overrides.get(name) not in (None, value):
@@ -468,7 +488,7 @@ def refine_jobs(
         raise ValueError("a refinement restores the saved generator state, so its generator device cannot change")
     if item.init_image is None:
         overrides = {**overrides, "width": width, "height": height}
-    settings = item.settings.replace(**overrides)
+    settings = settings_to_remake(item, overrides, allow_download)
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(
         Job(text, item.seed, index, negative, item.init_image, item.state, item, "refine")
@@ -478,9 +498,17 @@ def refine_jobs(
 
 
 def vary_jobs(
-    item: Item, prompt: str | None, seeds: Sequence[int], negative_prompt: str | None, overrides: dict[str, Any]
+    item: Item,
+    prompt: str | None,
+    seeds: Sequence[int],
+    negative_prompt: str | None,
+    overrides: dict[str, Any],
+    allow_download: bool = False,
 ) -> tuple[Settings, tuple[Job, ...]]:
-    """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed."""
+    """The settings and jobs for variations of `item`'s picture: image-to-image from it, one job per seed.
+
+    A loaded item loads only what its file may name (`nbbatch.formats.trust`), unless `allow_download`.
+    """
     if not seeds:
         raise ValueError("no seeds given for the variations")
     if item.origin == "foreign" and "model" not in overrides and not loadable(item.settings.model):
@@ -489,7 +517,11 @@ def vary_jobs(
             "model nbbatch can load: pass model= a hub id or a diffusers folder"
         )
     reset = {"strength": 0.3, "width": None, "height": None, "variation_seed": None, "variation_strength": 0.0}
-    settings = item.settings.replace(**{**reset, **overrides})
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text, not {type(prompt).__name__}")
+    for text in (prompt or "", negative_prompt or ""):
+        check_prompt(text)
+    settings = settings_to_remake(item, {**reset, **overrides}, allow_download)
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(Job(prompt or item.prompt, seed, 0, negative, item.image, None, item, "vary") for seed in seeds)

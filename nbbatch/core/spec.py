@@ -7,6 +7,7 @@ naming the bad value, so the magic, the panel and the Python API share one set o
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import numbers
 import os
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from nbbatch.core.attention import check_prompt
+from nbbatch.core.attention import check_prompt, check_text
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
 from nbbatch.core.templates import Prompt, expand, fill_variables
 
@@ -85,6 +86,7 @@ class Settings:
         object.__setattr__(self, "embeddings", _pairs(self.embeddings, parse_embedding, "embeddings"))
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("no model given: pass a model id or a local folder")
+        check_name(self.model, "the model")
         _check_int("steps", self.steps, 1, 1000)
         if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 100):
             raise ValueError(f"guidance must be a number from 0 to 100, not {self.guidance!r}")
@@ -108,6 +110,8 @@ class Settings:
             raise ValueError(f"variant must be a name such as fp16, not {self.variant!r}")
         if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
             raise ValueError(f"scheduler must be a name, not {self.scheduler!r}")
+        if self.scheduler is not None:
+            check_name(self.scheduler, "the scheduler")
         if self.variation_seed is not None:
             _check_int("variation seed", self.variation_seed, 0, SEED_MAX)
         if not _is_number(self.variation_strength) or not 0 <= self.variation_strength <= 1:
@@ -229,8 +233,9 @@ def parse_lora(value: str | Sequence[Any]) -> tuple[str, float]:
         path, number = value
     else:
         raise ValueError(f"a LoRA is 'PATH:WEIGHT' or a (path, weight) pair, not {value!r}")
-    if not path.strip():
+    if not isinstance(path, str) or not path.strip():
         raise ValueError(f"LoRA {value!r} names no file")
+    check_name(path, "a LoRA")
     if not _is_number(number) or not -10 <= number <= 10:
         raise ValueError(f"LoRA weight must be a number from -10 to 10, not {number!r}")
     return path.strip(), float(number)
@@ -249,10 +254,24 @@ def parse_embedding(value: str | Sequence[Any]) -> tuple[str, str]:
         raise ValueError(f"an embedding is 'PATH:TOKEN' or a (path, token) pair, not {value!r}")
     if not path.strip():
         raise ValueError(f"embedding {value!r} names no file")
+    check_name(path, "an embedding")
     token = (token or os.path.splitext(os.path.basename(path.strip()))[0]).strip()
-    if not token or any(c.isspace() for c in token):
+    if not token or any(c.isspace() for c in token) or not token.isprintable():
         raise ValueError(f"an embedding's token is one word with no spaces, not {token!r}")
     return path.strip(), token
+
+
+def check_name(text: str, what: str) -> None:
+    """Raise ValueError unless `text` is a name: one line of printable text, at most 1000 characters.
+
+    Models, schedulers, files and tokens end up in labels, file records and exported code,
+    where a newline or a control character would be read as something else.
+    """
+    if len(text) > 1000:
+        raise ValueError(f"{what} is {len(text):,} characters long: a name has at most 1000")
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ValueError(f"{what} {text[:80]!r} holds {bad!r}: a name is one line of printable text")
 
 
 def _split_suffix(text: str) -> tuple[str, str | None]:
@@ -336,6 +355,11 @@ def as_image(value: Any, what: str = "the image") -> Image.Image:
     return PILImage.fromarray(np.ascontiguousarray(pixels)).convert("RGB")
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_OTHER_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+"""What `str.splitlines` also ends a line at; a cell's lines end at a newline only, so these read as spaces."""
+
+
 def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) -> list[str]:
     r"""One prompt (or template) per line; blank lines and ``#`` comments are skipped, ``\#`` starts one with ``#``.
 
@@ -343,8 +367,8 @@ def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) ->
     unknown name raises ValueError naming it and its line.
     """
     prompts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    for number, line in enumerate(_LINE_BREAK.split(text), start=1):
+        line = _OTHER_BREAKS.sub(" ", line).strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("\\#"):
@@ -377,6 +401,10 @@ def make_jobs(
         prompts = parse_prompt_lines(prompts)
     if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be text, or a list of texts")
+    if not isinstance(negative_prompt, str):
+        raise ValueError(f"the negative prompt must be text, not {type(negative_prompt).__name__}")
+    for text in [*prompts, negative_prompt]:
+        check_text(text)  # before templates are parsed: a huge text is refused at once
     expanded = expand([p.strip() for p in prompts], wildcards=wildcards, draws=random, seed=random_seed)
     if not isinstance(images, (list, tuple)):
         images = [images]
@@ -412,7 +440,9 @@ def choose_seeds(
         return parse_seeds(str(int(seeds)))
     if not isinstance(seeds, Iterable):
         raise ValueError(f"seeds must be whole numbers or text such as 0-7, not a {type(seeds).__name__}")
-    seeds = list(seeds)
+    seeds = list(itertools.islice(seeds, MAX_IMAGES + 1))  # a range(10**9) is refused without being listed
+    if len(seeds) > MAX_IMAGES:
+        raise ValueError(f"more than {MAX_IMAGES:,} seeds given: the most one batch may hold")
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seeds must be whole numbers, not {seed!r}")

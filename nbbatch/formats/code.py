@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nbbatch import __version__
 from nbbatch.core.seeds import generator_state, make_generator, slerp
+from nbbatch.formats.record import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,13 +63,16 @@ def item_code(item: _Exported) -> str:
     """The Python source that makes `item`'s image again with diffusers alone, ending with it in ``image``."""
     _check(item)
     params = item.params
-    pipeline = params.get("pipeline", "AutoPipelineForText2Image")
-    scheduler = params.get("scheduler")
+    pipeline = _diffusers_class(params.get("pipeline", "AutoPipelineForText2Image"), "Pipeline")
+    scheduler = _diffusers_class(params["scheduler"], "Scheduler") if params.get("scheduler") else None
+    dtype = params.get("dtype", "float32")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"the record's dtype {str(dtype)[:40]!r} is none of {', '.join(TORCH_DTYPES)}: no code")
     imports = ["import torch", f"from diffusers import {', '.join(sorted({pipeline, scheduler} - {None}))}"]
     body = [
         f"pipe = {pipeline}.from_pretrained(",
         f"    {_source(item)!r},",
-        f"    dtype=torch.{params.get('dtype', 'float32')},",
+        f"    dtype=torch.{dtype},",
         *([f"    variant={item.settings.variant!r},"] if item.settings.variant else []),
         ")",
     ]
@@ -89,8 +93,30 @@ def item_code(item: _Exported) -> str:
         arguments["latents"] = "latents"
     call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
     body.append(f"image = pipe(\n{call}).images[0]")
-    header = f"# {item.label} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {__version__})"
+    header = (
+        f"# {_one_line(item.label)} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {__version__})"
+    )
     return "\n".join([header, *dict.fromkeys(imports), "", *body]) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """`text` for a comment: every character that is not printable (a newline above all) escaped as Python does."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _diffusers_class(name: Any, kind: str) -> str:
+    """`name` if diffusers has a class of that name of the `kind` (``Pipeline`` or ``Scheduler``), else ValueError."""
+    import diffusers
+
+    from nbbatch.models.quiet import quiet_loading
+
+    with quiet_loading():  # the lookup imports the class's module, whose dependencies print notices
+        found = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not isinstance(found, type) or not name.endswith(kind):
+        raise ValueError(
+            f"the record's {kind.lower()} {str(name)[:60]!r} is no diffusers {kind.lower()} class: no code"
+        )
+    return name
 
 
 def _check(item: _Exported) -> None:
@@ -157,7 +183,7 @@ def _generator(item: _Exported, imports: list[str]) -> list[str]:
     device = item.params.get("generator_device", item.settings.generator_device)
     made = f"generator = torch.Generator({device!r})"
     if item.state == generator_state(make_generator(device, item.seed)):
-        return [f"{made}.manual_seed({item.seed})"]
+        return [f"{made}.manual_seed({_int(item.seed)})"]
     imports.append("import base64")
     state = base64.b64encode(item.state).decode()
     return [
@@ -174,9 +200,9 @@ def _arguments(item: _Exported) -> dict[str, str]:
         arguments["negative_prompt"] = repr(item.negative_prompt)
     for name in ("num_inference_steps", "guidance_scale", "strength"):
         if params.get(name) is not None and (name != "strength" or item.init_image is not None):
-            arguments[name] = repr(params[name])
+            arguments[name] = _literal(params[name])
     if item.init_image is None:
-        arguments["width"], arguments["height"] = repr(params.get("width")), repr(params.get("height"))
+        arguments["width"], arguments["height"] = _literal(params.get("width")), _literal(params.get("height"))
     arguments["generator"] = "generator"
     return arguments
 
@@ -190,13 +216,19 @@ def _variation(item: _Exported) -> list[str]:
         inspect.getsource(slerp).rstrip(),
         "",
         "shape = (1, pipe.unet.config.in_channels, "
-        f"{params['height']} // pipe.vae_scale_factor, {params['width']} // pipe.vae_scale_factor)",
+        f"{_int(params['height'])} // pipe.vae_scale_factor, {_int(params['width'])} // pipe.vae_scale_factor)",
         "dtype = pipe.text_encoder.dtype",
-        f"other_generator = torch.Generator({device!r}).manual_seed({params['variation_seed']})",
+        f"other_generator = torch.Generator({device!r}).manual_seed({_int(params['variation_seed'])})",
         "other = randn_tensor(shape, generator=other_generator, device=pipe._execution_device, dtype=dtype).float()",
         "own = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)",
-        f"latents = slerp({params['variation_strength']!r}, own.float(), other).to(dtype)",
+        f"latents = slerp({float(params['variation_strength'])!r}, own.float(), other).to(dtype)",
     ]
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"the record holds {str(value)[:40]!r} where a whole number belongs: no code")
+    return value
 
 
 def _png_base64(image: Any) -> str:
@@ -206,14 +238,26 @@ def _png_base64(image: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A config as Python literals for `pprint`: mappings as dicts, tuples kept, infinities as ``float('-inf')``."""
+    """A config as Python literals for `pprint`: mappings as dicts, tuples kept, infinities as ``float('-inf')``.
+
+    Anything but plain data is refused: `pprint` would write its ``repr``, which could be any text.
+    """
     if isinstance(value, Mapping):
         return {str(key): _plain(inner) for key, inner in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_plain(inner) for inner in value)
     if isinstance(value, float) and not math.isfinite(value):
         return _Expression(f"float({str(value)!r})")
-    return value
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"the record's scheduler config holds a {type(value).__name__}, not plain data: no code")
+
+
+def _literal(value: Any) -> str:
+    """`value` as Python source: only plain numbers, text and None are written."""
+    if value is None or isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return repr(value)
+    raise ValueError(f"the record holds {str(value)[:40]!r} where a number or text belongs: no code")
 
 
 class _Expression:

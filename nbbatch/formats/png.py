@@ -11,14 +11,20 @@ so an interrupted save leaves no half-written image.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import os
+import secrets
+import stat
+import struct
 import sys
-import tempfile
-from collections.abc import Container, Iterable, Mapping, Sequence
+import warnings
+import zlib
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -26,14 +32,16 @@ from typing import Any
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from nbbatch import __version__
+from nbbatch.core.attention import check_text
 from nbbatch.core.axes import axis_value
+from nbbatch.core.errors import first_line
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
-from nbbatch.core.spec import MAX_SIDE, Settings
+from nbbatch.core.spec import MAX_SIDE, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
+from nbbatch.formats.record import RECORD_VERSION, parse_record
 from nbbatch.models.pipelines import schedule_name
 
-RECORD_VERSION = 1
 INDEX = "index.jsonl"
 SAMPLERS = {
     "EulerDiscreteScheduler": "Euler",
@@ -150,6 +158,10 @@ def _sampler(params: Mapping[str, Any]) -> str | None:
     return name
 
 
+_NOT_CALL = ("scheduler_config", "lineage", "file")
+"""What a loaded item's params hold besides its call: written apart, or known only once loaded."""
+
+
 def record(item: Item) -> dict[str, Any]:
     """The exact, JSON-ready record of how `item` was made."""
     return {
@@ -161,12 +173,21 @@ def record(item: Item) -> dict[str, Any]:
         "origin": item.origin,
         "broken": item.broken,
         "settings": dataclasses.asdict(item.settings),
-        "call": {key: value for key, value in item.params.items() if key != "scheduler_config"},
-        "scheduler_config": dict(item.params.get("scheduler_config", {})),
+        "call": _json_ready({key: value for key, value in item.params.items() if key not in _NOT_CALL}),
+        "scheduler_config": _json_ready(item.params.get("scheduler_config", {})),
         "generator": {"device": item.settings.generator_device, "state": base64.b64encode(item.state).decode()},
         "lineage": [{"prompt": step.prompt, "seed": step.seed, "origin": step.origin} for step in item.lineage()],
         "versions": versions(),
     }
+
+
+def _json_ready(value: Any) -> Any:
+    """`value` with every mapping as a dict and every tuple as a list: what `json.dumps` writes as JSON."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(inner) for inner in value]
+    return value
 
 
 def versions() -> dict[str, str]:
@@ -185,17 +206,19 @@ def versions() -> dict[str, str]:
 class Saver:
     """Writes items into one folder as they come: PNGs with metadata, input images, and index lines.
 
-    Used whole by `BatchResult.save` and chunk by chunk by autosave.
+    Used whole by `BatchResult.save` and chunk by chunk by autosave and sweeps. Every write
+    stays in the folder and refuses to follow a symbolic link; files get the modes of any
+    file the process makes (its umask). Part files a killed process left are removed.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder).expanduser()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".nbbatch-check-"):
-                pass
+            os.unlink(self._part())  # can we write here at all?
         except OSError as error:
             raise ValueError(f"cannot write to {str(folder)!r}: {error.strerror or error}") from None
+        _remove_dead_parts(self.folder)
         self.written: list[Path] = []
 
     def add(
@@ -207,6 +230,13 @@ class Saver:
         from `stems` (a headless sweep, whose names must not move: a taken one is an error).
         A file named in `indexed` gets no index line: its line is there already (a sweep's image made again).
         """
+        items = list(items)
+        for item in items:
+            if item.origin == "foreign":
+                raise ValueError(
+                    f"{item.params.get('file', 'a picture')} was made by {item.params.get('tool', 'another tool')}: "
+                    "nbbatch saves only what it made (copy the file itself)"
+                )
         paths, entries = [], []
         for number, item in enumerate(items):
             entry = record(item)
@@ -228,10 +258,35 @@ class Saver:
         return paths
 
     def append_index(self, entries: Sequence[Mapping[str, Any]]) -> None:
-        """Append one JSON line per entry to the index, in one write: the lines of a chunk go in together."""
-        if entries:
-            with open(self.folder / INDEX, "a", encoding="utf-8") as index:
-                index.write("".join(json.dumps(entry, default=str) + "\n" for entry in entries))
+        """Append one JSON line per entry to the index, in one write: the lines of a chunk go in together.
+
+        A last line cut short by an earlier write (a full disk, a kill) is taken out first;
+        its image, which was written before it, is found again by `read_items` and sweeps.
+        """
+        if not entries:
+            return
+        path = self.folder / INDEX
+        data = "".join(json.dumps(entry, default=str) + "\n" for entry in entries).encode()
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o666)
+        except OSError as error:
+            raise _write_error(path, error) from error
+        try:
+            _check_regular(handle, path)
+            size = os.fstat(handle).st_size
+            if size and os.pread(handle, 1, size - 1) != b"\n":
+                whole = os.pread(handle, size, 0)
+                if _is_entry(whole[whole.rfind(b"\n") + 1 :]):
+                    data = b"\n" + data  # only its newline was lost
+                else:
+                    os.truncate(handle, whole.rfind(b"\n") + 1)
+            written = 0
+            while written < len(data):
+                written += os.write(handle, data[written:])
+        except OSError as error:
+            raise _write_error(path, error) from error
+        finally:
+            os.close(handle)
 
     def add_grid(self, grid: Image.Image, items: Sequence[Item] = ()) -> Path:
         """Write a result's grid as one more PNG; an X/Y/Z grid of `items` gets A1111's grid parameters."""
@@ -245,66 +300,210 @@ class Saver:
     def _input_image(self, image: Image.Image) -> str:
         data = _png_bytes(image)
         name = f"input-{hashlib.sha1(data).hexdigest()[:12]}.png"  # same picture, same file
-        if not (self.folder / name).exists():
-            self._write(name[:-4], data, exact=True)
+        self._write(name[:-4], data, exact=True)
         return name
+
+    def _part(self) -> Path:
+        """A new, empty part file of this process (``.nbbatch-PID-RANDOM.part``), made without following links."""
+        path = self.folder / f"{_PART}{os.getpid()}-{secrets.token_hex(6)}.part"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666))
+        return path
 
     def _write(self, stem: str, data: bytes, exact: bool = False, fixed: bool = False) -> Path:
         """Write `data` to ``stem.png`` or, if taken, ``stem-1.png``, ...: atomically, never overwriting.
 
         `exact`: a taken name is the same file already (input images, named by their hash);
-        `fixed`: a taken name is an error.
+        `fixed`: a taken name is an error. A link never counts as taken by the same file.
         """
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".nbbatch-", suffix=".part")
         try:
-            with os.fdopen(handle, "wb") as file:
+            temporary = self._part()
+        except OSError as error:
+            raise _write_error(self.folder / f"{stem}.png", error) from error
+        try:
+            with open(temporary, "wb") as file:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
             for number in range(10_000):
                 path = self.folder / (f"{stem}.png" if number == 0 else f"{stem}-{number}.png")
                 try:
-                    os.link(temporary, path)  # fails if the name is taken: no overwrite, no race
+                    os.link(temporary, path)  # fails if the name is taken, even by a link: no overwrite, no race
                     return path
                 except FileExistsError:
-                    if exact:
+                    if exact and stat.S_ISREG(path.lstat().st_mode):
                         return path
-                    if fixed:
+                    if fixed or exact:
                         raise ValueError(f"{path} exists already: it is not overwritten") from None
             raise ValueError(f"no free file name for {stem}.png in {self.folder}")
+        except OSError as error:
+            raise _write_error(self.folder / f"{stem}.png", error) from error
         finally:
-            os.unlink(temporary)
+            temporary.unlink(missing_ok=True)
+
+
+_PART = ".nbbatch-"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _remove_dead_parts(folder: Path) -> None:
+    """Remove the part files of processes that no longer run (a kill during a save); others are theirs."""
+    for part in folder.glob(f"{_PART}*.part"):
+        pid = part.name[len(_PART) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _check_regular(handle: int, path: Path) -> None:
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        raise ValueError(f"{path} is not a plain file: nbbatch writes its index only into one")
+
+
+def _is_entry(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold the lock of `folder` (``.nbbatch.lock``) while a sweep writes it; a second run is refused at once.
+
+    The lock is the operating system's (`fcntl.flock`), so it ends with its process:
+    a lock left by a killed run is simply taken. Where there is no ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = folder / ".nbbatch.lock"
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+    except OSError as error:
+        raise _write_error(path, error) from error
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 20, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(
+                f"{folder} is being written by another nbbatch run (pid {holder}): wait for it, or give another --out"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(handle)
+
+
+def _write_error(path: Path, error: OSError) -> ValueError:
+    """A failed write as one line: a link in the way, a full disk, a file-size limit, no permission."""
+    if error.errno == errno.ELOOP:
+        return ValueError(f"{path} is a symbolic link: nbbatch does not write through links")
+    return ValueError(f"cannot write {path}: {error.strerror or error}")
 
 
 def index_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """The entries of the index `path` by file name, in order (a name listed twice counts once); empty if none."""
+    """The entries of the index `path` by file name, in order (a name listed twice counts once); empty if none.
+
+    Each names a PNG in the index's own folder; one that names anything else, or a line
+    that is not an entry, is a one-line ValueError, except a last line cut short (no
+    newline after it: a write stopped by a full disk or a kill), which is left out.
+    """
     if not path.exists():
         return {}
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+    lines = data.split(b"\n")
     entries: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-            entries[entry["file"]] = entry
-        except (json.JSONDecodeError, KeyError, TypeError):
+            name = entry["file"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            if number == len(lines):  # no newline after it: cut short, its image is adopted
+                break
             raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
+        if not isinstance(name, str) or not _plain_name(name) or not name.endswith(".png"):
+            raise ValueError(f"line {number} of {str(path)!r} names {str(name)[:80]!r}, not a PNG in its folder")
+        entries[name] = entry
     return entries
 
 
 def read_items(path: str | os.PathLike) -> list[Item]:
-    """The items saved in `path`: one PNG, an ``index.jsonl``, or a folder (its index, else its PNGs)."""
+    """The items saved in `path`: one PNG, an ``index.jsonl``, or a folder.
+
+    A folder gives the images its index lists, then its other PNGs with an nbbatch record
+    (an index line lost to a kill) in name order; without an index, every PNG with
+    parameters nbbatch can read (others are skipped with one warning). Only files inside
+    the folder are read.
+    """
     path = Path(path).expanduser()
     if path.is_dir() and not (path / INDEX).exists():
-        return [_load_png(png) for png in sorted(path.glob("*.png")) if not png.name.startswith(("grid", "input-"))]
+        return link_parents(_folder_items(path, sorted(path.glob("*.png")), foreign=True))
     if path.is_dir():
         path = path / INDEX
     if not path.exists():
         raise ValueError(f"{str(path)!r} does not exist")
     if path.suffix != ".jsonl":
         return [_load_png(path)]
-    items = [_load_png(path.parent / name) for name in index_entries(path)]
-    return link_parents(items)
+    listed = index_entries(path)
+    items = [_load_png(_inside(path.parent, name)) for name in listed]
+    others = [png for png in sorted(path.parent.glob("*.png")) if png.name not in listed]
+    return link_parents(items + _folder_items(path.parent, others, foreign=False))
+
+
+def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[Item]:
+    """Items of a folder's PNGs (grids and input images left out); those without readable parameters are skipped.
+
+    `foreign`: take other tools' pictures too (a folder without an index); else nbbatch's records only.
+    """
+    items, skipped = [], []
+    for png in pngs:
+        if png.name.startswith(("grid", "input-", ".")) or png.is_symlink():
+            continue
+        try:
+            item = _load_png(png)
+        except ValueError:
+            skipped.append(png.name)
+            continue
+        if foreign or item.origin != "foreign":
+            items.append(item)
+    if skipped and foreign:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(
+            f"{len(skipped)} PNG(s) in {str(folder)!r} hold no parameters nbbatch can read: {shown}", stacklevel=4
+        )
+    return items
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and name.isprintable()
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name`, refused unless it is a file of `folder` itself (not a link out of it)."""
+    path = folder / name
+    real = Path(os.path.realpath(path))
+    if real.parent != Path(os.path.realpath(folder)):
+        raise ValueError(f"{name!r} in {str(folder)!r} leads outside its folder: nbbatch reads only files inside it")
+    return path
 
 
 def link_parents(items: list[Item]) -> list[Item]:
@@ -328,52 +527,75 @@ def link_parents(items: list[Item]) -> list[Item]:
     return result
 
 
-def _load_png(path: Path) -> Item:
+_PICTURE_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+)
+"""What Pillow raises for a file that is no picture, a damaged one, a bomb (pixels or text chunks)."""
+
+
+def _open_picture(path: Path) -> tuple[Image.Image, dict[str, str], str | None]:
+    """The picture at `path` as RGB, its text chunks, and its format; any failure is a one-line ValueError."""
     try:
         with Image.open(path) as opened:
             opened.load()
-            image, text = opened.convert("RGB"), dict(getattr(opened, "text", {}))
-            if opened.format != "PNG":
-                raise ValueError(f"{str(path)!r} is a {opened.format} image: nbbatch reads parameters from PNGs")
-            found = None if "nbbatch" in text else read_foreign(opened)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read {str(path)!r} as an image: {error}") from None
+            text = {key: value for key, value in dict(getattr(opened, "text", {})).items() if isinstance(value, str)}
+            return opened.convert("RGB"), text, opened.format
+    except _PICTURE_ERRORS as error:
+        raise ValueError(f"cannot read {str(path)!r} as an image: {first_line(error)}") from None
+
+
+def _load_png(path: Path) -> Item:
+    image, text, kind = _open_picture(path)
+    if kind != "PNG":
+        raise ValueError(f"{str(path)!r} is a {kind} image: nbbatch reads parameters from PNGs")
     if "nbbatch" in text:
         try:
-            entry = json.loads(text["nbbatch"])
-            return _item_from_record(entry, image, path)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            return _item_from_record(parse_record(text["nbbatch"]), image, path)
+        except ValueError as error:
             raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
+    with Image.open(path) as opened:
+        found = read_foreign(opened)
     if found is None:
         raise ValueError(f"{str(path)!r} holds no generation parameters that nbbatch can read")
     return _item_from_foreign(found, image, path)
 
 
 def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
-    settings = Settings(**entry["settings"])
+    """An item from a checked record (see `nbbatch.formats.record`); its input image must lie beside it."""
+    call = entry["call"]
+    if (call["width"], call["height"]) != image.size:
+        raise ValueError(f"call: it says {call['width']}x{call['height']}, the picture is {image.width}x{image.height}")
     init_image = None
     if entry.get("init_image"):
-        source = path.parent / entry["init_image"]
+        source = _inside(path.parent, entry["init_image"])
         if not source.is_file():
             raise ValueError(f"its image-to-image input {entry['init_image']!r} is missing from {str(path.parent)!r}")
-        with Image.open(source) as opened:
-            init_image = opened.convert("RGB")
-    params = {**entry["call"], "scheduler_config": entry.get("scheduler_config", {})}
-    params["lineage"] = entry.get("lineage", [])
+        init_image, _, _ = _open_picture(source)
+    params = {key: value for key, value in call.items() if value is not None and value != [] and value != {}}
+    params = {**params, "scheduler_config": entry["scheduler_config"]}
+    params["lineage"] = entry["lineage"]
     params["file"] = path.name
     return Item(
         image,
-        int(entry["seed"]),
+        entry["seed"],
         entry["prompt"],
         entry["negative_prompt"],
-        int(entry["prompt_index"]),
-        settings,
+        entry["prompt_index"],
+        Settings(**entry["settings"]),
         MappingProxyType(params),
         base64.b64decode(entry["generator"]["state"]),
         init_image,
         None,
         entry["origin"],
-        bool(entry.get("broken")),
+        entry["broken"],
+        loaded_from=str(path),
     )
 
 
@@ -383,18 +605,23 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
     Its noise came from that tool's generator, so nbbatch cannot make it again (refine,
     verify and reproduce refuse); its settings start a new batch or a `vary` of it.
     """
-    seed = found.seed if found.seed is not None and 0 <= found.seed <= SEED_MAX else 0
-    sizes = {
-        name: value
-        for name, value in (("width", found.width), ("height", found.height))
-        if value is not None and 8 <= value <= MAX_SIDE and value % 8 == 0
-    }
+    seed = _number(found.seed, 0, SEED_MAX, whole=True)
+    width, height = (_number(v, 8, MAX_SIDE, whole=True) for v in (found.width, found.height))
+    sizes = {name: v for name, v in (("width", width), ("height", height)) if v is not None and v % 8 == 0}
+    texts = []
+    for name, text in (("prompt", found.prompt), ("negative prompt", found.negative_prompt or "")):
+        if not isinstance(text, str):
+            raise ValueError(f"the {name} in {str(path)!r} is not text")
+        check_text(text)
+        texts.append(text)
+    model = found.model if isinstance(found.model, str) and _is_name(found.model) else None
+    scheduler = found.scheduler if isinstance(found.scheduler, str) and _is_name(found.scheduler) else None
     settings = Settings(
-        model=found.model or "unknown",
-        steps=found.steps if found.steps is not None and 1 <= found.steps <= 1000 else 30,
-        guidance=found.guidance if found.guidance is not None and 0 <= found.guidance <= 100 else None,
-        scheduler=found.scheduler,
-        strength=found.strength if found.strength is not None and 0 < found.strength <= 1 else 0.8,
+        model=model or "unknown",
+        steps=_number(found.steps, 1, 1000, whole=True) or 30,
+        guidance=_number(found.guidance, 0, 100),
+        scheduler=scheduler,
+        strength=_number(found.strength, 0.01, 1) or 0.8,
         **sizes,
     )
     params = {
@@ -413,8 +640,8 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
     return Item(
         image,
         seed,
-        found.prompt,
-        found.negative_prompt,
+        texts[0],
+        texts[1],
         0,
         settings,
         MappingProxyType(params),
@@ -422,7 +649,24 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         None,
         None,
         "foreign",
+        loaded_from=str(path),
     )
+
+
+def _number(value: Any, low: float, high: float, *, whole: bool = False) -> Any:
+    """`value` if it is a finite number (a whole one if `whole`) from `low` to `high`, else None."""
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        return None
+    return value
+
+
+def _is_name(text: str) -> bool:
+    try:
+        check_name(text, "")
+    except ValueError:
+        return False
+    return bool(text.strip())
 
 
 def _png_bytes(image: Image.Image, info: PngImagePlugin.PngInfo | None = None) -> bytes:

@@ -125,6 +125,12 @@ class BatchMagics(Magics):
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
     @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
     @argument(
+        "--allow-download",
+        action="store_true",
+        help="refine or vary a loaded picture with the model, LoRAs and embeddings its file names, wherever they are "
+        "(a download, a folder elsewhere); without it only the built-ins, the download cache and files beside it",
+    )
+    @argument(
         "--code",
         type=int,
         metavar="SEED",
@@ -264,8 +270,8 @@ class BatchMagics(Magics):
         if args.refine is not None and args.vary is not None:
             raise ValueError("--refine and --vary do not go together: choose one")
         if args.refine is None and args.vary is None:
-            if args.source is not None or args.prompt_index is not None:
-                raise ValueError("--from and --prompt-index go with --refine or --vary")
+            if args.source is not None or args.prompt_index is not None or args.allow_download:
+                raise ValueError("--from, --prompt-index and --allow-download go with --refine or --vary")
             if "strength" in given and args.image is None:
                 raise ValueError("--strength is for image-to-image: give --image too")
             settings = Settings(**given)
@@ -293,13 +299,15 @@ class BatchMagics(Magics):
             if args.seeds is not None or args.num is not None:
                 raise ValueError("--refine reuses the saved generator state of its seed: --seeds and --num don't apply")
             item = parent.by_seed(args.refine, args.prompt_index)
-            settings, jobs = refine_jobs(item, prompts or [item.prompt], args.negative, given)
+            settings, jobs = refine_jobs(item, prompts or [item.prompt], args.negative, given, args.allow_download)
             return settings, jobs, parent
         item = parent.by_seed(args.vary, args.prompt_index)
         if len(prompts) > 1:
             raise ValueError("--vary takes one prompt (or none, to keep the image's prompt)")
         seeds = choose_seeds(args.seeds, args.num, default=None)
-        settings, jobs = vary_jobs(item, prompts[0] if prompts else None, seeds, args.negative, given)
+        settings, jobs = vary_jobs(
+            item, prompts[0] if prompts else None, seeds, args.negative, given, args.allow_download
+        )
         return settings, jobs, parent
 
     def _code(self, args: Namespace, cell: str | None) -> None:

@@ -25,7 +25,8 @@ from nbbatch.core.engine import Runner, execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
-from nbbatch.formats.png import INDEX, Saver, index_entries
+from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
+from nbbatch.formats.record import parse_record
 from nbbatch.scale.workers import RayRunner
 
 if sys.version_info >= (3, 11):
@@ -137,6 +138,22 @@ def run_sweep(
     """
     settings, jobs = plan(**spec)
     saver = Saver(folder)
+    with folder_lock(saver.folder):
+        return _sweep(settings, jobs, saver, workers, ray_address, on_start, on_saved, on_progress, cancel)
+
+
+def _sweep(
+    settings: Settings,
+    jobs: Sequence[Job],
+    saver: Saver,
+    workers: int | None,
+    ray_address: str | None,
+    on_start: Callable[[int, int], None] | None,
+    on_saved: Callable[[int], None] | None,
+    on_progress: Callable[[Progress], None] | None,
+    cancel: CancelFlag | None,
+) -> Sweep:
+    """`run_sweep` once the folder is locked."""
     stems = file_stems(jobs)
     found, indexed = made_already(saver, stems, jobs, settings)
     missing = [n for n in range(len(jobs)) if n not in found]
@@ -199,7 +216,7 @@ def _record(path: Path) -> dict[str, Any]:
 
     try:
         with Image.open(path) as image:
-            return json.loads(image.text["nbbatch"])
+            return parse_record(image.text["nbbatch"])
     except (OSError, UnidentifiedImageError, KeyError, ValueError, AttributeError):
         raise ValueError(f"{path} is in the way: it is not an image of an nbbatch sweep; move it away") from None
 

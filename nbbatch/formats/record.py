@@ -1,0 +1,187 @@
+"""The nbbatch record of one image, checked field by field before anything else reads it.
+
+A PNG or an ``index.jsonl`` line may come from anyone, so a record is data to be
+checked, never trusted: every field has a type and a range (the ones a user could type),
+unknown fields are refused, and the first field that fails is named in a one-line
+ValueError (``the record's call.pipeline: ...``). What passes is plain JSON of known
+shape: prompts within the length nbbatch takes, names that are one printable line
+(pipeline and scheduler class names), numbers that are finite.
+pydantic does the checking (its JSON parser also bounds nesting, so a deeply nested
+file is an error rather than a `RecursionError`); the settings go through
+`nbbatch.core.spec.Settings`, the same checks as typed input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from nbbatch.core.attention import MAX_PROMPT_CHARS, check_text
+from nbbatch.core.axes import AXES
+from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX
+from nbbatch.core.spec import MAX_SIDE, Settings, check_name
+
+RECORD_VERSION = 1
+
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
+"""The dtypes a pipeline runs in, as torch names them (``torch.float16``)."""
+
+
+def _prompt(text: str) -> str:
+    check_text(text)
+    return text
+
+
+def _name(text: str) -> str:
+    check_name(text, "the name")
+    return text
+
+
+def _class_name(text: str) -> str:
+    """A Python class name (the export checks that diffusers has it): never code, never more than a name."""
+    if not (text.isidentifier() and text.isascii()):
+        raise ValueError(f"{text[:80]!r} is not a class name")
+    return text
+
+
+def _base64(text: str) -> str:
+    try:
+        base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None
+    return text
+
+
+def _file_name(text: str) -> str:
+    """A file of the record's own folder: a plain name, no folder part, not hidden."""
+    if not text or "/" in text or "\\" in text or text.startswith(".") or "\x00" in text or not text.isprintable():
+        raise ValueError(f"{text[:80]!r} is not a plain file name in the picture's folder")
+    return text
+
+
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(_prompt)]
+Name = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_name)]
+FileName = Annotated[str, Field(max_length=255), AfterValidator(_file_name)]
+Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
+Side = Annotated[StrictInt, Field(ge=8, le=MAX_SIDE)]
+Origin = Literal["batch", "refine", "vary"]
+Key = Annotated[str, Field(max_length=100)]
+Scalar = StrictBool | StrictInt | float | Annotated[str, Field(max_length=1000)] | None
+AxisValue = Scalar | Annotated[list[StrictInt], Field(max_length=2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class LoraRecord(_Strict):
+    """A LoRA as it was loaded: its name, file (or hub id), weight and A1111 short hash."""
+
+    name: Name
+    source: Name
+    weight: Annotated[float, Field(ge=-10, le=10)]
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")] | None = None
+
+
+class EmbeddingRecord(_Strict):
+    """A textual-inversion embedding as it was loaded: its token, file and short hash."""
+
+    token: Name
+    source: Name
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")] | None = None
+
+
+class Call(_Strict):
+    """Every argument the pipeline was called with, and where: what the code export writes out."""
+
+    model: Name
+    pipeline: Annotated[str, Field(max_length=100), AfterValidator(_class_name)]
+    scheduler: Annotated[str, Field(max_length=100), AfterValidator(_class_name)]
+    dtype: Literal[TORCH_DTYPES]  # type: ignore[valid-type]
+    device: Annotated[str, Field(pattern=r"^(cpu|mps|cuda(:\d{1,2})?)$")]
+    generator_device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d{1,2})?)$")]
+    num_inference_steps: Annotated[StrictInt, Field(ge=1, le=1000)]
+    guidance_scale: Annotated[float, Field(ge=0, le=100)] | None = None
+    width: Side
+    height: Side
+    strength: Annotated[float, Field(gt=0, le=1)] | None = None
+    clip_skip: Annotated[StrictInt, Field(ge=1, le=11)] | None = None
+    variation_seed: Seed | None = None
+    variation_strength: Annotated[float, Field(ge=0, le=1)] | None = None
+    speedups: Annotated[list[Literal["compile", "channels_last", "fuse_qkv"]], Field(max_length=3)] = []
+    loras: Annotated[list[LoraRecord], Field(max_length=100)] = []
+    embeddings: Annotated[list[EmbeddingRecord], Field(max_length=100)] = []
+    encoded_by: Literal["compel"] | None = None
+    template: Prompt | None = None
+    choices: Annotated[list[Prompt], Field(max_length=1000)] = []
+    template_seed: Seed | None = None
+    axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
+
+
+class Generator(_Strict):
+    """Where the image's generator lived and its initial state (base64): the truth of its starting noise."""
+
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d{1,2})?)$")]
+    state: Annotated[str, Field(max_length=8192), AfterValidator(_base64)]
+
+
+class Step(_Strict):
+    """One image of a lineage: the first image first."""
+
+    prompt: Prompt
+    seed: Seed
+    origin: Origin
+
+
+class Record(_Strict):
+    """An nbbatch record as saved in a PNG's ``nbbatch`` chunk (and, with ``file``, as an index line)."""
+
+    nbbatch_record: Literal[1]
+    prompt: Prompt
+    negative_prompt: Prompt
+    seed: Seed
+    prompt_index: Annotated[StrictInt, Field(ge=0, lt=MAX_IMAGES)]
+    origin: Origin
+    broken: StrictBool = False
+    settings: dict[str, Any]
+    call: Call
+    scheduler_config: Annotated[
+        dict[Annotated[str, Field(max_length=100)], Scalar | list[Scalar]], Field(max_length=200)
+    ]
+    generator: Generator
+    lineage: Annotated[list[Step], Field(max_length=1000)] = []
+    versions: Annotated[
+        dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=100)]], Field(max_length=20)
+    ] = {}
+    init_image: FileName | None = None
+    file: FileName | None = None
+
+
+def parse_record(text: str | bytes) -> dict[str, Any]:
+    """The record in `text` (JSON), checked, as plain data; ValueError naming the first bad field.
+
+    Its ``settings`` must make a valid `Settings`.
+    """
+    try:
+        record = Record.model_validate_json(text)
+    except ValidationError as error:
+        raise ValueError(_first_error(error)) from None
+    try:
+        Settings(**record.settings)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"settings: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    checked = record.model_dump(mode="python")
+    for name in ("file", "init_image"):
+        if checked[name] is None:
+            del checked[name]
+    return checked
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the record"
+    message = first["msg"].splitlines()[0] if first["msg"] else first["type"]
+    return f"{where}: {message}"
