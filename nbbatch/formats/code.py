@@ -22,6 +22,7 @@ import inspect
 import io
 import math
 import pprint
+import re
 import textwrap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -147,7 +148,7 @@ def _source(item: _Exported) -> str:
 
 def _placement(item: _Exported) -> list[str]:
     params, settings = item.params, item.settings
-    device = params.get("device", "cpu")
+    device = _device(params.get("device", "cpu"))
     lines = ["pipe.enable_model_cpu_offload()" if settings.offload else f"pipe.to({device!r})"]
     if str(device).startswith(("cuda", "mps")) or settings.offload:
         lines.append("pipe.vae.enable_slicing()")
@@ -163,7 +164,7 @@ def _adapters(params: Mapping[str, Any]) -> list[str]:
         lines.append(f"pipe.load_lora_weights({lora['source']!r}, adapter_name='lora{number}')")
     if loras:
         names = [f"lora{number}" for number in range(len(loras))]
-        weights = [float(lora["weight"]) for lora in loras]
+        weights = [_float(lora["weight"]) for lora in loras]
         lines.append(f"pipe.set_adapters({names!r}, adapter_weights={weights!r})")
     for embedding in params.get("embeddings", ()):
         source, token = embedding["source"], embedding["token"]
@@ -180,7 +181,7 @@ def _adapters(params: Mapping[str, Any]) -> list[str]:
 
 def _generator(item: _Exported, imports: list[str]) -> list[str]:
     """The image's generator: seeded, or set to its saved state where that is not the seed's (a refinement's)."""
-    device = item.params.get("generator_device", item.settings.generator_device)
+    device = _device(item.params.get("generator_device", item.settings.generator_device))
     made = f"generator = torch.Generator({device!r})"
     if item.state == generator_state(make_generator(device, item.seed)):
         return [f"{made}.manual_seed({_int(item.seed)})"]
@@ -210,7 +211,7 @@ def _arguments(item: _Exported) -> dict[str, str]:
 def _variation(item: _Exported) -> list[str]:
     """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
     params = item.params
-    device = params.get("generator_device", item.settings.generator_device)
+    device = _device(params.get("generator_device", item.settings.generator_device))
     return [
         "",
         inspect.getsource(slerp).rstrip(),
@@ -221,8 +222,20 @@ def _variation(item: _Exported) -> list[str]:
         f"other_generator = torch.Generator({device!r}).manual_seed({_int(params['variation_seed'])})",
         "other = randn_tensor(shape, generator=other_generator, device=pipe._execution_device, dtype=dtype).float()",
         "own = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)",
-        f"latents = slerp({float(params['variation_strength'])!r}, own.float(), other).to(dtype)",
+        f"latents = slerp({_literal(_float(params['variation_strength']))}, own.float(), other).to(dtype)",
     ]
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|mps|cuda(:\d{1,2})?", value):
+        raise ValueError(f"the record's device {str(value)[:40]!r} is none of cpu, mps, cuda, cuda:N: no code")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"the record holds {str(value)[:40]!r} where a number belongs: no code")
+    return float(value)
 
 
 def _int(value: Any) -> int:

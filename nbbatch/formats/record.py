@@ -183,5 +183,7 @@ def parse_record(text: str | bytes) -> dict[str, Any]:
 def _first_error(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "the record"
-    message = first["msg"].splitlines()[0] if first["msg"] else first["type"]
+    error = first.get("ctx", {}).get("error") if first["type"] == "value_error" else None
+    message = str(error) if error is not None else first["msg"]  # the project's own words, without pydantic's prefix
+    message = message.splitlines()[0] if message else first["type"]
     return f"{where}: {message}"

@@ -67,6 +67,8 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     if "prompts" not in spec:
         raise ValueError(f'{str(path)!r} has no prompts: write prompts = ["...", ...]')
     if "wildcards" in spec:
+        if not isinstance(spec["wildcards"], str):
+            raise ValueError(f"wildcards must be a folder name, not {spec['wildcards']!r}")
         spec["wildcards"] = str(path.parent / spec["wildcards"])
     if "images" in spec:
         spec["images"] = [_open_image(path.parent / name) for name in _names(spec["images"])]
