@@ -74,6 +74,62 @@ def png(path: Path, **chunks: str) -> Path:
     return path
 
 
+COMFY_LITERALS = {  # comfy-image-saver's example workflow shape: literal nodes linked into the sampler
+    "1": {"class_type": "Checkpoint Selector", "inputs": {"ckpt_name": "juggernaut.safetensors"}},
+    "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ["1", 0]}},
+    "3": {"class_type": "Seed Generator", "inputs": {"seed": 777}},
+    "4": {"class_type": "String Literal", "inputs": {"string": "a red fox in snow"}},
+    "5": {"class_type": "String Literal", "inputs": {"string": "blurry"}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": ["4", 0], "clip": ["2", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": ["5", 0], "clip": ["2", 1]}},
+    "8": {"class_type": "Width/Height Literal", "inputs": {"int": 832}},
+    "9": {"class_type": "Width/Height Literal", "inputs": {"int": 1216}},
+    "10": {"class_type": "EmptyLatentImage", "inputs": {"width": ["8", 0], "height": ["9", 0], "batch_size": 1}},
+    "11": {"class_type": "Cfg Literal", "inputs": {"float": 6.5}},
+    "12": {"class_type": "Int Literal", "inputs": {"int": 25}},
+    "13": {"class_type": "Sampler Selector", "inputs": {"sampler_name": "dpmpp_2m"}},
+    "14": {"class_type": "Scheduler Selector", "inputs": {"scheduler": "karras"}},
+    "15": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": ["3", 0],
+            "steps": ["12", 0],
+            "cfg": ["11", 0],
+            "sampler_name": ["13", 0],
+            "scheduler": ["14", 0],
+            "denoise": 1.0,
+            "model": ["2", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["10", 0],
+        },
+    },
+}
+COMFY_GROUP = {
+    "12:0": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+    "12:1": {"class_type": "CR Prompt Text", "inputs": {"prompt": "a castle on a hill"}},
+    "12:2": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"text_g": ["12:1", 0], "text_l": ["12:1", 0]}},
+    "12:3": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["12:0", 1]}},
+    "12:4": {"class_type": "Seed (rgthree)", "inputs": {"seed": 42}},
+    "12:5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 1}},
+    "12:6": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["12:2", 0]}},
+    "12:7": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": ["12:4", 0],
+            "steps": 30,
+            "cfg": 4.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1,
+            "model": ["12:0", 0],
+            "positive": ["12:2", 0],
+            "negative": ["12:3", 0],
+            "latent_image": ["12:5", 0],
+        },
+    },
+}
+
 WRITTEN = {
     "swarmui": (
         {
@@ -146,6 +202,49 @@ WRITTEN = {
             "Schedule type: Karras, CFG Scale: 6.5, Seed: 1234, Size: 1024x1024, Model: dreamshaper_8"
         },
         ("un café à l'aube, 35mm: brume", "flou", 1234, 30, 6.5, 1024, 1024, "dpm++2m-karras", "dreamshaper_8"),
+    ),
+    "flat-json-no-size": (  # a Hugging Face space's JSON without a size: the picture's own size (1x1 here)
+        {"parameters": json.dumps({"prompt": "a boat", "seed": 4, "num_inference_steps": 8, "guidance_scale": 3})},
+        ("a boat", "", 4, 8, 3.0, 1, 1, None, None),
+    ),
+    "comfy-image-saver": (  # its Save Image w/Metadata node: A1111 text from literal nodes, and their graph
+        {
+            "parameters": "a red fox in snow\nNegative prompt: blurry\nSteps: 25, Sampler: dpmpp_2m_karras, "
+            "CFG Scale: 6.5, Seed: 777, Size: 832x1216, Model hash: 0123456789, Model: juggernaut, Version: ComfyUI",
+            "prompt": json.dumps(COMFY_LITERALS),
+            "workflow": "{}",
+        },
+        ("a red fox in snow", "blurry", 777, 25, 6.5, 832, 1216, "dpm++2m-karras", "juggernaut"),
+    ),
+    "comfy-values-through-nodes": (  # rgthree / Comfyroll / literal nodes feed the sampler: the graph alone
+        {"prompt": json.dumps(COMFY_LITERALS), "workflow": "{}"},
+        ("a red fox in snow", "blurry", 777, 25, 6.5, 832, 1216, "dpm++2m-karras", "juggernaut.safetensors"),
+    ),
+    "comfy-group-node": (  # a group node's inner nodes, as ComfyUI expands them into the prompt ("12:3")
+        {"prompt": json.dumps(COMFY_GROUP), "workflow": "{}"},
+        ("a castle on a hill", "text, watermark", 42, 30, 4.0, 1024, 1024, "euler", "sdxl.safetensors"),
+    ),
+    "tensor-art": (  # its generation_data chunk: UTF-8 written into a Latin-1 tEXt chunk, seed as text
+        {
+            "generation_data": json.dumps(
+                {
+                    "prompt": "un café",
+                    "negativePrompt": "flou",
+                    "width": 768,
+                    "height": 1152,
+                    "seed": "5512345678",
+                    "steps": 28,
+                    "cfgScale": 5,
+                    "clipSkip": 2,
+                    "baseModel": {"modelFileName": "flux1-dev.safetensors"},
+                },
+                ensure_ascii=False,
+            )
+            .encode("utf-8")
+            .decode("latin-1"),
+            "prompt": json.dumps(COMFY_GROUP),
+        },
+        ("un café", "flou", 5512345678, 28, 5.0, 768, 1152, "euler", "flux1-dev.safetensors"),
     ),
     "old-karras-name": (
         {"parameters": "a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 9, Size: 512x512"},

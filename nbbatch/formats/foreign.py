@@ -15,6 +15,7 @@ parameters": a damaged chunk gives the caller's one-line error, never a tracebac
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -96,16 +97,172 @@ class Foreign:
 
 
 def read_foreign(image: Image.Image) -> Foreign | None:
-    """The parameters another tool stored in an opened PNG, or None when it holds none nbbatch can read."""
-    text = dict(getattr(image, "text", {}))
+    """The parameters another tool stored in an opened PNG, or None when it holds none nbbatch can read.
+
+    sd-parsers reads first; a ComfyUI graph then fills what it left unread (values that
+    come through other nodes), and Tensor.Art's ``generation_data`` and JSON ``parameters``
+    are read where it read nothing.
+    """
+    text = {key: value for key, value in dict(getattr(image, "text", {})).items() if isinstance(value, str)}
     try:
         found = _sd_parsers(image)
+        graph = _graph(text.get("prompt"))
+        if graph is not None:
+            found = _fill(found, _comfy_graph(graph))
+        if "generation_data" in text:
+            found = _fill(_tensor_art(json.loads(_utf8(text["generation_data"]))), found)
         parameters = text.get("parameters", "").strip()
         if found is None and parameters.startswith("{"):
-            found = _json_parameters(json.loads(parameters))
+            found = _json_parameters(json.loads(parameters), image.size)
         return found
     except Exception:  # a damaged chunk of any kind: no parameters, said in the caller's one line
         return None
+
+
+def _fill(found: Foreign | None, more: Foreign | None) -> Foreign | None:
+    """`found` with the fields it lacks taken from `more` (either may be None)."""
+    if found is None or more is None:
+        return found or more
+    blanks = {
+        name: getattr(more, name)
+        for name in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "sampler", "model")
+        if getattr(found, name) in (None, "") and getattr(more, name) not in (None, "")
+    }
+    if "sampler" in blanks and found.schedule is None:
+        blanks["schedule"] = more.schedule
+    return dataclasses.replace(found, **blanks)
+
+
+def _utf8(text: str) -> str:
+    """Text a tool wrote as UTF-8 bytes into a Latin-1 chunk (Tensor.Art), decoded as it meant it."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _tensor_art(data: Mapping[str, Any]) -> Foreign | None:
+    """Tensor.Art's ``generation_data`` JSON: prompt, negativePrompt, seed (text), steps, cfgScale, size, baseModel."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("prompt"), str):
+        return None
+    model = data.get("baseModel")
+    return Foreign(
+        tool="Tensor.Art",
+        prompt=data["prompt"],
+        negative_prompt=str(data.get("negativePrompt") or ""),
+        seed=_number(data.get("seed"), int),
+        steps=_number(data.get("steps"), int),
+        guidance=_number(data.get("cfgScale"), float),
+        width=_number(data.get("width"), int),
+        height=_number(data.get("height"), int),
+        model=model.get("modelFileName") if isinstance(model, Mapping) else None,
+    )
+
+
+_GRAPH_DEPTH = 20
+"""How many nodes a value is followed through in a ComfyUI graph (a loop or a huge graph ends there)."""
+
+
+def _graph(text: str | None) -> Mapping[str, Any] | None:
+    if not text:
+        return None
+    graph = json.loads(text)
+    return graph if isinstance(graph, Mapping) and len(graph) <= 10_000 else None
+
+
+def _comfy_graph(graph: Mapping[str, Any]) -> Foreign | None:
+    """A ComfyUI ``prompt`` graph read by following each sampler input to the node that holds its value.
+
+    Custom saver and literal nodes (comfy-image-saver's Seed Generator and String Literal,
+    primitives, rgthree's and Comfyroll's) hand seeds, prompts, CFG and sizes to the sampler
+    through links, which readers that look only at the sampler's own inputs miss.
+    """
+    samplers = [
+        node
+        for node in graph.values()
+        if isinstance(node, Mapping)
+        and isinstance(node.get("inputs"), Mapping)
+        and {"steps", "cfg"} <= set(node["inputs"])
+        and ({"seed", "noise_seed"} & set(node["inputs"]))
+    ]
+    if not samplers:
+        return None
+    first = next((s for s in samplers if _value(graph, s["inputs"].get("denoise"), 0) in (1, None)), samplers[0])
+    inputs = first["inputs"]
+
+    def held(name: str, kind: type) -> Any:
+        value = _value(graph, inputs.get(name), 0)
+        return _number(value, kind) if kind in (int, float) else value if isinstance(value, str) else None
+
+    size: dict[str, Any] = {}
+    latent = _node(graph, inputs.get("latent_image"))
+    if latent is not None and str(latent.get("class_type", "")).startswith("Empty"):
+        size = {name: _number(_value(graph, latent["inputs"].get(name), 0), int) for name in ("width", "height")}
+    loader = _node(graph, inputs.get("model"), lambda node: bool(_MODEL_INPUTS & set(node["inputs"])))
+    model = None
+    if loader is not None:
+        name = next(name for name in _MODEL_INPUTS if name in loader["inputs"])
+        model = _value(graph, loader["inputs"][name], 0)
+    return Foreign(
+        tool="ComfyUI",
+        prompt=_text(graph, inputs.get("positive")) or "",
+        negative_prompt=_text(graph, inputs.get("negative")) or "",
+        seed=held("seed", int) if "seed" in inputs else held("noise_seed", int),
+        steps=held("steps", int),
+        guidance=held("cfg", float),
+        width=size.get("width"),
+        height=size.get("height"),
+        sampler=held("sampler_name", str),
+        schedule=held("scheduler", str),
+        model=model if isinstance(model, str) else None,
+    )
+
+
+_MODEL_INPUTS = {"ckpt_name", "unet_name"}
+"""The inputs in which ComfyUI's checkpoint and diffusion-model loaders name their file."""
+
+
+def _node(graph: Mapping[str, Any], link: Any, wanted: Any = None, depth: int = 0) -> Mapping[str, Any] | None:
+    """The node a link (``[id, output]``) points to; with `wanted`, the first upstream node it accepts."""
+    if not (isinstance(link, list) and link and depth < _GRAPH_DEPTH):
+        return None
+    node = graph.get(str(link[0]))
+    if not isinstance(node, Mapping) or not isinstance(node.get("inputs"), Mapping):
+        return None
+    if wanted is None or wanted(node):
+        return node
+    return next(
+        (found for inner in node["inputs"].values() if (found := _node(graph, inner, wanted, depth + 1)) is not None),
+        None,
+    )
+
+
+_VALUE_INPUTS = ("value", "seed", "noise_seed", "int", "float", "number", "string", "text", "Text", "cfg", "steps")
+"""The inputs in which literal, primitive and selector nodes hold the value they hand on."""
+
+
+def _value(graph: Mapping[str, Any], value: Any, depth: int) -> Any:
+    """An input's value: itself, or the value held by the node its link comes from (followed through links)."""
+    if not isinstance(value, list):
+        return value
+    node = _node(graph, value)
+    if node is None or depth >= _GRAPH_DEPTH:
+        return None
+    inputs = node["inputs"]
+    held = [inputs[name] for name in _VALUE_INPUTS if name in inputs]
+    if not held and len(inputs) == 1:
+        held = list(inputs.values())
+    return _value(graph, held[0], depth + 1) if held else None
+
+
+def _text(graph: Mapping[str, Any], link: Any) -> str | None:
+    """The prompt of a conditioning input: the text of the first text encoder upstream of it."""
+    encoder = _node(graph, link, lambda node: any(name in node["inputs"] for name in ("text", "text_g", "prompt")))
+    if encoder is None:
+        return None
+    inputs = encoder["inputs"]
+    value = _value(graph, inputs.get("text", inputs.get("text_g", inputs.get("prompt"))), 0)
+    return value if isinstance(value, str) else None
 
 
 def scheduler_name(sampler: str | None, schedule: str | None = None) -> str | None:
@@ -187,8 +344,11 @@ def _size(values: Mapping[str, Any], metadata: Mapping[str, Any]) -> tuple[int |
     return _number(values.get("width"), int), _number(values.get("height"), int)
 
 
-def _json_parameters(data: Mapping[str, Any]) -> Foreign | None:
-    """A JSON ``parameters`` chunk: SwarmUI's ``sui_image_params``, else the flat diffusers-style keys."""
+def _json_parameters(data: Mapping[str, Any], size: tuple[int, int]) -> Foreign | None:
+    """A JSON ``parameters`` chunk: SwarmUI's ``sui_image_params``, else the flat diffusers-style keys.
+
+    The flat layout (Hugging Face spaces, scripts) often leaves the size out: then it is the picture's `size`.
+    """
     if isinstance(data.get("sui_image_params"), Mapping):
         params = data["sui_image_params"]
         creativity = _number(params.get("initimagecreativity"), float)
@@ -217,8 +377,8 @@ def _json_parameters(data: Mapping[str, Any]) -> Foreign | None:
         seed=_number(data.get("seed"), int),
         steps=_number(data.get("num_inference_steps", data.get("steps")), int),
         guidance=_number(_first(data, "guidance_scale", "cfg_scale", "cfg", "guidance"), float),
-        width=_number(data.get("width"), int),
-        height=_number(data.get("height"), int),
+        width=_number(data.get("width"), int) or size[0],
+        height=_number(data.get("height"), int) or size[1],
         sampler=data["sampler_name"] if comfy_style else data.get("scheduler", data.get("sampler")),
         schedule=data.get("scheduler") if comfy_style else data.get("schedule", data.get("scheduler_type")),
         model=_first(data, "model", "model_id", "base_model", "base_model_name"),
