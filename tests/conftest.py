@@ -60,6 +60,16 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
+def json_paths(value, path=(), *, leaves: bool = True):
+    """Every (path, value) in a JSON value: its scalars only, or with `leaves` False every place in it but the root."""
+    branch = isinstance(value, dict | list)
+    if path and (not leaves or not branch):
+        yield path, value
+    if branch:
+        for key, inner in value.items() if isinstance(value, dict) else enumerate(value):
+            yield from json_paths(inner, (*path, key), leaves=leaves)
+
+
 def max_difference(a, b) -> int:
     """The largest difference of any channel of any pixel of two images of one size."""
     assert a.size == b.size, f"sizes differ: {a.size} and {b.size}"

@@ -1,6 +1,9 @@
 """Property-based tests: any input ends in a result or a clear error, never a traceback from inside nbbatch."""
 
+import dataclasses
+
 import pytest
+from conftest import json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
@@ -10,7 +13,7 @@ from PIL import Image, PngImagePlugin
 from nbbatch.core.attention import is_plain, parse_attention
 from nbbatch.core.result import BatchResult
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds
-from nbbatch.core.spec import parse_prompt_lines
+from nbbatch.core.spec import Settings, parse_prompt_lines
 
 SEED_TEXT = st.lists(
     st.one_of(
@@ -175,16 +178,6 @@ def saved(tmp_path_factory):
         return path, json.loads(png.text["nbbatch"]), png.text["parameters"]
 
 
-def _paths(value, path=()):
-    yield path
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from _paths(inner, (*path, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield from _paths(inner, (*path, index))
-
-
 ALLOWED_MODULES = {"torch", "diffusers", "base64", "io", "PIL", "typing", "diffusers.utils.torch_utils"}
 
 
@@ -212,7 +205,7 @@ def test_any_change_to_a_record_loads_and_exports_safely_or_is_one_line(saved, t
     import nbbatch
 
     path, record, _ = saved
-    where = data.draw(st.sampled_from(list(_paths(record))[1:]))
+    where = data.draw(st.sampled_from([where for where, _ in json_paths(record, leaves=False)]))
     changed = json.loads(json.dumps(record))
     target = changed
     for key in where[:-1]:
@@ -274,33 +267,8 @@ SETTING_VALUES = st.one_of(JSON, st.sampled_from([0, -1, 1.5, 10**30, "auto", "f
     seeds=st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 2**70), st.lists(st.integers(-2, 5), max_size=3)),
     options=st.dictionaries(
         st.sampled_from(
-            [
-                "steps",
-                "guidance",
-                "width",
-                "height",
-                "strength",
-                "scheduler",
-                "dtype",
-                "device",
-                "generator_device",
-                "batch_size",
-                "variant",
-                "variation_seed",
-                "variation_strength",
-                "clip_skip",
-                "loras",
-                "embeddings",
-                "offload",
-                "negative_prompt",
-                "x",
-                "y",
-                "num",
-                "random",
-                "random_seed",
-                "model",
-                "unknown_name",
-            ]
+            [field.name for field in dataclasses.fields(Settings)]
+            + ["negative_prompt", "x", "y", "num", "random", "random_seed", "unknown_name"]
         ),
         SETTING_VALUES,
         max_size=4,

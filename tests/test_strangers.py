@@ -15,7 +15,7 @@ import zlib
 from types import MappingProxyType
 
 import pytest
-from conftest import FAST, make_lora, max_difference
+from conftest import FAST, json_paths, make_lora, max_difference
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image, PngImagePlugin
@@ -70,18 +70,6 @@ def write_png(path, record, size=(32, 32), parameters=None):
     return path
 
 
-def leaves(value, path=()):
-    """Every (path, value) of a JSON value's scalars."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from leaves(inner, (*path, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield from leaves(inner, (*path, index))
-    else:
-        yield path, value
-
-
 def replaced(record, where, value):
     copy = json.loads(json.dumps(record))
     target = copy
@@ -104,7 +92,7 @@ def shape(code: str) -> list[str]:
 def test_hostile_values_in_any_field_never_become_code(rich, tmp_path):
     path, record, _ = rich
     benign = shape(nbbatch.load(path)[0].code())
-    fields = [where for where, _ in leaves(record)] + [("call", "pipeline"), ("call", "scheduler")]
+    fields = [where for where, _ in json_paths(record)] + [("call", "pipeline"), ("call", "scheduler")]
     refused = exported = 0
     for number, where in enumerate(dict.fromkeys(fields)):
         for payload in PAYLOADS:

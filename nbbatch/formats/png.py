@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -540,15 +540,26 @@ _PICTURE_ERRORS = (
 """What Pillow raises for a file that is no picture, a damaged one, a bomb (pixels or text chunks)."""
 
 
-def _open_picture(path: Path) -> tuple[Image.Image, dict[str, str], str | None]:
-    """The picture at `path` as RGB, its text chunks, and its format; any failure is a one-line ValueError."""
+def open_picture(source: str | os.PathLike | IO[bytes], name: str | None = None) -> Image.Image:
+    """The picture in a file (or an open binary file, called `name`) as RGB; any failure is a one-line ValueError.
+
+    Damaged files, files that are no picture and bombs (Pillow's pixel and text limits) all say the same line.
+    """
+    return _open_picture(source, name)[0]
+
+
+def _open_picture(
+    source: str | os.PathLike | IO[bytes], name: str | None = None
+) -> tuple[Image.Image, dict[str, str], str | None]:
+    """`open_picture`, with the picture's text chunks and its format."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             opened.load()
             text = {key: value for key, value in dict(getattr(opened, "text", {})).items() if isinstance(value, str)}
             return opened.convert("RGB"), text, opened.format
     except _PICTURE_ERRORS as error:
-        raise ValueError(f"cannot read {str(path)!r} as an image: {first_line(error)}") from None
+        shown = name if name is not None else os.fspath(source)  # type: ignore[arg-type]
+        raise ValueError(f"cannot read {shown!r} as an image: {first_line(error)}") from None
 
 
 def _load_png(path: Path) -> Item:

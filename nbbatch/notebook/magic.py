@@ -24,7 +24,7 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
-from nbbatch.formats.png import Saver
+from nbbatch.formats.png import Saver, open_picture
 from nbbatch.notebook.live import ProgressDisplay
 from nbbatch.scale.workers import RayRunner
 
@@ -343,8 +343,6 @@ class BatchMagics(Magics):
 
         Pictures are PIL images, NumPy arrays or torch tensors; `prepare_images` checks them.
         """
-        from PIL import Image, UnidentifiedImageError
-
         value = self.shell.user_ns.get(name, name)
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not values:
@@ -356,11 +354,7 @@ class BatchMagics(Magics):
                     raise ValueError(f"--image {name!r} is neither a variable nor an image file")
                 if not os.path.isfile(entry):
                     raise ValueError(f"--image {name}: {os.fspath(entry)!r} is not an image file")
-                try:
-                    with Image.open(entry) as opened:
-                        images.append(opened.convert("RGB"))
-                except (UnidentifiedImageError, OSError) as error:
-                    raise ValueError(f"--image: cannot read {os.fspath(entry)!r} as an image: {error}") from None
+                images.append(open_picture(entry))
             else:
                 images.append(entry)
         return images

@@ -22,7 +22,7 @@ from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.result import BatchResult, Filling, cell_label, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
-from nbbatch.formats.png import Saver
+from nbbatch.formats.png import Saver, open_picture
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
 from nbbatch.scale.workers import RayRunner
 
@@ -421,16 +421,7 @@ class Panel:
         return Settings(**given)
 
     def _uploaded_images(self) -> list:
-        from PIL import Image, UnidentifiedImageError
-
-        images = []
-        for upload in self.upload.value:
-            try:
-                with Image.open(io.BytesIO(bytes(upload["content"]))) as opened:
-                    images.append(opened.convert("RGB"))
-            except (UnidentifiedImageError, OSError):
-                raise ValueError(f"{upload['name']!r} is not an image nbbatch can read") from None
-        return images
+        return [open_picture(io.BytesIO(bytes(upload["content"])), upload["name"]) for upload in self.upload.value]
 
     def _saver(self) -> Saver | None:
         folder = self.save_to.value.strip()

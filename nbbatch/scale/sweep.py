@@ -25,7 +25,7 @@ from nbbatch.core.engine import Runner, execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
-from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
+from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries, open_picture
 from nbbatch.formats.record import parse_record
 from nbbatch.scale.workers import RayRunner
 
@@ -71,7 +71,7 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"wildcards must be a folder name, not {spec['wildcards']!r}")
         spec["wildcards"] = str(path.parent / spec["wildcards"])
     if "images" in spec:
-        spec["images"] = [_open_image(path.parent / name) for name in _names(spec["images"])]
+        spec["images"] = [open_picture(path.parent / name) for name in _names(spec["images"])]
     return spec
 
 
@@ -80,16 +80,6 @@ def _names(value: Any) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ValueError(f"images must be a file name or a list of them, not {value!r}")
     return names
-
-
-def _open_image(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"cannot read the image {str(path)!r}: {error}") from None
 
 
 def file_stems(jobs: Sequence[Job]) -> list[str]:
