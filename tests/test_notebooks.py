@@ -1,6 +1,7 @@
 """The notebooks run headless from top to bottom, with no error output, and leave their images behind."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "notebooks"))
 
 from execute import execute  # noqa: E402
+
+
+def within_one(text: str) -> re.Pattern:
+    """A printed difference of 0 or 1: a batch's image against one made alone, as the README promises."""
+    return re.compile(re.escape(text) + " [01]\\b")
 
 
 def outputs(notebook):
@@ -32,14 +38,14 @@ def outputs(notebook):
             [
                 "a red circle on a white background | ['red', 'circle']",
                 "seed 5 · steps: 4 · guidance: 1 | seed 5 · steps: 30 · guidance: 6",
-                "seed 5 · variation strength: 0.6 made again from its PNG, largest pixel difference: 0",
+                within_one("seed 5 · variation strength: 0.6 made again from its PNG, largest pixel difference:"),
             ],
         ),
         (
             "refine",
             ["refine-variations.png"],
             [
-                "largest pixel difference from the original image: 0",
+                within_one("largest pixel difference from the original image:"),
                 "seed 5 · refine 2 | an orange square on a black background",
             ],
         ),
@@ -60,4 +66,5 @@ def test_notebook_executes_cleanly_and_saves_its_grids(tmp_path, monkeypatch, na
     grids = [o for o in produced if "text/html" in o.get("data", {}) and "nbbatch-result" in o.data["text/html"]]
     assert grids and all(len(json.dumps(o)) < 50_000 * 16 for o in grids)
     printed = "".join(o.get("text", "") for o in produced)
-    assert all(text in printed for text in texts)
+    missing = [t for t in texts if not (t.search(printed) if isinstance(t, re.Pattern) else t in printed)]
+    assert not missing, missing
