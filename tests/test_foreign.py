@@ -246,6 +246,28 @@ WRITTEN = {
         },
         ("un café", "flou", 5512345678, 28, 5.0, 768, 1152, "euler", "flux1-dev.safetensors"),
     ),
+    "stability-matrix-hires": (  # its A1111 text says the upscaled size; its JSON the first pass's
+        {
+            "parameters": "a lake\nNegative prompt: fog\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 8, "
+            "Size: 1536x1536, Model: dreamshaper, Hires upscale: 2, Denoising strength: 0.5",
+            "parameters-json": json.dumps(
+                {
+                    "PositivePrompt": "a lake",
+                    "NegativePrompt": "fog",
+                    "Width": 768,
+                    "Height": 768,
+                    "Seed": 8,
+                    "Steps": 20,
+                    "CfgScale": 7.0,
+                    "Sampler": "dpmpp_2m",
+                    "Scheduler": "karras",
+                    "ModelName": "dreamshaper",
+                }
+            ),
+            "smproj": "{}",
+        },
+        ("a lake", "fog", 8, 20, 7.0, 768, 768, "dpm++2m-karras", "dreamshaper"),
+    ),
     "old-karras-name": (
         {"parameters": "a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 9, Size: 512x512"},
         ("a cat", "", 9, 20, 7.0, 512, 512, "dpm++2m-karras", None),

@@ -100,8 +100,9 @@ def read_foreign(image: Image.Image) -> Foreign | None:
     """The parameters another tool stored in an opened PNG, or None when it holds none nbbatch can read.
 
     sd-parsers reads first; a ComfyUI graph then fills what it left unread (values that
-    come through other nodes), and Tensor.Art's ``generation_data`` and JSON ``parameters``
-    are read where it read nothing.
+    come through other nodes); Tensor.Art's ``generation_data`` and Stability Matrix's
+    ``parameters-json`` (whose size is the first pass's, before a hires fix) come before
+    what the others read; JSON ``parameters`` are read where nothing else was.
     """
     text = {key: value for key, value in dict(getattr(image, "text", {})).items() if isinstance(value, str)}
     try:
@@ -111,6 +112,8 @@ def read_foreign(image: Image.Image) -> Foreign | None:
             found = _fill(found, _comfy_graph(graph))
         if "generation_data" in text:
             found = _fill(_tensor_art(json.loads(_utf8(text["generation_data"]))), found)
+        if "parameters-json" in text:  # Stability Matrix: its JSON has the first pass's size, its text the final one
+            found = _fill(_stability_matrix(json.loads(text["parameters-json"])), found)
         parameters = text.get("parameters", "").strip()
         if found is None and parameters.startswith("{"):
             found = _json_parameters(json.loads(parameters), image.size)
@@ -156,6 +159,25 @@ def _tensor_art(data: Mapping[str, Any]) -> Foreign | None:
         width=_number(data.get("width"), int),
         height=_number(data.get("height"), int),
         model=model.get("modelFileName") if isinstance(model, Mapping) else None,
+    )
+
+
+def _stability_matrix(data: Mapping[str, Any]) -> Foreign | None:
+    """Stability Matrix's ``parameters-json``: PositivePrompt, NegativePrompt, Seed, Steps, CfgScale, Width, Height."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("PositivePrompt"), str):
+        return None
+    return Foreign(
+        tool="Stability Matrix",
+        prompt=data["PositivePrompt"],
+        negative_prompt=str(data.get("NegativePrompt") or ""),
+        seed=_number(data.get("Seed"), int),
+        steps=_number(data.get("Steps"), int),
+        guidance=_number(data.get("CfgScale"), float),
+        width=_number(data.get("Width"), int),
+        height=_number(data.get("Height"), int),
+        sampler=_first(data, "Sampler"),
+        schedule=_first(data, "Scheduler"),
+        model=_first(data, "ModelName"),
     )
 
 
