@@ -26,6 +26,7 @@ from nbbatch.core.item import Item
 from nbbatch.core.seeds import generator_state, make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
+from nbbatch.models.families import family_of
 from nbbatch.models.pipelines import (
     Loaded,
     apply_memory_options,
@@ -36,6 +37,7 @@ from nbbatch.models.pipelines import (
     get_pipeline,
 )
 from nbbatch.models.previews import Preview, StepPreviewer
+from nbbatch.models.quiet import quiet_call
 from nbbatch.models.speedups import SPEEDUPS, apply_speedups
 
 if TYPE_CHECKING:
@@ -121,12 +123,15 @@ def call_arguments(
     """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in."""
     arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
     defaults = inspect.signature(pipe.__call__).parameters
+    unguided = family_of(pipe).unguided(pipe)
+    if unguided is not None and settings.guidance is not None:
+        raise ValueError(unguided)
     guidance = settings.guidance
     if guidance is None:
         guidance = (model_defaults or {}).get("guidance")
     if guidance is None and "guidance_scale" in defaults:
         guidance = defaults["guidance_scale"].default
-    if _is_number(guidance):  # a pipeline that names no default (``**kwargs``) is left to its own
+    if _is_number(guidance) and unguided is None:  # nothing for a pipeline with no default (``**kwargs``) or use
         arguments["guidance_scale"] = guidance
     if image_to_image:
         settings.image_to_image_steps()
@@ -271,7 +276,7 @@ def _call(
         kwargs.update(conditioner.arguments([job.prompt for job in jobs], negatives))
     kwargs["callback_on_step_end"] = on_step_end
     kwargs["output_type"] = "np"
-    with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext():
+    with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext(), quiet_call():
         pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
     broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
@@ -285,25 +290,23 @@ def starting_noise(
     """Each image's starting noise blended towards the variation seed's: ``slerp(strength, noise, variation)``.
 
     The noise is drawn from each image's own generator exactly as the pipeline would
-    draw it (same shape, dtype and device), so strength 0 gives the seed's own image;
-    the generators are then passed on, already past that draw, as they would be.
+    draw it (same shape, dtype and device, packed as its family packs it: see
+    `nbbatch.models.families`), so strength 0 gives the seed's own image; the generators
+    are then passed on, already past that draw, as they would be.
     """
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    scale = pipe.vae_scale_factor
-    height = arguments.get("height") or pipe.unet.config.sample_size * scale
-    width = arguments.get("width") or pipe.unet.config.sample_size * scale
-    shape = (1, pipe.unet.config.in_channels, height // scale, width // scale)
-    encoder = getattr(pipe, "text_encoder", None)
-    dtype = encoder.dtype if encoder is not None else pipe.unet.dtype
+    family = family_of(pipe)
+    shape = family.noise_shape(pipe, arguments.get("height"), arguments.get("width"))
+    dtype = family.noise_dtype(pipe)
     target = pipe._execution_device
     other = randn_tensor(shape, generator=make_generator(device, variation_seed), device=target, dtype=dtype).float()
     blended = []
     for generator in generators:
         own = randn_tensor(shape, generator=generator, device=target, dtype=dtype)
         blended.append(slerp(strength, own.float(), other).to(dtype))
-    return torch.cat(blended)
+    return family.pack(pipe, torch.cat(blended))
 
 
 @dataclass
@@ -543,10 +546,16 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
+    family = family_of(pipe)
+    if family.negative is not None and any(job.negative_prompt for job in jobs):
+        raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
-    conditioner = Conditioner(pipe, settings.clip_skip) if supports(pipe) else None
+    conditioner = Conditioner(pipe, settings.clip_skip) if family.weights and supports(pipe) else None
     _check_prompts(pipe, jobs, conditioner is not None)
-    steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None)
+    first = jobs[0].init_image
+    height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
+    timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
+    steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
     previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor) if loaded.latent_map is not None else None
     return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
 
@@ -573,7 +582,7 @@ def _check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
                 f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
-        cut = None if weights else cut_text(pipe, text)
+        cut = None if weights else cut_text(*family_of(pipe).reader(pipe), text)
         if cut:
             warnings.warn(
                 f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nbbatch import __version__
 from nbbatch.core.seeds import generator_state, make_generator, slerp
 from nbbatch.formats.record import TORCH_DTYPES
+from nbbatch.models.families import FLUX
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -212,17 +213,32 @@ def _variation(item: _Exported) -> list[str]:
     """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
     params = item.params
     device = _device(params.get("generator_device", item.settings.generator_device))
+    height, width = _int(params["height"]), _int(params["width"])
+    if params.get("pipeline") in FLUX.pipelines:  # 16 channels in 2x2 patches, drawn in T5's dtype, then packed
+        shape = [
+            "scale = pipe.vae_scale_factor * 2",
+            "channels = pipe.transformer.config.in_channels // 4",
+            f"shape = (1, channels, 2 * ({height} // scale), 2 * ({width} // scale))",
+            "dtype = pipe.text_encoder_2.dtype",
+        ]
+        pack = "latents = pipe._pack_latents(latents, *shape)"
+    else:
+        shape = [
+            "shape = (1, pipe.unet.config.in_channels, "
+            f"{height} // pipe.vae_scale_factor, {width} // pipe.vae_scale_factor)",
+            "dtype = pipe.text_encoder.dtype",
+        ]
+        pack = None
     return [
         "",
         inspect.getsource(slerp).rstrip(),
         "",
-        "shape = (1, pipe.unet.config.in_channels, "
-        f"{_int(params['height'])} // pipe.vae_scale_factor, {_int(params['width'])} // pipe.vae_scale_factor)",
-        "dtype = pipe.text_encoder.dtype",
+        *shape,
         f"other_generator = torch.Generator({device!r}).manual_seed({_int(params['variation_seed'])})",
         "other = randn_tensor(shape, generator=other_generator, device=pipe._execution_device, dtype=dtype).float()",
         "own = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)",
         f"latents = slerp({_literal(_float(params['variation_strength']))}, own.float(), other).to(dtype)",
+        *([pack] if pack else []),
     ]
 
 

@@ -36,12 +36,11 @@ def is_xl(pipe: Any) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
 
 
-def cut_text(pipe: Any, prompt: str) -> str | None:
-    """What a pipeline's own encoding cuts off the end of `prompt` (past its tokenizer's window), or None."""
-    tokenizer = getattr(pipe, "tokenizer", None)
+def cut_text(tokenizer: Any, window: int, prompt: str) -> str | None:
+    """What a pipeline's own encoding cuts off the end of `prompt` (past `window` tokens of `tokenizer`), or None."""
     if tokenizer is None:
         return None
-    kept = tokenizer.model_max_length - 2  # the window holds a start and an end token
+    kept = window - 2  # the window holds a start and an end token
     with _quiet():
         ids = tokenizer(prompt, add_special_tokens=False).input_ids
         return tokenizer.decode(ids[kept:]).strip() or None if len(ids) > kept else None

@@ -19,6 +19,7 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
+from nbbatch.models.families import family_of
 from nbbatch.models.previews import LatentMap, latent_map
 from nbbatch.models.quiet import quiet_loading
 from nbbatch.models.standins import STANDINS, build_pipeline
@@ -137,12 +138,14 @@ class Loaded:
         """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
         key = ("img2img" if image_to_image else "txt2img", scheduler)
         if key not in self.views:
-            from diffusers import AutoPipelineForImage2Image
+            import diffusers
 
             kwargs = {"scheduler": make_scheduler(scheduler, self.pipe.scheduler)} if scheduler else {}
+            family = family_of(self.pipe)
+            maker = getattr(diffusers, family.image_to_image or "AutoPipelineForImage2Image")
             with quiet_loading():  # from_pipe repeats loading-time notices (dtype, scheduler config) per view
                 if image_to_image:
-                    view = AutoPipelineForImage2Image.from_pipe(self.pipe, **kwargs)
+                    view = maker.from_pipe(self.pipe, **kwargs)
                 elif kwargs:
                     view = type(self.pipe).from_pipe(self.pipe, **kwargs)
                 else:
@@ -248,14 +251,15 @@ def check_steps(scheduler: Any, steps: int) -> None:
         raise ValueError(f"the pndm scheduler needs at least 4 steps, not {steps}: raise --steps or choose another")
 
 
-def denoising_calls(scheduler: Any, steps: int, strength: float | None = None) -> int:
+def denoising_calls(scheduler: Any, steps: int, strength: float | None = None, **options: Any) -> int:
     """How many times a pipeline call runs its step callback: one per entry of the scheduler's timesteps.
 
     Second-order schedulers (Heun, KDPM2) take about two per step and PNDM one more, so a
     progress counted in `steps` would pass 100%; image-to-image skips the first part.
+    `options` go to ``set_timesteps`` as the pipeline passes them (``mu`` for a dynamic shift).
     """
     probe = type(scheduler).from_config(scheduler.config)
-    probe.set_timesteps(steps, device="cpu")
+    probe.set_timesteps(steps, device="cpu", **options)
     calls = len(probe.timesteps)
     if strength is not None:
         skipped = steps - min(int(steps * strength), steps)

@@ -31,3 +31,20 @@ def quiet_loading() -> Iterator[None]:
             module.set_verbosity(verbosity)
             if bars:
                 module.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_call() -> Iterator[None]:
+    """Silence diffusers' log during a pipeline call: nbbatch says itself what matters (a prompt cut short).
+
+    FLUX.1 logs that CLIP truncates every long prompt, though CLIP gives only its pooled
+    embedding there and T5 reads the whole prompt.
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)

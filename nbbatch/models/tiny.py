@@ -1,4 +1,4 @@
-"""The built-in offline pipelines: tiny Stable Diffusion 1.x- and SDXL-style models with random weights.
+"""The built-in offline pipelines: tiny SD 1.x-, SDXL- and FLUX.1-style models with random weights.
 
 They exist so that the demo and the tests run the real diffusers code (tokenizer, text
 encoders, UNet, VAE, scheduler, `from_pretrained`) with no download. The weights are
@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from transformers import CLIPTokenizer
 
-BUILTIN_MODELS = {"nbbatch:tiny-sd": "sd", "nbbatch:tiny-sdxl": "sdxl"}
+BUILTIN_MODELS = {
+    "nbbatch:tiny-sd": "sd",
+    "nbbatch:tiny-sdxl": "sdxl",
+    "nbbatch:tiny-flux": "flux",
+    "nbbatch:tiny-flux-schnell": "flux-schnell",
+}
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
 
@@ -65,8 +70,10 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    if kind in ("flux", "flux-schnell"):
+        return _tiny_flux(schnell=kind == "flux-schnell")
     if kind not in ("sd", "sdxl"):
-        raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose sd or sdxl")
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose sd, sdxl, flux or flux-schnell")
     tokenizer = byte_tokenizer()
     text_config = CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -151,6 +158,114 @@ def assemble(
         scheduler=scheduler,
         add_watermarker=False,
     )
+
+
+def _tiny_flux(schnell: bool) -> DiffusionPipeline:
+    """A tiny FLUX.1 pipeline: CLIP and T5 encoders, a two-block transformer, a 16-channel VAE that scales by 8.
+
+    The VAE's scaling and shift and the scheduler are FLUX.1's: dev shifts its timesteps by
+    the image's size (``use_dynamic_shifting``) and embeds the guidance; schnell does neither.
+    """
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    tokenizer, t5_tokenizer = byte_tokenizer(), unigram_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        clip = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=_MAX_TOKENS,
+                projection_dim=32,
+            )
+        )
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(t5_tokenizer),
+                d_model=32,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=t5_tokenizer.pad_token_id,
+                eos_token_id=t5_tokenizer.eos_token_id,
+                decoder_start_token_id=t5_tokenizer.pad_token_id,
+            )
+        )
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,  # 16 latent channels in 2x2 patches
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=(4, 6, 6),
+            guidance_embeds=not schnell,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(8, 8, 16, 16),  # four blocks: it scales by 8, as FLUX.1's does
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=16,
+            norm_num_groups=4,
+            sample_size=64,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+        )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=1.0 if schnell else 3.0,
+        use_dynamic_shifting=not schnell,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+
+
+def unigram_tokenizer() -> Any:
+    """A T5-style Unigram tokenizer (SentencePiece's ``▁`` word marks), its vocabulary written here: ASCII characters.
+
+    Written to ``tokenizer.json`` and loaded back as `T5TokenizerFast`, as a saved T5 tokenizer is.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(chr(code), -3.0) for code in range(33, 127)] + [("▁" + chr(code), -2.5) for code in range(33, 127)]
+    model = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    model.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    model.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=model, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return T5TokenizerFast.from_pretrained(folder, model_max_length=512)
 
 
 def byte_tokenizer() -> CLIPTokenizer:
