@@ -582,7 +582,7 @@ def _check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
                 f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
-        cut = None if weights else cut_text(*family_of(pipe).reader(pipe), text)
+        cut = None if weights else cut_text(*family_of(pipe).prompt_window(pipe), text)
         if cut:
             warnings.warn(
                 f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nbbatch import __version__
 from nbbatch.core.seeds import generator_state, make_generator, slerp
 from nbbatch.formats.record import TORCH_DTYPES
-from nbbatch.models.families import FLUX
+from nbbatch.models.families import family_named
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -214,21 +214,20 @@ def _variation(item: _Exported) -> list[str]:
     params = item.params
     device = _device(params.get("generator_device", item.settings.generator_device))
     height, width = _int(params["height"]), _int(params["width"])
-    if params.get("pipeline") in FLUX.pipelines:  # 16 channels in 2x2 patches, drawn in T5's dtype, then packed
+    family = family_named(str(params.get("pipeline")))
+    model = "unet" if family.latents == "unet" else "transformer"
+    if family.latents == "packed":  # channels in 2x2 patches, each side even, packed after the blend
         shape = [
             "scale = pipe.vae_scale_factor * 2",
-            "channels = pipe.transformer.config.in_channels // 4",
-            f"shape = (1, channels, 2 * ({height} // scale), 2 * ({width} // scale))",
-            "dtype = pipe.text_encoder_2.dtype",
+            f"shape = (1, pipe.{model}.config.in_channels // 4, 2 * ({height} // scale), 2 * ({width} // scale))",
         ]
-        pack = "latents = pipe._pack_latents(latents, *shape)"
     else:
         shape = [
-            "shape = (1, pipe.unet.config.in_channels, "
-            f"{height} // pipe.vae_scale_factor, {width} // pipe.vae_scale_factor)",
-            "dtype = pipe.text_encoder.dtype",
+            f"shape = (1, pipe.{model}.config.in_channels, "
+            f"{height} // pipe.vae_scale_factor, {width} // pipe.vae_scale_factor)"
         ]
-        pack = None
+    shape.append(f"dtype = pipe.{family.embeddings}.dtype")
+    pack = "latents = pipe._pack_latents(latents, *shape)" if family.latents == "packed" else None
     return [
         "",
         inspect.getsource(slerp).rstrip(),

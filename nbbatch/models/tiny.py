@@ -1,4 +1,4 @@
-"""The built-in offline pipelines: tiny SD 1.x-, SDXL- and FLUX.1-style models with random weights.
+"""The built-in offline pipelines: tiny SD 1.x-, SDXL-, SD3-, FLUX.1- and Chroma-style models with random weights.
 
 They exist so that the demo and the tests run the real diffusers code (tokenizer, text
 encoders, UNet, VAE, scheduler, `from_pretrained`) with no download. The weights are
@@ -23,6 +23,8 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-sdxl": "sdxl",
     "nbbatch:tiny-flux": "flux",
     "nbbatch:tiny-flux-schnell": "flux-schnell",
+    "nbbatch:tiny-sd3": "sd3",
+    "nbbatch:tiny-chroma": "chroma",
 }
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
@@ -70,10 +72,10 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell"):
-        return _tiny_flux(schnell=kind == "flux-schnell")
+    if kind in ("flux", "flux-schnell", "sd3", "chroma"):
+        return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
-        raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose sd, sdxl, flux or flux-schnell")
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
     tokenizer = byte_tokenizer()
     text_config = CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -160,61 +162,49 @@ def assemble(
     )
 
 
-def _tiny_flux(schnell: bool) -> DiffusionPipeline:
-    """A tiny FLUX.1 pipeline: CLIP and T5 encoders, a two-block transformer, a 16-channel VAE that scales by 8.
+def _tiny_transformer(kind: str) -> DiffusionPipeline:
+    """A tiny transformer pipeline with the real family's latent channels, VAE scaling and shift, and scheduler.
 
-    The VAE's scaling and shift and the scheduler are FLUX.1's: dev shifts its timesteps by
-    the image's size (``use_dynamic_shifting``) and embeds the guidance; schnell does neither.
+    ``flux``: FLUX.1-dev (CLIP + T5, packed latents, embedded guidance, a scheduler that
+    shifts by the image's size); ``flux-schnell``: no guidance embedding, a static shift;
+    ``sd3``: SD3.5 (two CLIPs + T5, unpacked latents, shift 3); ``chroma``: T5 alone,
+    packed latents, real CFG. Every VAE has four blocks, so it scales by 8 as the real ones.
     """
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer, t5_tokenizer = byte_tokenizer(), unigram_tokenizer()
+    clip_config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=_MAX_TOKENS,
+        projection_dim=32,
+    )
+    t5_width = 64 if kind == "sd3" else 32  # SD3 pads the two CLIPs' 32 + 32 to T5's width
+    t5_config = T5Config(
+        vocab_size=len(t5_tokenizer),
+        d_model=t5_width,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=t5_tokenizer.pad_token_id,
+        eos_token_id=t5_tokenizer.eos_token_id,
+        decoder_start_token_id=t5_tokenizer.pad_token_id,
+    )
+    scaling, shift = (1.5305, 0.0609) if kind == "sd3" else (0.3611, 0.1159)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        clip = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=_MAX_TOKENS,
-                projection_dim=32,
-            )
-        )
-        t5 = T5EncoderModel(
-            T5Config(
-                vocab_size=len(t5_tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                pad_token_id=t5_tokenizer.pad_token_id,
-                eos_token_id=t5_tokenizer.eos_token_id,
-                decoder_start_token_id=t5_tokenizer.pad_token_id,
-            )
-        )
-        transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=64,  # 16 latent channels in 2x2 patches
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            pooled_projection_dim=32,
-            axes_dims_rope=(4, 6, 6),
-            guidance_embeds=not schnell,
-        )
         vae = AutoencoderKL(
-            block_out_channels=(8, 8, 16, 16),  # four blocks: it scales by 8, as FLUX.1's does
+            block_out_channels=(8, 8, 16, 16),
             in_channels=3,
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,
@@ -224,24 +214,107 @@ def _tiny_flux(schnell: bool) -> DiffusionPipeline:
             sample_size=64,
             use_quant_conv=False,
             use_post_quant_conv=False,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
+            scaling_factor=scaling,
+            shift_factor=shift,
         )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=1.0 if schnell else 3.0,
-        use_dynamic_shifting=not schnell,
+        t5 = T5EncoderModel(t5_config)
+        if kind == "sd3":
+            return _sd3(vae, tokenizer, t5_tokenizer, clip_config, t5)
+        if kind == "chroma":
+            return _chroma(vae, t5_tokenizer, t5)
+        return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip_config), t5, schnell=kind == "flux-schnell")
+
+
+def _flow_scheduler(dynamic: bool, shift: float) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        shift=shift,
+        use_dynamic_shifting=dynamic,
         base_shift=0.5,
         max_shift=1.15,
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
+
+
+def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, schnell: bool) -> DiffusionPipeline:
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels in 2x2 patches
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6),
+        guidance_embeds=not schnell,
+    )
     return FluxPipeline(
-        scheduler=scheduler,
+        scheduler=_flow_scheduler(dynamic=not schnell, shift=1.0 if schnell else 3.0),
         vae=vae,
         text_encoder=clip,
         tokenizer=tokenizer,
         text_encoder_2=t5,
         tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+
+
+def _sd3(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip_config: Any, t5: Any) -> DiffusionPipeline:
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,  # the two CLIPs' pooled 32 + 32
+        out_channels=16,
+        pos_embed_max_size=64,
+    )
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=_flow_scheduler(dynamic=False, shift=3.0),
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(clip_config),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(clip_config),
+        tokenizer_2=tokenizer,
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer,
+    )
+
+
+def _chroma(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+
+    transformer = ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 6, 6),
+        approximator_num_channels=8,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    )
+    return ChromaPipeline(
+        scheduler=_flow_scheduler(dynamic=True, shift=3.0),
+        vae=vae,
+        text_encoder=t5,
+        tokenizer=t5_tokenizer,
         transformer=transformer,
     )
 
