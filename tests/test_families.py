@@ -4,7 +4,9 @@ The tiny pipelines have their family's latent channels, VAE scaling and schedule
 ``nbbatch:tiny-flux`` FLUX.1-dev's (dynamic shift, ``mu`` from the image's size, embedded
 guidance), ``nbbatch:tiny-flux-schnell`` a static shift and no guidance, ``nbbatch:tiny-sd3``
 SD3.5's (three text encoders, unpacked latents), ``nbbatch:tiny-chroma`` Chroma's (T5 alone,
-packed latents, real CFG). Each test is named by the feature and parametrized by the
+packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder that pads every
+prompt to the batch's longest with no mask, its own shift rule, float32 noise, no image-to-image
+pipeline). Each test is named by the feature and parametrized by the
 family, so a failure says which cell of the matrix broke.
 """
 
@@ -27,7 +29,7 @@ from nbbatch.models.tiny import builtin_path
 class Case:
     model: str
     pipeline: str
-    image_to_image: str
+    image_to_image: str | None
     negative: bool = True
     guidance: bool = True
 
@@ -39,6 +41,7 @@ CASES = {
     ),
     "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
     "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline"),
+    "cogview4": Case("nbbatch:tiny-cogview4", "CogView4Pipeline", None),  # pads to the batch's longest prompt
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -80,6 +83,10 @@ def test_refine_keeps_the_starting_noise(case):
 
 def test_vary_is_the_family_s_own_image_to_image_pipeline(case):
     made = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)
+    if case.image_to_image is None:
+        with pytest.raises(ValueError, match=r"has no image-to-image pipeline in diffusers: --image, vary and hires"):
+            made.vary(1, seeds=[7], strength=0.6)
+        return
     varied = made.vary(1, seeds=[7], strength=0.6)[0]
     assert varied.params["pipeline"] == case.image_to_image
     pipe = getattr(diffusers, case.image_to_image).from_pipe(raw_pipeline(case.model))
@@ -125,12 +132,12 @@ def test_save_load_reproduce_and_code_make_the_same_pixels(case, tmp_path):
 def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case):
     if not case.guidance:
         with pytest.raises(ValueError, match=r"^this FLUX.1 model has no guidance: its transformer embeds none"):
-            nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.5, 6.0]), **SIZE)
+            nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.0, 30.0]), **SIZE)
         made = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)[0]
         assert "guidance_scale" not in made.params, "an unused guidance is not recorded"
         return
-    grid = nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.5, 6.0]), **SIZE)
-    assert [item.params["guidance_scale"] for item in grid] == [1.5, 6.0]
+    grid = nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.0, 30.0]), **SIZE)
+    assert [item.params["guidance_scale"] for item in grid] == [1.0, 30.0]
     assert max_difference(grid[0].image, grid[1].image) > 1
     for item in grid:
         expected = direct_call(case.model, "a red cat", 1, guidance_scale=item.params["guidance_scale"], **RAW)
@@ -145,3 +152,14 @@ def test_what_the_family_would_ignore_is_refused_in_one_line(case):
         with pytest.raises(ValueError, match=message) as error:
             nbbatch.generate(prompt, [1], model=case.model, **SIZE, **options)
         assert "\n" not in str(error.value)
+
+
+def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers_batched_does_not():
+    model = "nbbatch:tiny-cogview4"
+    made = nbbatch.generate(["a red cat", LONG], [1], model=model, **SIZE)
+    alone = direct_call(model, "a red cat", 1, **RAW)
+    assert max_difference(made[0].image, alone) <= 1
+    pipe = raw_pipeline(model)  # diffusers' own batch pads "a red cat" to the long prompt, unmasked
+    generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)]
+    batched = pipe(["a red cat", LONG], generator=generators, **RAW).images[0]
+    assert max_difference(batched, alone) > 10

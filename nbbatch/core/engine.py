@@ -447,12 +447,21 @@ class _Segment:
     previewer: StepPreviewer | None
 
     def split(self) -> list[_Segment]:
-        """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call."""
-        if self.conditioner is None:
+        """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call.
+
+        That is a length nbbatch's own encoding makes (weighted or long prompts), or the token
+        counts of a family that pads every prompt to the batch's longest with no mask (CogView4),
+        so that an image is the same in any batch as alone.
+        """
+        family = family_of(self.pipe)
+        if self.conditioner is None and not family.pads_to_longest:
             return [self]
-        runs: list[tuple[int, list[Job]]] = []
+        runs: list[tuple[Any, list[Job]]] = []
         for job in self.jobs:
-            length = self.conditioner.length(job.prompt, job.negative_prompt or None)
+            if self.conditioner is not None:
+                length: Any = self.conditioner.length(job.prompt, job.negative_prompt or None)
+            else:
+                length = tuple(family.token_count(self.pipe, text) for text in (job.prompt, job.negative_prompt))
             if runs and runs[-1][0] == length:
                 runs[-1][1].append(job)
             else:

@@ -226,7 +226,7 @@ def _variation(item: _Exported) -> list[str]:
             f"shape = (1, pipe.{model}.config.in_channels, "
             f"{height} // pipe.vae_scale_factor, {width} // pipe.vae_scale_factor)"
         ]
-    shape.append(f"dtype = pipe.{family.embeddings}.dtype")
+    shape.append("dtype = torch.float32" if family.float32_noise else f"dtype = pipe.{family.embeddings}.dtype")
     pack = "latents = pipe._pack_latents(latents, *shape)" if family.latents == "packed" else None
     return [
         "",

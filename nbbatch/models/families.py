@@ -8,8 +8,8 @@ nbbatch may encode their prompts itself (A1111 weights and long prompts: the CLI
 families), whether a negative prompt does anything, and which tokenizer bounds what the
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
-Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5 (unpacked
-transformer latents), FLUX.1 dev and schnell and Chroma (packed latents). Other pipelines
+Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5 and CogView4
+(unpacked transformer latents), FLUX.1 dev and schnell and Chroma (packed latents). Other pipelines
 run as a generic family (the SD rules where they apply) until their own is written.
 """
 
@@ -38,6 +38,10 @@ class Family:
     reader: tuple[str, int | None] = ("tokenizer", None)
     weights: bool = True
     negative: str | None = None
+    pads_to_longest: bool = False
+    """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
+    float32_noise: bool = False
+    shift_rule: Literal["flux", "cogview4"] = "flux"
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -46,7 +50,7 @@ class Family:
             default = pipe.unet.config.sample_size * scale
             channels = pipe.unet.config.in_channels
         else:
-            default = pipe.default_sample_size * scale
+            default = (getattr(pipe, "default_sample_size", None) or pipe.transformer.config.sample_size) * scale
             channels = pipe.transformer.config.in_channels
         height, width = int(height or default), int(width or default)
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
@@ -54,7 +58,11 @@ class Family:
         return (1, channels, height // scale, width // scale)
 
     def noise_dtype(self, pipe: Any) -> Any:
-        """The dtype the pipeline draws its noise in: its prompt embeddings'."""
+        """The dtype the pipeline draws its noise in: its prompt embeddings' (CogView4: always float32)."""
+        if self.float32_noise:
+            import torch
+
+            return torch.float32
         encoder = getattr(pipe, self.embeddings, None)
         return (
             encoder.dtype if encoder is not None else (pipe.unet if self.latents == "unet" else pipe.transformer).dtype
@@ -72,10 +80,17 @@ class Family:
         config = scheduler.config
         if self.latents == "unet" or not config.get("use_dynamic_shifting"):
             return {}
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
         _, _, rows, columns = self.noise_shape(pipe, height, width)
         patch = 2 if self.latents == "packed" else pipe.transformer.config.patch_size
+        if self.shift_rule == "cogview4":  # its own rule: the square root of the token count's ratio
+            from diffusers.pipelines.cogview4.pipeline_cogview4 import calculate_shift as cogview4_shift
+
+            tokens = (rows * columns) // patch**2
+            base, low, high = (config.get(k, d) for k, d in (("base_image_seq_len", 256), ("base_shift", 0.25),
+                                                                ("max_shift", 0.75)))  # fmt: skip
+            return {"mu": cogview4_shift(tokens, base, low, high)}
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
         mu = calculate_shift(
             (rows // patch) * (columns // patch),
             config.get("base_image_seq_len", 256),
@@ -91,6 +106,11 @@ class Family:
         if transformer is None or transformer.config.get("guidance_embeds", True):
             return None
         return f"this {self.name} model has no guidance: its transformer embeds none (as schnell's); leave guidance out"
+
+    def token_count(self, pipe: Any, prompt: str) -> int:
+        """How many tokens `prompt` takes in the pipeline's reading tokenizer, up to its window."""
+        tokenizer, window = self.prompt_window(pipe)
+        return min(len(tokenizer(prompt).input_ids), window)
 
     def prompt_window(self, pipe: Any) -> tuple[Any, int]:
         """The tokenizer whose window bounds what the model reads of a prompt, and that window in tokens."""
@@ -126,6 +146,17 @@ FAMILIES = (
     ),
     Family(
         "Chroma", _both("Chroma"), "ChromaImg2ImgPipeline", latents="packed", reader=("tokenizer", 512), weights=False
+    ),
+    Family(
+        "CogView4",
+        ("CogView4Pipeline",),
+        None,
+        latents="transformer",
+        reader=("tokenizer", 1024),
+        weights=False,
+        pads_to_longest=True,  # with no attention mask: a short prompt beside a long one changes by ~110 levels
+        float32_noise=True,
+        shift_rule="cogview4",
     ),
 )
 """The families nbbatch knows, by their pipelines' class names."""

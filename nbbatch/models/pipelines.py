@@ -142,6 +142,10 @@ class Loaded:
 
             kwargs = {"scheduler": make_scheduler(scheduler, self.pipe.scheduler)} if scheduler else {}
             family = family_of(self.pipe)
+            if image_to_image and family.image_to_image is None and family.pipelines:
+                raise ValueError(
+                    f"{family.name} has no image-to-image pipeline in diffusers: --image, vary and hires fix need one"
+                )
             maker = getattr(diffusers, family.image_to_image or "AutoPipelineForImage2Image")
             with quiet_loading():  # from_pipe repeats loading-time notices (dtype, scheduler config) per view
                 if image_to_image:

@@ -25,6 +25,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-flux-schnell": "flux-schnell",
     "nbbatch:tiny-sd3": "sd3",
     "nbbatch:tiny-chroma": "chroma",
+    "nbbatch:tiny-cogview4": "cogview4",
 }
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
@@ -72,7 +73,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell", "sd3", "chroma"):
+    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4"):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
@@ -168,7 +169,9 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     ``flux``: FLUX.1-dev (CLIP + T5, packed latents, embedded guidance, a scheduler that
     shifts by the image's size); ``flux-schnell``: no guidance embedding, a static shift;
     ``sd3``: SD3.5 (two CLIPs + T5, unpacked latents, shift 3); ``chroma``: T5 alone,
-    packed latents, real CFG. Every VAE has four blocks, so it scales by 8 as the real ones.
+    packed latents, real CFG; ``cogview4``: a GLM encoder that pads every prompt to the
+    batch's longest, on the left, with no mask, and its own dynamic shift. Every VAE has four
+    blocks, so it scales by 8 as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -200,7 +203,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         eos_token_id=t5_tokenizer.eos_token_id,
         decoder_start_token_id=t5_tokenizer.pad_token_id,
     )
-    scaling, shift = (1.5305, 0.0609) if kind == "sd3" else (0.3611, 0.1159)
+    scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None)}.get(kind, (0.3611, 0.1159))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         vae = AutoencoderKL(
@@ -217,6 +220,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             scaling_factor=scaling,
             shift_factor=shift,
         )
+        if kind == "cogview4":
+            return _cogview4(vae)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip_config, t5)
@@ -317,6 +322,75 @@ def _chroma(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
         tokenizer=t5_tokenizer,
         transformer=transformer,
     )
+
+
+def _cogview4(vae: Any) -> DiffusionPipeline:
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import GlmConfig, GlmModel
+
+    tokenizer = glm_tokenizer()
+    encoder = GlmModel(
+        GlmConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = CogView4Transformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        text_embed_dim=32,
+        time_embed_dim=16,
+        condition_dim=8,
+        pos_embed_max_size=64,
+        sample_size=32,
+        rope_axes_dim=(4, 4),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(  # CogView4's: a linear time shift from its own mu
+        base_shift=0.25, max_shift=0.75, base_image_seq_len=256, use_dynamic_shifting=True, time_shift_type="linear"
+    )
+    return CogView4Pipeline(
+        tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
+def glm_tokenizer() -> Any:
+    """A GLM-4-style tokenizer: byte-level BPE with no merges, ``[gMASK]<sop>`` first, padding on the left.
+
+    Written to ``tokenizer.json`` and loaded back as `PreTrainedTokenizerFast`, as CogView4's is.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
+    for special in ("<|endoftext|>", "[gMASK]", "<sop>"):
+        vocab[special] = len(vocab)
+    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.decoder = decoders.ByteLevel()
+    model.post_processor = processors.TemplateProcessing(
+        single="[gMASK] <sop> $A", special_tokens=[("[gMASK]", vocab["[gMASK]"]), ("<sop>", vocab["<sop>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        pad_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        additional_special_tokens=["[gMASK]", "<sop>"],
+        padding_side="left",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=1024)
 
 
 def unigram_tokenizer() -> Any:
