@@ -54,9 +54,11 @@ def case(request) -> Case:
 
 
 def raw_pipeline(model: str):
+    """diffusers' own pipeline of a built-in model (or a folder), with no nbbatch code in it."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    source = builtin_path(model) if model.startswith("nbbatch:") else model
+    pipe = DiffusionPipeline.from_pretrained(str(source), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -163,3 +165,34 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
     generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)]
     batched = pipe(["a red cat", LONG], generator=generators, **RAW).images[0]
     assert max_difference(batched, alone) > 10
+
+
+@pytest.mark.parametrize(("kind", "factors"), [("flux", "FLUX"), ("chroma", "FLUX"), ("sd3", "SD3")])
+def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
+    """The last preview is the published factors applied to the latents the VAE decodes (unpacked where packed)."""
+    from nbbatch.models import previews
+
+    monkeypatch.setattr(previews.StepPreviewer, "every", 0.0)  # a preview at every step
+    folder = tmp_path / kind
+    nbbatch.build_tiny_pipeline(kind).save_pretrained(folder)  # no nbbatch.json: the map comes from its VAE
+    shown = []
+    nbbatch.generate("a red cat", [1], model=str(folder), on_preview=shown.append, **SIZE)
+    assert [preview.step for preview in shown] == [1, 2]
+    pipe = raw_pipeline(str(folder))
+    latents = pipe("a red cat", generator=torch.Generator().manual_seed(1), output_type="latent", **RAW).images
+    if latents.ndim == 3:  # packed: 16 channels of 8 x 8 in 2x2 patches
+        latents = latents.view(1, 4, 4, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(1, 16, 8, 8)
+    mapping = previews.LatentMap(getattr(previews, f"{factors}_FACTORS"), getattr(previews, f"{factors}_BIAS"))
+    (expected,) = mapping.images(latents, shown[-1].images[0].size)
+    assert max_difference(shown[-1].images[0], expected) <= 1
+
+
+def test_no_step_previews_for_a_latent_space_without_published_colours(tmp_path, monkeypatch):
+    from nbbatch.models import previews
+
+    monkeypatch.setattr(previews.StepPreviewer, "every", 0.0)
+    folder = tmp_path / "cogview4"
+    nbbatch.build_tiny_pipeline("cogview4").save_pretrained(folder)
+    shown = []
+    nbbatch.generate("a red cat", [1], model=str(folder), on_preview=shown.append, **SIZE)
+    assert shown == []

@@ -88,6 +88,9 @@ def test_the_published_factors_are_chosen_by_the_vae_and_a_folder_can_say_none()
     assert latent_map(pipe(0.18215), {}) == LatentMap(SD_FACTORS)
     assert latent_map(pipe(0.13025), {}).bias == (0.1084, -0.0175, -0.0011)
     assert latent_map(pipe(0.5), {}) is None and latent_map(pipe(0.18215, 16), {}) is None
+    assert latent_map(pipe(1.5305, 16), {}).bias == (0.2394, 0.2135, 0.1925)  # SD3's 16 channels
+    assert latent_map(pipe(0.3611, 16), {}).bias == (-0.0329, -0.0718, -0.0851)  # FLUX.1's
+    assert latent_map(pipe(1.0, 16), {}) is None  # CogView4's: no published colours
     assert latent_map(pipe(0.18215), {"latent_rgb": None}) is None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import threading
 import time
@@ -565,7 +566,11 @@ def _prepare(settings: Settings, jobs: list[Job]) -> _Segment:
     height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
     timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
-    previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor) if loaded.latent_map is not None else None
+    previewer = None
+    if loaded.latent_map is not None:
+        shape = family.noise_shape(pipe, height, width)
+        unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
+        previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
     return _Segment(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
 
 

@@ -68,6 +68,13 @@ class Family:
             encoder.dtype if encoder is not None else (pipe.unet if self.latents == "unet" else pipe.transformer).dtype
         )
 
+    def unpack(self, latents: Any, shape: tuple[int, ...]) -> Any:
+        """Packed latents (tokens of 2x2 patches) as channels x height x width; `shape` is one image's, unpacked."""
+        _, channels, height, width = shape
+        batch = latents.shape[0]
+        patches = latents.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return patches.reshape(batch, channels, height, width)
+
     def pack(self, pipe: Any, noise: Any) -> Any:
         """The noise as the pipeline's ``latents=`` takes it (`FluxPipeline._pack_latents` for packed families)."""
         if self.latents != "packed":

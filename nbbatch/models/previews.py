@@ -1,10 +1,11 @@
 """Step previews: each image in flight as a small RGB picture, from its latent by a fixed map.
 
 No extra model and no download: a latent's channels map to R, G and B by fixed factors
-(ComfyUI's published ones for SD 1.x/2.x and SDXL latents, read from
+(ComfyUI's published ones for SD 1.x/2.x, SDXL, SD3 and FLUX.1 latents, read from
 ``comfy/latent_formats.py``), applied to the scheduler's prediction of the clean latent
 where it gives one (Euler, DDIM, LMS, Heun: ``pred_original_sample``; DPM++ and UniPC keep
-it as their last model output), else to the noisy latent. A model folder can bring its
+it as their last model output; flow matching implies it from its velocity), else to the
+noisy latent. Packed latents (FLUX.1, Chroma) are unpacked first. A model folder can bring its
 own factors in its ``nbbatch.json`` (``"latent_rgb"``), or say ``null`` for latents with no
 known colours: such a pipeline gets no preview rather than a wrong one.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,51 @@ SDXL_FACTORS = (
     (-0.3165, -0.2492, -0.2188),
 )
 SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+SD3_FACTORS = (
+    (-0.0922, -0.0175, 0.0749),
+    (0.0311, 0.0633, 0.0954),
+    (0.1994, 0.0927, 0.0458),
+    (0.0856, 0.0339, 0.0902),
+    (0.0587, 0.0272, -0.0496),
+    (-0.0006, 0.1104, 0.0309),
+    (0.0978, 0.0306, 0.0427),
+    (-0.0042, 0.1038, 0.1358),
+    (-0.0194, 0.0020, 0.0669),
+    (-0.0488, 0.0130, -0.0268),
+    (0.0922, 0.0988, 0.0951),
+    (-0.0278, 0.0524, -0.0542),
+    (0.0332, 0.0456, 0.0895),
+    (-0.0069, -0.0030, -0.0810),
+    (-0.0596, -0.0465, -0.0293),
+    (-0.1448, -0.1463, -0.1189),
+)
+SD3_BIAS = (0.2394, 0.2135, 0.1925)
+FLUX_FACTORS = (
+    (-0.0346, 0.0244, 0.0681),
+    (0.0034, 0.0210, 0.0687),
+    (0.0275, -0.0668, -0.0433),
+    (-0.0174, 0.0160, 0.0617),
+    (0.0859, 0.0721, 0.0329),
+    (0.0004, 0.0383, 0.0115),
+    (0.0405, 0.0861, 0.0915),
+    (-0.0236, -0.0185, -0.0259),
+    (-0.0245, 0.0250, 0.1180),
+    (0.1008, 0.0755, -0.0421),
+    (-0.0515, 0.0201, 0.0011),
+    (0.0428, -0.0012, -0.0036),
+    (0.0817, 0.0765, 0.0749),
+    (-0.1264, -0.0522, -0.1103),
+    (-0.0280, -0.0881, -0.0499),
+    (-0.1262, -0.0982, -0.0778),
+)
+FLUX_BIAS = (-0.0329, -0.0718, -0.0851)
 
-_SCALING = {0.18215: "sd", 0.13025: "sdxl"}
-"""VAE scaling factors of the SD 1.x/2.x and SDXL latent spaces, which tell them apart."""
+_SCALING = {(4, 0.18215): "sd", (4, 0.13025): "sdxl", (16, 1.5305): "sd3", (16, 0.3611): "flux"}
+"""Latent channels and VAE scaling factors of the latent spaces with published colours, which tell them apart.
+
+SD3's 16-channel space (SD3, SD3.5) and FLUX.1's (FLUX.1, Chroma, which share its VAE) have
+ComfyUI's factors too; others (CogView4's, and any space nbbatch does not know) get no preview.
+"""
 
 PREVIEW_SIDE = 256
 """The longest side of a preview picture, in pixels (the latent is 1/8 of the image)."""
@@ -243,14 +286,16 @@ def latent_map(pipe: Any, folder: Mapping[str, Any]) -> LatentMap | None:
         given = folder["latent_rgb"]
         return LatentMap.from_notes(given) if given else None
     config = getattr(getattr(pipe, "vae", None), "config", None)
-    if config is None or config.get("latent_channels") != 4:
+    if config is None:
         return None
-    kind = _SCALING.get(round(float(config.get("scaling_factor", 0)), 5))
-    if kind == "sd":
-        return LatentMap(SD_FACTORS)
-    if kind == "sdxl":
-        return LatentMap(SDXL_FACTORS, SDXL_BIAS)
-    return None
+    kind = _SCALING.get((config.get("latent_channels"), round(float(config.get("scaling_factor") or 0), 5)))
+    maps = {
+        "sd": LatentMap(SD_FACTORS),
+        "sdxl": LatentMap(SDXL_FACTORS, SDXL_BIAS),
+        "sd3": LatentMap(SD3_FACTORS, SD3_BIAS),
+        "flux": LatentMap(FLUX_FACTORS, FLUX_BIAS),
+    }
+    return maps.get(kind) if kind is not None else None
 
 
 @dataclass(frozen=True)
@@ -269,9 +314,11 @@ class StepPreviewer:
     every = 0.25
     """Seconds between previews: four a second at most, so previews cost little of the run."""
 
-    def __init__(self, mapping: LatentMap, scale: int = 8) -> None:
+    def __init__(self, mapping: LatentMap, scale: int = 8, unpack: Callable[[Any], Any] | None = None) -> None:
         self.mapping = mapping
         self.scale = scale
+        self.unpack = unpack
+        """Turns a packed family's latents (tokens of 2x2 patches) back into channels x height x width."""
         self._clean: Any = None
         self._last = float("-inf")
 
@@ -282,7 +329,7 @@ class StepPreviewer:
 
         def keeping(*args: Any, **kwargs: Any) -> Any:
             output = step(*args, **kwargs)
-            self._clean = _clean_latent(scheduler, output)
+            self._clean = _clean_latent(scheduler, output, args, kwargs)
             return output
 
         scheduler.step = keeping  # an instance attribute over the method, removed after the call
@@ -304,11 +351,26 @@ class StepPreviewer:
     def pictures(self, latents: Any) -> tuple[Image.Image, ...]:
         """The previews of the chunk: from the clean-latent prediction when the scheduler gave one."""
         source = self._clean if self._clean is not None and self._clean.shape == latents.shape else latents
-        height, width = latents.shape[-2:]
+        if self.unpack is not None:
+            source = self.unpack(source)
+        height, width = source.shape[-2:]
         return tuple(self.mapping.images(source, _fit((width * self.scale, height * self.scale))))
 
 
-def _clean_latent(scheduler: Any, output: Any) -> Any:
+def _clean_latent(
+    scheduler: Any, output: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> Any:
+    """The step's prediction of the clean latent, where the scheduler gives or implies one, else None.
+
+    A flow-matching scheduler predicts a velocity ``v``: the clean latent is ``x - sigma * v``.
+    """
+    kwargs = kwargs or {}
+    if type(scheduler).__name__.startswith("FlowMatch") and getattr(scheduler, "step_index", None):
+        velocity = kwargs.get("model_output", args[0] if args else None)
+        sample = kwargs.get("sample", args[2] if len(args) > 2 else None)
+        if velocity is not None and sample is not None:
+            sigma = scheduler.sigmas[scheduler.step_index - 1]  # the step has moved on: the sigma it started from
+            return sample - sigma.to(sample.device, sample.dtype) * velocity
     if isinstance(output, tuple):
         if len(output) > 1:
             return output[1]
