@@ -79,6 +79,10 @@ def magic_shell():
     return shell
 
 
+SIDES = {"nbbatch:tiny-flux": 64, "nbbatch:tiny-sd3": 64, "nbbatch:tiny-chroma": 64, "nbbatch:tiny-cogview4": 64}
+"""Image sides of the transformer families' runs (their pipelines default to 1024 px); SD's own default is 32."""
+
+
 def overhead(model: str, repeats: int) -> dict:
     from IPython.utils.capture import capture_output
 
@@ -87,17 +91,20 @@ def overhead(model: str, repeats: int) -> dict:
     seeds = [s for _ in PROMPTS for s in range(8)]
     shell = magic_shell()
     cell = "\n".join(PROMPTS)
+    side = SIDES.get(model)
+    size = {"width": side, "height": side} if side else {}
+    flags = f" --width {side} --height {side}" if side else ""
 
     def magic(display: bool = True):
         with capture_output():
             shell.run_cell_magic(
-                "batchgen", f"-m {model} --seeds 0-7 --steps 4{'' if display else ' --no-display'}", cell
+                "batchgen", f"-m {model} --seeds 0-7 --steps 4{flags}{'' if display else ' --no-display'}", cell
             )
 
     medians = interleaved(
         {
-            "diffusers": lambda: raw_call(pipe, prompts, seeds, num_inference_steps=4),
-            "nbbatch.generate": lambda: nbbatch.generate(PROMPTS, "0-7", model=model, steps=4),
+            "diffusers": lambda: raw_call(pipe, prompts, seeds, num_inference_steps=4, **size),
+            "nbbatch.generate": lambda: nbbatch.generate(PROMPTS, "0-7", model=model, steps=4, **size),
             "%%batchgen --no-display": lambda: magic(display=False),
             "%%batchgen (display on)": magic,
         },
@@ -340,6 +347,15 @@ def gpu(repeats: int, device: str = "cuda", side_scale: float = 1.0, steps: int 
     return {"device": gpu_name, "dense fp16 peak TFLOP/s": peak and peak / 1e12, "rows": rows, "counted": counted}
 
 
+def model_rows(section: dict) -> list[str]:
+    """Table rows of an overhead section: each pipeline, each way, seconds and ratio to diffusers."""
+    return [
+        f"| {model} | {name} | {row['seconds']:.3f} | {row['ratio']:.3f} |"
+        for model, rows in section.items()
+        for name, row in rows.items()
+    ]
+
+
 def markdown(results: dict) -> str:
     dates: dict[str, list[str]] = {}
     for section, day in results.get("measured", {}).items():
@@ -352,9 +368,17 @@ def markdown(results: dict) -> str:
         "| pipeline | way | seconds | ratio |",
         "| --- | --- | ---: | ---: |",
     ]
-    for model, rows in results["overhead"].items():
-        for name, row in rows.items():
-            lines.append(f"| {model} | {name} | {row['seconds']:.3f} | {row['ratio']:.3f} |")
+    lines += model_rows(results["overhead"])
+    if "families" in results:
+        lines += [
+            "",
+            "**Model families** (the same 64 images at 64x64, 4 steps, one call; ratio to diffusers; the 8 prompts",
+            "have one token length, so CogView4, which nbbatch runs one token length per call, is one call too)",
+            "",
+            "| pipeline | way | seconds | ratio |",
+            "| --- | --- | ---: | ---: |",
+            *model_rows(results["families"]),
+        ]
     lines += [
         "",
         "**Batching** (tiny SD, 8 images, 4 steps; ratio to one raw call of 8)",
@@ -488,9 +512,8 @@ def main() -> None:
     parser.add_argument("--gpu-scale", type=float, default=1.0, help="image side as a share of the trained size")
     parser.add_argument("--gpu-steps", type=int, default=30, help="denoising steps of the GPU section")
     sections = {
-        "overhead": lambda: {
-            model: overhead(model, args.repeats) for model in ("nbbatch:tiny-sd", "nbbatch:tiny-sdxl")
-        },
+        "overhead": lambda: {model: overhead(model, args.repeats) for model in TINY_MODELS},
+        "families": lambda: {model: overhead(model, args.repeats) for model in SIDES},
         "batching": lambda: batching(args.repeats),
         "preview": lambda: preview(args.repeats),
         "live": lambda: live(args.repeats),

@@ -457,12 +457,19 @@ class _Segment:
         family = family_of(self.pipe)
         if self.conditioner is None and not family.pads_to_longest:
             return [self]
+        counted: dict[str, int] = {}  # each text tokenized once, however many seeds share it
+
+        def count(text: str) -> int:
+            if text not in counted:
+                counted[text] = family.token_count(self.pipe, text)
+            return counted[text]
+
         runs: list[tuple[Any, list[Job]]] = []
         for job in self.jobs:
             if self.conditioner is not None:
                 length: Any = self.conditioner.length(job.prompt, job.negative_prompt or None)
             else:
-                length = tuple(family.token_count(self.pipe, text) for text in (job.prompt, job.negative_prompt))
+                length = (count(job.prompt), count(job.negative_prompt))
             if runs and runs[-1][0] == length:
                 runs[-1][1].append(job)
             else:

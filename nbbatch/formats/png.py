@@ -39,7 +39,7 @@ from nbbatch.core.item import Item
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
 from nbbatch.core.spec import MAX_SIDE, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
-from nbbatch.formats.record import RECORD_VERSION, parse_record
+from nbbatch.formats.record import RECORD_VERSION, is_plain_name, parse_record
 from nbbatch.models.pipelines import schedule_name
 
 INDEX = "index.jsonl"
@@ -440,7 +440,7 @@ def index_entries(path: Path) -> dict[str, dict[str, Any]]:
             if number == len(lines):  # no newline after it: cut short, its image is adopted
                 break
             raise ValueError(f"line {number} of {str(path)!r} is damaged: not an index entry") from None
-        if not isinstance(name, str) or not _plain_name(name) or not name.endswith(".png"):
+        if not isinstance(name, str) or not is_plain_name(name) or not name.endswith(".png"):
             raise ValueError(f"line {number} of {str(path)!r} names {str(name)[:80]!r}, not a PNG in its folder")
         entries[name] = entry
     return entries
@@ -491,10 +491,6 @@ def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[
             f"{len(skipped)} PNG(s) in {str(folder)!r} hold no parameters nbbatch can read: {shown}", stacklevel=4
         )
     return items
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and name.isprintable()
 
 
 def _inside(folder: Path, name: str) -> Path:

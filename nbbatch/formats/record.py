@@ -55,9 +55,13 @@ def _base64(text: str) -> str:
     return text
 
 
+def is_plain_name(text: str) -> bool:
+    """Whether `text` names a file of a folder itself: no folder part, not hidden, one printable line."""
+    return bool(text) and "/" not in text and "\\" not in text and not text.startswith(".") and text.isprintable()
+
+
 def _file_name(text: str) -> str:
-    """A file of the record's own folder: a plain name, no folder part, not hidden."""
-    if not text or "/" in text or "\\" in text or text.startswith(".") or "\x00" in text or not text.isprintable():
+    if not is_plain_name(text):
         raise ValueError(f"{text[:80]!r} is not a plain file name in the picture's folder")
     return text
 

@@ -71,25 +71,14 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4"):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
     tokenizer = byte_tokenizer()
-    text_config = CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=_MAX_TOKENS,
-        projection_dim=32,
-    )
+    text_config = clip_config(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vae = AutoencoderKL(
@@ -175,21 +164,10 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     """
     import torch
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer, t5_tokenizer = byte_tokenizer(), unigram_tokenizer()
-    clip_config = CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=_MAX_TOKENS,
-        projection_dim=32,
-    )
+    clip = clip_config(tokenizer)
     t5_width = 64 if kind == "sd3" else 32  # SD3 pads the two CLIPs' 32 + 32 to T5's width
     t5_config = T5Config(
         vocab_size=len(t5_tokenizer),
@@ -224,10 +202,28 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _cogview4(vae)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
-            return _sd3(vae, tokenizer, t5_tokenizer, clip_config, t5)
+            return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
         if kind == "chroma":
             return _chroma(vae, t5_tokenizer, t5)
-        return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip_config), t5, schnell=kind == "flux-schnell")
+        return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip), t5, schnell=kind == "flux-schnell")
+
+
+def clip_config(tokenizer: Any) -> Any:
+    """The tiny CLIP text encoder's config: two layers of width 32 over `tokenizer`'s vocabulary, 77 positions."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=_MAX_TOKENS,
+        projection_dim=32,
+    )
 
 
 def _flow_scheduler(dynamic: bool, shift: float) -> Any:
@@ -269,7 +265,7 @@ def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, schne
     )
 
 
-def _sd3(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip_config: Any, t5: Any) -> DiffusionPipeline:
+def _sd3(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any) -> DiffusionPipeline:
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
@@ -290,9 +286,9 @@ def _sd3(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip_config: Any, t5: Any)
         transformer=transformer,
         scheduler=_flow_scheduler(dynamic=False, shift=3.0),
         vae=vae,
-        text_encoder=CLIPTextModelWithProjection(clip_config),
+        text_encoder=CLIPTextModelWithProjection(clip),
         tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(clip_config),
+        text_encoder_2=CLIPTextModelWithProjection(clip),
         tokenizer_2=tokenizer,
         text_encoder_3=t5,
         tokenizer_3=t5_tokenizer,
