@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from nbbatch.core.attention import check_prompt, check_text
+from nbbatch.core.attention import MAX_PROMPT_CHARS, check_prompt, check_text
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
 from nbbatch.core.templates import Prompt, expand, fill_variables
 
@@ -355,7 +355,6 @@ def as_image(value: Any, what: str = "the image") -> Image.Image:
     return PILImage.fromarray(np.ascontiguousarray(pixels)).convert("RGB")
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _OTHER_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 """What `str.splitlines` also ends a line at; a cell's lines end at a newline only, so these read as spaces."""
 
@@ -367,7 +366,9 @@ def parse_prompt_lines(text: str, namespace: Mapping[str, Any] | None = None) ->
     unknown name raises ValueError naming it and its line.
     """
     prompts = []
-    for number, line in enumerate(_LINE_BREAK.split(text), start=1):
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        if len(line) > MAX_PROMPT_CHARS:
+            check_text(line.strip())  # before the line is scanned again: a huge line is refused at once
         line = _OTHER_BREAKS.sub(" ", line).strip()
         if not line or line.startswith("#"):
             continue
