@@ -244,7 +244,7 @@ def test_the_magic_allows_downloads_only_when_told(rich, tmp_path, shell, monkey
         shell.run_cell_magic("batchgen", "--refine 3 --from loaded --allow-download", "a blue cat")
 
 
-@pytest.mark.timeout(20)  # a hang guard: the refusal itself takes milliseconds (see the README)
+@pytest.mark.timeout(20)  # a hang guard, not a speed claim: the refusal took 0.3 s on the 2-core CI machine
 def test_a_50_mb_prompt_is_refused_at_once(rich, tmp_path, shell):
     huge = "a cat, " * 7_500_000
     refused = r"a prompt of 52,4\d\d,\d\d\d characters is longer than nbbatch takes \(20,000\)"
