@@ -132,7 +132,7 @@ def call_arguments(
         guidance = (model_defaults or {}).get("guidance")
     if guidance is None and "guidance_scale" in defaults:
         guidance = defaults["guidance_scale"].default
-    if _is_number(guidance) and unguided is None:  # nothing for a pipeline with no default (``**kwargs``) or use
+    if _is_number(guidance) and unguided is None:  # left out where the pipeline names none (**kwargs) or ignores it
         arguments["guidance_scale"] = guidance
     if image_to_image:
         settings.image_to_image_steps()
