@@ -196,3 +196,30 @@ def test_no_step_previews_for_a_latent_space_without_published_colours(tmp_path,
     shown = []
     nbbatch.generate("a red cat", [1], model=str(folder), on_preview=shown.append, **SIZE)
     assert shown == []
+
+
+def test_a_lora_on_the_transformer_equals_diffusers_own_loader(case, tmp_path):
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    pipe = raw_pipeline(case.model)  # a random LoRA on the transformer, saved as diffusers saves one
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for name, parameter in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, std=0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.transformer))
+    type(pipe).save_lora_weights(str(tmp_path), transformer_lora_layers=layers, weight_name="style.safetensors")
+    path = str(tmp_path / "style.safetensors")
+    made = nbbatch.generate("a red cat", [1], model=case.model, loras=[(path, 0.7)], **SIZE)[0]
+    assert made.params["loras"][0]["weight"] == 0.7
+
+    def prepare(raw):
+        raw.load_lora_weights(path, adapter_name="style")
+        raw.set_adapters(["style"], adapter_weights=[0.7])
+
+    assert max_difference(made.image, direct_call(case.model, "a red cat", 1, prepare=prepare, **RAW)) <= 1
+    plain = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)[0]  # the LoRA off again
+    assert max_difference(plain.image, direct_call(case.model, "a red cat", 1, **RAW)) <= 1
+    assert max_difference(made.image, plain.image) > 1
