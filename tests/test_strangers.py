@@ -467,6 +467,8 @@ def test_a_pipeline_that_names_no_guidance_default_gets_none_passed():
 
     arguments = call_arguments(Custom(), Settings(steps=4), image_to_image=False)
     assert "guidance_scale" not in arguments and arguments["num_inference_steps"] == 4
+    assert "width" not in arguments and "height" not in arguments, "an unset size is the pipeline's own default"
+    assert call_arguments(Custom(), Settings(width=64, height=48), image_to_image=False)["height"] == 48
     assert call_arguments(Custom(), Settings(guidance=5.0), image_to_image=False)["guidance_scale"] == 5.0
 
 

@@ -137,9 +137,8 @@ def call_arguments(
     if image_to_image:
         settings.image_to_image_steps()
         arguments["strength"] = settings.strength
-    else:
-        arguments["width"] = settings.width
-        arguments["height"] = settings.height
+    else:  # a size left unset is not passed: Sana and AuraFlow default to 1024 only when none is given
+        arguments.update({name: getattr(settings, name) for name in ("width", "height") if getattr(settings, name)})
     if settings.clip_skip is not None and settings.clip_skip > 1:
         arguments["clip_skip"] = settings.clip_skip - 1  # diffusers counts the layers skipped
     return arguments
