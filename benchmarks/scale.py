@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pickle
 import time
-from types import MappingProxyType, SimpleNamespace
+from dataclasses import dataclass
+from types import MappingProxyType
 
-import numpy as np
+from PIL import Image
 
-from nbbatch.core.engine import run_jobs
+from nbbatch.core.engine import Made, run_pass
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings
 from nbbatch.scale.workers import RayRunner, Worker, pack, release_workers
@@ -24,21 +25,44 @@ SLEEP = 0.002
 """Seconds the stand-in pipeline sleeps per image."""
 
 
-class SleepingPipeline:
-    """A stand-in for a diffusers pipeline: sleeps `SLEEP` per image and returns black 8x8 pictures."""
+@dataclass
+class SleepingPass:
+    """A stand-in for a model (an engine `Pass`): sleeps `SLEEP` per image and makes black 8x8 pictures."""
 
-    def __call__(self, prompt: list[str], generator: list, **kwargs) -> SimpleNamespace:
-        time.sleep(SLEEP * len(prompt))
-        return SimpleNamespace(images=np.zeros((len(prompt), 8, 8, 3), np.float32))
+    settings: Settings
+    jobs: list[Job]
+    steps: int = 1
+    generator_device: str = "cpu"
+    back_off: bool = False
+    dtype: str = "float32"
+    placement: str = "sleeping stand-in"
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.settings.batch_size
+
+    def start(self) -> None:
+        pass
+
+    def call(self, jobs: list[Job], states: list[bytes], on_step) -> list[tuple[Image.Image, bool]]:
+        time.sleep(SLEEP * len(jobs))
+        on_step(1, None)
+        return [(Image.new("RGB", (8, 8)), False) for _ in jobs]
+
+    def item(self, made: Made) -> Item:
+        job = made.job
+        return Item(
+            made.image, job.seed, job.prompt, "", job.prompt_index, self.settings, MappingProxyType({}), made.state
+        )
+
+    def worked(self, batch_size: int) -> None:
+        pass
 
 
 def sleeping_items(settings: Settings, jobs: list[Job]) -> list[Item]:
-    """The engine's chunk loop (one generator per image, pictures, states) around the sleeping pipeline."""
-    outcome = run_jobs(SleepingPipeline(), jobs, {}, steps=1, batch_size=settings.batch_size)
-    empty = MappingProxyType({})
-    return [
-        Item(m.image, m.job.seed, m.job.prompt, "", m.job.prompt_index, settings, empty, m.state) for m in outcome.made
-    ]
+    """The engine's chunk loop (one generator per image, pictures, states) around the sleeping stand-in."""
+    work = SleepingPass(settings, jobs)
+    return [work.item(made) for made in run_pass(work).made]
 
 
 class SleepingWorker(Worker):

@@ -8,18 +8,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import with_axes
-from nbbatch.core.engine import execute
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
 from nbbatch.formats.trust import settings_to_remake
+from nbbatch.models.backend import execute
 from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nbbatch.core.engine import CancelFlag, Progress
-    from nbbatch.models.previews import Preview
+    from nbbatch.core.engine import CancelFlag, Preview, Progress
 
 __all__ = ["BatchError", "generate", "load", "plan", "reproduce"]
 
@@ -117,7 +116,7 @@ def load(path: str | os.PathLike) -> BatchResult:
     """
     items = read_items(path)
     settings = items[0].settings if items else Settings()
-    return BatchResult(items, settings, total=len(items), placement="loaded from disk")
+    return BatchResult(items, settings, total=len(items), placement="loaded from disk", runner=execute)
 
 
 def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool = False) -> BatchResult:
@@ -144,4 +143,4 @@ def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool =
         item.origin,
         extra=item.extra,
     )
-    return run_batch(settings_to_remake(item, {}, allow_download), [job])
+    return run_batch(settings_to_remake(item, {}, allow_download), [job], runner=execute)

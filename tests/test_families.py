@@ -170,9 +170,10 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
 @pytest.mark.parametrize(("kind", "factors"), [("flux", "FLUX"), ("chroma", "FLUX"), ("sd3", "SD3")])
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
     """The last preview is the published factors applied to the latents the VAE decodes (unpacked where packed)."""
+    from nbbatch.core import engine
     from nbbatch.models import previews
 
-    monkeypatch.setattr(previews.StepPreviewer, "every", 0.0)  # a preview at every step
+    monkeypatch.setattr(engine, "PREVIEW_EVERY", 0.0)  # a preview at every step
     folder = tmp_path / kind
     nbbatch.build_tiny_pipeline(kind).save_pretrained(folder)  # no nbbatch.json: the map comes from its VAE
     shown = []
@@ -188,9 +189,9 @@ def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, fac
 
 
 def test_no_step_previews_for_a_latent_space_without_published_colours(tmp_path, monkeypatch):
-    from nbbatch.models import previews
+    from nbbatch.core import engine
 
-    monkeypatch.setattr(previews.StepPreviewer, "every", 0.0)
+    monkeypatch.setattr(engine, "PREVIEW_EVERY", 0.0)
     folder = tmp_path / "cogview4"
     nbbatch.build_tiny_pipeline("cogview4").save_pretrained(folder)
     shown = []

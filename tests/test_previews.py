@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 import nbbatch
+from nbbatch.core import engine
 from nbbatch.core.result import plan_grid
 from nbbatch.core.spec import Job
-from nbbatch.models.previews import SD_FACTORS, LatentMap, StepPreviewer, latent_map
+from nbbatch.models.previews import SD_FACTORS, LatentMap, latent_map
 
 SHAPES = {"model": "nbbatch:shapes", "steps": 12, "batch_size": 2}
 PROMPTS = ["a red circle on a blue background", "a yellow square on a black background"]
@@ -19,7 +20,7 @@ PROMPTS = ["a red circle on a blue background", "a yellow square on a black back
 @pytest.fixture
 def every_step(monkeypatch):
     """Previews at every step (the four-a-second limit would skip most steps of these fast runs)."""
-    monkeypatch.setattr(StepPreviewer, "every", 0.0)
+    monkeypatch.setattr(engine, "PREVIEW_EVERY", 0.0)
 
 
 def distance(a: Image.Image, b: Image.Image) -> float:

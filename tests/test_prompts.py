@@ -136,9 +136,10 @@ def test_a_mixed_negative_on_sdxl_keeps_the_zeros_of_an_empty_one():
     alone = nbbatch.generate("a red cat", [1], model=model, **FAST)[0]
     from nbbatch.core.result import run_batch
     from nbbatch.core.spec import Settings
+    from nbbatch.models.backend import execute
 
     jobs = [Job("a red cat", 1, 0, ""), Job("a blue hat", 1, 1, "blurry")]
-    together = run_batch(Settings(model=model, **FAST), jobs)
+    together = run_batch(Settings(model=model, **FAST), jobs, runner=execute)
     assert max_difference(together[0].image, alone.image) <= 1
 
 
@@ -149,8 +150,8 @@ def test_clip_skip_reaches_weighted_prompts(model):
 
 
 def test_a_cut_prompt_is_a_warning_naming_what_was_cut_where_there_is_no_long_prompt_support():
-    from nbbatch.core.engine import _check_prompts
     from nbbatch.core.spec import Settings
+    from nbbatch.models.backend import check_prompts
     from nbbatch.models.pipelines import get_pipeline
 
     tokenizer = get_pipeline(Settings(model="nbbatch:tiny-sd")).pipe.tokenizer
@@ -158,9 +159,9 @@ def test_a_cut_prompt_is_a_warning_naming_what_was_cut_where_there_is_no_long_pr
     prompt = LONG + " under a blue sky"
     cut = r"prompt 'a red cat.*' is longer than the text encoder reads: '.*blue sky' is cut off"
     with pytest.warns(UserWarning, match=cut):
-        _check_prompts(other, [Job(prompt, 0)], weights=False)
+        check_prompts(other, [Job(prompt, 0)], weights=False)
     with pytest.raises(ValueError, match="prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline"):
-        _check_prompts(other, [Job("a (red:1.2) cat", 0)], weights=False)
+        check_prompts(other, [Job("a (red:1.2) cat", 0)], weights=False)
 
 
 def test_plain_text_drops_the_syntax():

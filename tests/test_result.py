@@ -23,7 +23,9 @@ def test_refining_with_the_same_prompt_reproduces_the_image(batch):
 def test_verify_reports_the_difference_from_a_single_image_run(batch):
     assert batch.verify(4, prompt_index=0) in (0, 1)
     tampered = dataclasses.replace(batch.by_seed(4, 0), image=Image.new("RGB", (32, 32), (255, 255, 255)))
-    assert nbbatch.BatchResult([tampered], batch.settings, total=1).verify(4) > 100
+    assert nbbatch.BatchResult([tampered], batch.settings, total=1, runner=batch.runner).verify(4) > 100
+    with pytest.raises(ValueError, match="^this result has no runner to make images with"):
+        nbbatch.BatchResult([tampered], batch.settings, total=1).verify(4)
 
 
 def test_refining_with_a_new_prompt_equals_diffusers_with_that_prompt_and_seed(batch, model):

@@ -458,8 +458,8 @@ def test_a_line_separator_inside_a_cell_line_is_a_space():
 
 
 def test_a_pipeline_that_names_no_guidance_default_gets_none_passed():
-    from nbbatch.core.engine import call_arguments
     from nbbatch.core.spec import Settings
+    from nbbatch.models.backend import call_arguments
 
     class Custom:
         def __call__(self, prompt, **kwargs):

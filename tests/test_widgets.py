@@ -269,10 +269,10 @@ def test_the_line_magic_and_the_function_give_a_panel(shell):
 
 
 def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel, monkeypatch):
-    from nbbatch.models.previews import StepPreviewer
+    from nbbatch.core import engine
     from nbbatch.notebook.panel import _LiveGrid
 
-    monkeypatch.setattr(StepPreviewer, "every", 0.0)
+    monkeypatch.setattr(engine, "PREVIEW_EVERY", 0.0)
     seen = []
 
     def watching(method):

@@ -17,6 +17,7 @@ import nbbatch
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Job, Settings
 from nbbatch.formats.png import record
+from nbbatch.models.backend import execute
 from nbbatch.notebook.panel import Panel
 from nbbatch.scale import workers
 from nbbatch.scale.sweep import run_sweep
@@ -94,7 +95,7 @@ def test_a_worker_killed_mid_run_has_its_chunk_run_again_and_nothing_twice():
         spread = run_batch(settings, jobs, on_chunk=killing, runner=runner)
     assert spread.complete and sorted(seen) == list(range(8))
     assert victim not in runner.pids()  # a new worker took its place
-    assert_same_images(spread, run_batch(settings, jobs))
+    assert_same_images(spread, run_batch(settings, jobs, runner=execute))
 
 
 def test_cancel_stops_every_worker_and_keeps_the_finished_chunks_in_their_places():
@@ -204,7 +205,7 @@ def test_a_chunk_that_fails_on_every_try_stops_the_batch_in_one_line_and_keeps_t
     )
     # the failing chunk is the last: it was first handed out when a worker had finished a chunk, which is kept
     assert 2 <= len(result) <= 6 and set(result.seeds) <= {0, 1, 2, 3, 4, 5}
-    here = run_batch(settings, jobs)
+    here = run_batch(settings, jobs, runner=execute)
     assert all(max_difference(item.image, here.by_seed(item.seed).image) <= 1 for item in result)
 
 

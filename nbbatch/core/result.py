@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.attention import check_prompt
 from nbbatch.core.axes import axis_label
-from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status, execute
+from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import (
     Group,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from nbbatch.models.previews import Preview
+    from nbbatch.core.engine import Preview
 
 
 PREVIEW_LIMIT = 256
@@ -56,20 +56,20 @@ def run_batch(
     settings: Settings,
     jobs: Sequence[Job],
     *,
+    runner: Runner,
     parent: BatchResult | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: CancelFlag | None = None,
     on_chunk: ChunkCallback | None = None,
     on_preview: Callable[[Preview], None] | None = None,
     raise_on_failure: bool = True,
-    runner: Runner = execute,
 ) -> BatchResult:
-    """Run `jobs` with `settings` and wrap what was made (see `nbbatch.core.engine.execute`).
+    """Run `jobs` with `settings` on `runner` and wrap what was made (see `nbbatch.core.engine.execute`).
 
-    `runner` runs them: this process by default, or a pool of Ray workers
-    (`nbbatch.scale.workers.RayRunner`). A failed batch raises `BatchError` with the
-    finished images in its ``result``, unless `raise_on_failure` is False (the front ends,
-    which show the result either way).
+    `runner` runs them: in this process (`nbbatch.models.backend.execute`) or on a pool of
+    Ray workers (`nbbatch.scale.workers.RayRunner`); the result keeps it for its refinements.
+    A failed batch raises `BatchError` with the finished images in its ``result``, unless
+    `raise_on_failure` is False (the front ends, which show the result either way).
     """
     run = runner(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview)
     result = BatchResult(
@@ -84,6 +84,7 @@ def run_batch(
         parent=parent,
         planned=jobs,
         positions=run.positions,
+        runner=runner,
     )
     if raise_on_failure and result.status == "failed":
         raise BatchError(result.summary(), result)
@@ -96,6 +97,7 @@ class BatchResult(Sequence[Item]):
     A result that was cancelled, interrupted or failed still holds every finished image;
     `complete` says whether all were made. `positions` are the items' places among the
     `planned` jobs (a stopped run on several workers can leave gaps); by default the first ones.
+    `runner` makes its refinements and variations (see `run_batch`); a result without one cannot make images.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class BatchResult(Sequence[Item]):
         parent: BatchResult | None = None,
         planned: Sequence[Job] = (),
         positions: Sequence[int] | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.items = list(items)
         self.settings = settings
@@ -124,6 +127,7 @@ class BatchResult(Sequence[Item]):
         self.parent = parent
         self.planned = tuple(planned)
         self.positions = tuple(range(len(self.items)) if positions is None else positions)
+        self.runner = runner
 
     def __len__(self) -> int:
         return len(self.items)
@@ -203,7 +207,9 @@ class BatchResult(Sequence[Item]):
             values = {k: list(dict.fromkeys(_cell_value(i, k) for i in self.items)) for k in wanted}
             shown = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in values.items())
             raise ValueError(f"no cell of this result has {wanted}; its values are {shown}")
-        return BatchResult(items, items[0].settings, total=len(items), placement=self.placement, parent=self.parent)
+        return BatchResult(
+            items, items[0].settings, total=len(items), placement=self.placement, parent=self.parent, runner=self.runner
+        )
 
     def by_file(self, name: str) -> Item:
         """The loaded item read from the file `name` (e.g. ``p00-s5-refine.png``)."""
@@ -238,7 +244,14 @@ class BatchResult(Sequence[Item]):
         """
         item = self.by_seed(seed, prompt_index)
         settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides, allow_download)
-        return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+
+    def _runner(self) -> Runner:
+        if self.runner is None:
+            raise ValueError(
+                "this result has no runner to make images with: pass runner=nbbatch.models.backend.execute"
+            )
+        return self.runner
 
     def code(self, seed: int, prompt_index: int | None = None) -> str:
         """Python that makes the image of `seed` again with diffusers alone (no nbbatch), ending in ``image``.
@@ -282,7 +295,7 @@ class BatchResult(Sequence[Item]):
         item = self.by_seed(seed, prompt_index)
         seeds = choose_seeds(seeds, None, default=None)
         settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides}, allow_download)
-        return run_batch(settings, jobs, parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
         """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.

@@ -21,7 +21,6 @@ the last preview's mean colour is 3.5 levels from the finished image's (median; 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -298,21 +297,8 @@ def latent_map(pipe: Any, folder: Mapping[str, Any]) -> LatentMap | None:
     return maps.get(kind) if kind is not None else None
 
 
-@dataclass(frozen=True)
-class Preview:
-    """Pictures of the images in flight: their positions in the batch (job order), and the step they show."""
-
-    positions: tuple[int, ...]
-    step: int
-    steps: int
-    images: tuple[Image.Image, ...]
-
-
 class StepPreviewer:
-    """Makes previews during pipeline calls (of a VAE that scales by `scale`), at most one every `every` seconds."""
-
-    every = 0.25
-    """Seconds between previews: four a second at most, so previews cost little of the run."""
+    """Makes previews during pipeline calls, of a VAE that scales by `scale` (the engine says when one is due)."""
 
     def __init__(self, mapping: LatentMap, scale: int = 8, unpack: Callable[[Any], Any] | None = None) -> None:
         self.mapping = mapping
@@ -320,7 +306,6 @@ class StepPreviewer:
         self.unpack = unpack
         """Turns a packed family's latents (tokens of 2x2 patches) back into channels x height x width."""
         self._clean: Any = None
-        self._last = float("-inf")
 
     @contextlib.contextmanager
     def capturing(self, scheduler: Any) -> Iterator[None]:
@@ -339,14 +324,6 @@ class StepPreviewer:
         finally:
             del scheduler.step
             self._clean = None
-
-    def due(self) -> bool:
-        """Whether a preview is due now (and count it as made)."""
-        now = time.monotonic()
-        if now - self._last < self.every:
-            return False
-        self._last = now
-        return True
 
     def pictures(self, latents: Any) -> tuple[Image.Image, ...]:
         """The previews of the chunk: from the clean-latent prediction when the scheduler gave one."""

@@ -24,10 +24,9 @@ from nbbatch.core.result import Filling, plan_grid
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nbbatch.core.engine import Progress
+    from nbbatch.core.engine import Preview, Progress
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
-    from nbbatch.models.previews import Preview
 
 LOADING = "loading the pipeline…"
 

@@ -19,12 +19,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nbbatch.core.axes import with_axes
-from nbbatch.core.engine import execute
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
+from nbbatch.models.backend import execute
 from nbbatch.notebook.live import ProgressDisplay
 from nbbatch.scale.workers import RayRunner
 

@@ -16,23 +16,23 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.core.engine import Runner, execute
+from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.result import BatchResult, Filling, cell_label, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
+from nbbatch.models.backend import execute
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
 from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nbbatch.core.engine import Progress
+    from nbbatch.core.engine import Preview, Progress
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
-    from nbbatch.models.previews import Preview
 
     Work = Callable[[Callable[[Progress], None], threading.Event], None]
     """What a worker thread runs: it gets the progress callback and the cancel flag."""

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.api import plan
-from nbbatch.core.engine import Runner, execute
+from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
 from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries, open_picture
 from nbbatch.formats.record import parse_record
+from nbbatch.models.backend import execute
 from nbbatch.scale.workers import RayRunner
 
 if sys.version_info >= (3, 11):

@@ -26,14 +26,15 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Run, Status, execute
+from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Run, Status
 from nbbatch.core.errors import first_line
+from nbbatch.models.backend import execute
 from nbbatch.scale.chunks import Chunk, Ledger, chunk_size, plan_chunks
 
 if TYPE_CHECKING:
+    from nbbatch.core.engine import Preview
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job, Settings
-    from nbbatch.models.previews import Preview
 
 INSTALL = "workers need Ray: pip install 'nbbatch[ray]'"
 POLL = 0.1

@@ -1,0 +1,359 @@
+"""The diffusers backend of the engine: a pass per settings, one pipeline call per chunk.
+
+`DiffusersBackend.prepare` loads (or reuses) the pipeline, makes its view (image-to-image,
+another scheduler), checks the prompts and settings against the model's family and works
+out the call arguments, all before any image is made; each `DiffusersPass.call` then calls
+the pipeline with one generator per image, as the diffusers batch guide shows. `execute`
+is the engine (`nbbatch.core.engine.execute`) with this backend: the runner the front ends use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nbbatch.core import engine
+from nbbatch.core.attention import check_prompt, is_plain
+from nbbatch.core.errors import OutOfMemory
+from nbbatch.core.item import Item
+from nbbatch.core.seeds import make_generator, slerp
+from nbbatch.core.spec import check_variation
+from nbbatch.models.conditioning import Conditioner, cut_text, supports
+from nbbatch.models.families import family_of
+from nbbatch.models.pipelines import (
+    Loaded,
+    apply_memory_options,
+    check_steps,
+    denoising_calls,
+    free_memory,
+    generator_device,
+    get_pipeline,
+)
+from nbbatch.models.previews import StepPreviewer
+from nbbatch.models.quiet import quiet_call
+from nbbatch.models.speedups import SPEEDUPS, apply_speedups
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from nbbatch.core.engine import CancelFlag, ChunkCallback, Made, Preview, Progress, Run, StepHook
+    from nbbatch.core.spec import Job, Settings
+
+
+def execute(
+    settings: Settings,
+    jobs: Sequence[Job],
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelFlag | None = None,
+    on_chunk: ChunkCallback | None = None,
+    on_preview: Callable[[Preview], None] | None = None,
+) -> Run:
+    """Load (or reuse) the pipeline and run `jobs` in this process (see `nbbatch.core.engine.execute`).
+
+    Step previews come where the model's latents have known colours (see `nbbatch.models.previews`).
+    """
+    return engine.execute(
+        settings, jobs, BACKEND, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview
+    )
+
+
+def call_arguments(
+    pipe: Any, settings: Settings, image_to_image: bool, model_defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in."""
+    arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
+    defaults = inspect.signature(pipe.__call__).parameters
+    unguided = family_of(pipe).unguided(pipe)
+    if unguided is not None and settings.guidance is not None:
+        raise ValueError(unguided)
+    guidance = settings.guidance
+    if guidance is None:
+        guidance = (model_defaults or {}).get("guidance")
+    if guidance is None and "guidance_scale" in defaults:
+        guidance = defaults["guidance_scale"].default
+    if _is_number(guidance) and unguided is None:  # left out where the pipeline names none (**kwargs) or ignores it
+        arguments["guidance_scale"] = guidance
+    if image_to_image:
+        settings.image_to_image_steps()
+        arguments["strength"] = settings.strength
+    else:  # a size left unset is not passed: Sana and AuraFlow default to 1024 only when none is given
+        arguments.update({name: getattr(settings, name) for name in ("width", "height") if getattr(settings, name)})
+    if settings.clip_skip is not None and settings.clip_skip > 1:
+        arguments["clip_skip"] = settings.clip_skip - 1  # diffusers counts the layers skipped
+    return arguments
+
+
+def starting_noise(
+    pipe: Any, generators: list[Any], arguments: dict[str, Any], device: str, variation_seed: int, strength: float
+) -> Any:
+    """Each image's starting noise blended towards the variation seed's: ``slerp(strength, noise, variation)``.
+
+    The noise is drawn from each image's own generator exactly as the pipeline would
+    draw it (same shape, dtype and device, packed as its family packs it: see
+    `nbbatch.models.families`), so strength 0 gives the seed's own image; the generators
+    are then passed on, already past that draw, as they would be.
+    """
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    family = family_of(pipe)
+    shape = family.noise_shape(pipe, arguments.get("height"), arguments.get("width"))
+    dtype = family.noise_dtype(pipe)
+    target = pipe._execution_device
+    other = randn_tensor(shape, generator=make_generator(device, variation_seed), device=target, dtype=dtype).float()
+    blended = []
+    for generator in generators:
+        own = randn_tensor(shape, generator=generator, device=target, dtype=dtype)
+        blended.append(slerp(strength, own.float(), other).to(dtype))
+    return family.pack(pipe, torch.cat(blended))
+
+
+@dataclass
+class DiffusersPass:
+    """Jobs that run with one settings on one pipeline view, with its call arguments (an `engine.Pass`)."""
+
+    settings: Settings
+    jobs: list[Job]
+    loaded: Loaded
+    pipe: Any
+    arguments: dict[str, Any]
+    common: dict[str, Any]
+    steps: int
+    conditioner: Conditioner | None
+    previewer: StepPreviewer | None
+
+    @property
+    def generator_device(self) -> str:
+        """Where each image's generator lives (its noise is drawn there)."""
+        return self.common["generator_device"]
+
+    @property
+    def back_off(self) -> bool:
+        """Whether an out-of-memory error halves the chunk: with ``batch_size="auto"``."""
+        return self.settings.batch_size == "auto"
+
+    @property
+    def batch_size(self) -> int | None:
+        """The chunk to start with: the size that last worked for this model when automatic."""
+        return (self.loaded.working_batch_size if self.back_off else self.settings.batch_size) or None
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the pipeline runs in."""
+        return self.loaded.placement.dtype
+
+    @property
+    def placement(self) -> str:
+        """Where and in which dtype the pipeline runs, and why, in words."""
+        return self.loaded.placement.reason
+
+    def worked(self, batch_size: int) -> None:
+        """Remember the chunk size that worked for the next automatic batch."""
+        self.loaded.working_batch_size = batch_size
+
+    def split(self) -> list[DiffusersPass]:
+        """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call.
+
+        That is a length nbbatch's own encoding makes (weighted or long prompts), or the token
+        counts of a family that pads every prompt to the batch's longest with no mask (CogView4),
+        so that an image is the same in any batch as alone.
+        """
+        family = family_of(self.pipe)
+        if self.conditioner is None and not family.pads_to_longest:
+            return [self]
+        counted: dict[str, int] = {}  # each text tokenized once, however many seeds share it
+
+        def count(text: str) -> int:
+            if text not in counted:
+                counted[text] = family.token_count(self.pipe, text)
+            return counted[text]
+
+        runs: list[tuple[Any, list[Job]]] = []
+        for job in self.jobs:
+            if self.conditioner is not None:
+                length: Any = self.conditioner.length(job.prompt, job.negative_prompt or None)
+            else:
+                length = (count(job.prompt), count(job.negative_prompt))
+            if runs and runs[-1][0] == length:
+                runs[-1][1].append(job)
+            else:
+                runs.append((length, [job]))
+        return [replace(self, jobs=run) for _, run in runs]
+
+    def start(self) -> None:
+        """Memory options and this pass's LoRAs, set on the shared pipeline just before its calls."""
+        apply_memory_options(self.pipe, self.settings, self.loaded.placement.device)
+        self.loaded.adapters.activate(self.pipe, self.settings.loras)
+
+    def call(self, jobs: list[Job], states: list[bytes], on_step: StepHook) -> list[tuple[Image.Image, bool]]:
+        """One pipeline call for a chunk; returns each image and whether it is broken (NaN or all black)."""
+        import torch
+
+        try:
+            return self._call(jobs, states, on_step)
+        except torch.OutOfMemoryError as exc:
+            free_memory()
+            raise OutOfMemory(str(exc)) from exc
+
+    def _call(self, jobs: list[Job], states: list[bytes], on_step: StepHook) -> list[tuple[Image.Image, bool]]:
+        from diffusers.image_processor import VaeImageProcessor
+
+        pipe, previewer = self.pipe, self.previewer
+        kwargs = dict(self.arguments)
+        kwargs["prompt"] = [job.prompt for job in jobs]
+        if any(job.negative_prompt for job in jobs):  # None keeps each pipeline's own empty-negative behaviour
+            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]
+        if jobs[0].init_image is not None:
+            kwargs["image"] = [job.init_image for job in jobs]
+        device = self.generator_device
+        kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
+        variation = (self.settings.variation_seed, self.settings.variation_strength)
+        if variation[0] is not None:
+            kwargs["latents"] = starting_noise(pipe, kwargs["generator"], self.arguments, device, *variation)
+        negatives = [job.negative_prompt or None for job in jobs]
+        if self.conditioner is not None and self.conditioner.needed(kwargs["prompt"], negatives):
+            for key in ("prompt", "negative_prompt", "clip_skip"):
+                kwargs.pop(key, None)
+            kwargs.update(self.conditioner.arguments([job.prompt for job in jobs], negatives))
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            pictures = None if previewer is None else functools.partial(previewer.pictures, tensors["latents"])
+            if on_step(step + 1, pictures):
+                pipeline._interrupt = True  # diffusers skips the remaining steps of this call
+            return tensors
+
+        kwargs["callback_on_step_end"] = on_step_end
+        kwargs["output_type"] = "np"
+        with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext(), quiet_call():
+            pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+        broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+        images = VaeImageProcessor.numpy_to_pil(pixels)
+        return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+
+    def item(self, made: Made) -> Item:
+        """The finished image as a result item, with the pass's settings and the call's parameters."""
+        job = made.job
+        params = {**self.common, "width": made.image.width, "height": made.image.height, **job.extra}
+        if self.conditioner is not None and self.conditioner.needed([job.prompt], [job.negative_prompt or None]):
+            params["encoded_by"] = "compel"  # its embeddings were built here, not by the pipeline: see code export
+        return Item(
+            image=made.image,
+            seed=job.seed,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            prompt_index=job.prompt_index,
+            settings=self.settings,
+            params=MappingProxyType(params),
+            state=made.state,
+            init_image=job.init_image,
+            parent=job.parent,
+            origin=job.origin,
+            broken=made.broken,
+        )
+
+
+class DiffusersBackend:
+    """Makes `DiffusersPass`es: loads (or reuses) the pipeline and checks everything before any image."""
+
+    def prepare(self, settings: Settings, jobs: list[Job]) -> list[DiffusersPass]:
+        """The passes for `jobs` with `settings`: one, or several where only prompts of one length share a call."""
+        return _prepare(settings, jobs).split()
+
+
+BACKEND = DiffusersBackend()
+"""The one diffusers backend of this process (its pipelines are cached in `nbbatch.models.pipelines`)."""
+
+
+def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
+    """Load (or reuse) the pipeline and make the pass's view: errors here come before any image."""
+    loaded = get_pipeline(settings)
+    device = generator_device(settings)
+    image_to_image = jobs[0].init_image is not None
+    check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
+    pipe = loaded.view(image_to_image, settings.scheduler)
+    check_steps(pipe.scheduler, settings.steps)
+    arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
+    common: dict[str, Any] = {
+        "model": settings.model,
+        "pipeline": type(pipe).__name__,
+        "scheduler": type(pipe.scheduler).__name__,
+        "scheduler_config": MappingProxyType(dict(pipe.scheduler.config)),
+        "dtype": loaded.placement.dtype,
+        "device": loaded.placement.device,
+        "generator_device": device,
+        **arguments,
+    }
+    if settings.variation_seed is not None:
+        common["variation_seed"] = settings.variation_seed
+        common["variation_strength"] = settings.variation_strength
+    wanted = {name for name in SPEEDUPS if getattr(settings, name)}
+    if "fuse_qkv" in wanted:
+        if settings.loras:
+            raise ValueError("fuse_qkv does not go with LoRAs (their layers wrap the projections it fuses): drop one")
+        loaded.adapters.unload_loras(loaded.pipe)  # those of earlier batches: loaded again when asked for
+    apply_speedups(loaded.pipe, loaded.speedups, wanted)
+    if wanted:
+        common["speedups"] = tuple(name for name in SPEEDUPS if name in wanted)
+    if settings.loras:
+        common["loras"] = tuple(MappingProxyType(r) for r in loaded.adapters.load_loras(loaded.pipe, settings.loras))
+    embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
+    if embeddings:
+        common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
+    family = family_of(pipe)
+    if family.negative is not None and any(job.negative_prompt for job in jobs):
+        raise ValueError(family.negative)
+    _check_clip_skip(pipe, settings.clip_skip)
+    conditioner = Conditioner(pipe, settings.clip_skip) if family.weights and supports(pipe) else None
+    check_prompts(pipe, jobs, conditioner is not None)
+    first = jobs[0].init_image
+    height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
+    timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
+    steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
+    previewer = None
+    if loaded.latent_map is not None:
+        shape = family.noise_shape(pipe, height, width)
+        unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
+        previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
+    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_clip_skip(pipe: Any, clip_skip: int | None) -> None:
+    """Refuse a clip skip past the text encoder's layers (the built-in model's has few)."""
+    config = getattr(getattr(pipe, "text_encoder", None), "config", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if clip_skip and clip_skip > 1 and isinstance(layers, int) and clip_skip > layers:
+        raise ValueError(f"clip skip {clip_skip} reaches past the text encoder, which has {layers} layers")
+
+
+def check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
+    """Refuse weight syntax it cannot read (or, on a pipeline without `weights` support, any); warn of a cut prompt."""
+    texts = dict.fromkeys(text for job in jobs for text in (job.prompt, job.negative_prompt) if text)
+    for text in texts:
+        check_prompt(text)
+        if not weights and not is_plain(text):
+            raise ValueError(
+                f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
+                f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
+            )
+        cut = None if weights else cut_text(*family_of(pipe).prompt_window(pipe), text)
+        if cut:
+            warnings.warn(
+                f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "
+                f"({type(pipe).__name__} has no long-prompt support in nbbatch)",
+                UserWarning,
+                stacklevel=7,  # the caller of execute
+            )
