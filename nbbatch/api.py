@@ -84,9 +84,10 @@ def generate(
     images, HxWx3 uint8 or 0-1 float arrays, or tensors). `x`, `y` and `z` make an X/Y/Z
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
-    (steps, guidance, width, height, strength, scheduler, dtype, device, generator_device,
-    batch_size, offload, vae_tiling, variant, variation_seed, variation_strength,
-    clip_skip, loras, embeddings, compile, channels_last, fuse_qkv). `on_progress` is called
+    (steps, guidance, true_cfg, width, height, strength, scheduler, dtype, device,
+    generator_device, batch_size, offload, vae_tiling, variant, variation_seed,
+    variation_strength, clip_skip, max_sequence_length, loras, embeddings, compile,
+    channels_last, fuse_qkv). `on_progress` is called
     at every step; `on_preview` gets step previews of the images in flight (a `Preview`:
     positions in the batch, step, PIL pictures; at most four a second, for models whose
     latents have known colours), unless `preview` is False. A cancel or interrupt returns

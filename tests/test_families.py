@@ -6,7 +6,9 @@ guidance), ``nbbatch:tiny-flux-schnell`` a static shift and no guidance, ``nbbat
 SD3.5's (three text encoders, unpacked latents), ``nbbatch:tiny-chroma`` Chroma's (T5 alone,
 packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder that pads every
 prompt to the batch's longest with no mask, its own shift rule, float32 noise, no image-to-image
-pipeline). Each test is named by the feature and parametrized by the
+pipeline), ``nbbatch:tiny-qwen-image`` Qwen-Image's (a Qwen2.5-VL encoder, packed latents, its own
+VAE and shift, CFG as ``true_cfg_scale``), ``nbbatch:tiny-z-image`` Z-Image's (a Qwen3 encoder
+under a chat template, float32 noise). Each test is named by the feature and parametrized by the
 family, so a failure says which cell of the matrix broke.
 """
 
@@ -22,6 +24,7 @@ from test_code import run_codes
 
 import nbbatch
 from nbbatch.core.seeds import slerp
+from nbbatch.formats.png import a1111_parameters
 from nbbatch.models.tiny import builtin_path
 
 
@@ -32,6 +35,10 @@ class Case:
     image_to_image: str | None
     negative: bool = True
     guidance: bool = True
+    cfg: str = "guidance_scale"
+    """The call argument nbbatch's guidance sets (Qwen-Image's CFG is ``true_cfg_scale``)."""
+    raw: tuple[tuple[str, str], ...] = ()
+    """What a raw call adds to do what nbbatch does by default (Qwen-Image: an empty negative turns its CFG on)."""
 
 
 CASES = {
@@ -42,6 +49,14 @@ CASES = {
     "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
     "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline"),
     "cogview4": Case("nbbatch:tiny-cogview4", "CogView4Pipeline", None),  # pads to the batch's longest prompt
+    "qwen-image": Case(
+        "nbbatch:tiny-qwen-image",
+        "QwenImagePipeline",
+        "QwenImageImg2ImgPipeline",
+        cfg="true_cfg_scale",
+        raw=(("negative_prompt", ""),),
+    ),
+    "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -68,10 +83,10 @@ def test_batch_of_prompts_of_other_lengths_and_sizes_equals_diffusers_alone(case
     made = nbbatch.generate(["a red cat", LONG], [1, 2], model=case.model, **SIZE, **negative)
     assert [item.params["pipeline"] for item in made] == [case.pipeline] * 4
     for item in made:
-        alone = direct_call(case.model, item.prompt, item.seed, **RAW, **negative)
+        alone = direct_call(case.model, item.prompt, item.seed, **RAW, **{**dict(case.raw), **negative})
         assert max_difference(item.image, alone) <= 1, (item.prompt[:20], item.seed)
     wide = nbbatch.generate("a red cat", [3], model=case.model, steps=2, width=128, height=64)[0]  # another mu
-    expected = direct_call(case.model, "a red cat", 3, num_inference_steps=2, width=128, height=64)
+    expected = direct_call(case.model, "a red cat", 3, num_inference_steps=2, width=128, height=64, **dict(case.raw))
     assert max_difference(wide.image, expected) <= 1
 
 
@@ -79,7 +94,7 @@ def test_refine_keeps_the_starting_noise(case):
     made = nbbatch.generate("a red cat", [4, 5], model=case.model, **SIZE)
     refined = made.refine(5, "a green cat")[0]
     assert refined.label == "seed 5 · refine 1"
-    assert max_difference(refined.image, direct_call(case.model, "a green cat", 5, **RAW)) <= 1
+    assert max_difference(refined.image, direct_call(case.model, "a green cat", 5, **RAW, **dict(case.raw))) <= 1
     assert made.verify(4) <= 1
 
 
@@ -98,6 +113,7 @@ def test_vary_is_the_family_s_own_image_to_image_pipeline(case):
         strength=0.6,
         num_inference_steps=2,
         generator=torch.Generator().manual_seed(7),
+        **dict(case.raw),
     ).images[0]
     assert max_difference(varied.image, expected) <= 1
 
@@ -113,9 +129,9 @@ def test_variation_seeds_blend_the_noise_as_diffusers_takes_it(case):
     shape = (1, 16, 8, 8)  # 16 latent channels, 64 px / 8
     own, other = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (2, 9))
     latents = slerp(0.5, own, other)
-    if hasattr(pipe, "_pack_latents"):  # FLUX.1 and Chroma take 2x2 patches as tokens
+    if hasattr(pipe, "_pack_latents"):  # FLUX.1, Chroma and Qwen-Image take 2x2 patches as tokens
         latents = pipe._pack_latents(latents, *shape)
-    expected = pipe("a red cat", latents=latents, **RAW).images[0]
+    expected = pipe("a red cat", latents=latents, **RAW, **dict(case.raw)).images[0]
     assert max_difference(half.image, expected) <= 1
     assert max_difference(half.image, plain.image) > 1
 
@@ -139,17 +155,20 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
         assert "guidance_scale" not in made.params, "an unused guidance is not recorded"
         return
     grid = nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.0, 30.0]), **SIZE)
-    assert [item.params["guidance_scale"] for item in grid] == [1.0, 30.0]
+    assert [item.params[case.cfg] for item in grid] == [1.0, 30.0]
     assert max_difference(grid[0].image, grid[1].image) > 1
     for item in grid:
-        expected = direct_call(case.model, "a red cat", 1, guidance_scale=item.params["guidance_scale"], **RAW)
+        scale = {case.cfg: item.params[case.cfg]}
+        expected = direct_call(case.model, "a red cat", 1, **scale, **RAW, **dict(case.raw))
         assert max_difference(item.image, expected) <= 1
 
 
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
     refusals = [("a (red:1.3) cat", {}, "prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline")]
     if not case.negative:
-        refusals.append(("a red cat", {"negative_prompt": "blurry"}, "FluxPipeline ignores a negative prompt"))
+        refusals.append(
+            ("a red cat", {"negative_prompt": "blurry"}, "^FLUX.1 ignores a negative prompt without true CFG")
+        )
     for prompt, options, message in refusals:
         with pytest.raises(ValueError, match=message) as error:
             nbbatch.generate(prompt, [1], model=case.model, **SIZE, **options)
@@ -167,7 +186,9 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
     assert max_difference(batched, alone) > 10
 
 
-@pytest.mark.parametrize(("kind", "factors"), [("flux", "FLUX"), ("chroma", "FLUX"), ("sd3", "SD3")])
+@pytest.mark.parametrize(
+    ("kind", "factors"), [("flux", "FLUX"), ("chroma", "FLUX"), ("sd3", "SD3"), ("z-image", "FLUX")]
+)
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
     """The last preview is the published factors applied to the latents the VAE decodes (unpacked where packed)."""
     from nbbatch.core import engine
@@ -220,7 +241,100 @@ def test_a_lora_on_the_transformer_equals_diffusers_own_loader(case, tmp_path):
         raw.load_lora_weights(path, adapter_name="style")
         raw.set_adapters(["style"], adapter_weights=[0.7])
 
-    assert max_difference(made.image, direct_call(case.model, "a red cat", 1, prepare=prepare, **RAW)) <= 1
+    raw = dict(case.raw)
+    assert max_difference(made.image, direct_call(case.model, "a red cat", 1, prepare=prepare, **RAW, **raw)) <= 1
     plain = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)[0]  # the LoRA off again
-    assert max_difference(plain.image, direct_call(case.model, "a red cat", 1, **RAW)) <= 1
+    assert max_difference(plain.image, direct_call(case.model, "a red cat", 1, **RAW, **raw)) <= 1
     assert max_difference(made.image, plain.image) > 1
+
+
+def test_true_cfg_on_flux_is_diffusers_true_cfg_scale_with_the_negative_prompt_or_an_empty_one(tmp_path):
+    model = "nbbatch:tiny-flux"
+    made = nbbatch.generate("a red cat", [1, 2], model=model, true_cfg=2.5, negative_prompt="blurry", **SIZE)
+    plain = nbbatch.generate("a red cat", [1], model=model, true_cfg=2.5, **SIZE)[0]
+    for item in made:
+        expected = direct_call(model, "a red cat", item.seed, true_cfg_scale=2.5, negative_prompt="blurry", **RAW)
+        assert max_difference(item.image, expected) <= 1
+    empty = direct_call(model, "a red cat", 1, true_cfg_scale=2.5, negative_prompt="", **RAW)
+    assert max_difference(plain.image, empty) <= 1
+    assert max_difference(plain.image, direct_call(model, "a red cat", 1, **RAW)) > 1, "the second pass ran"
+    assert "CFG scale: 2.5, Distilled CFG Scale: 3.5" in a1111_parameters(made[0])
+    path = made.save(tmp_path, grid=False)[0]
+    assert max_difference(nbbatch.reproduce(path)[0].image, made[0].image) == 0
+    pictures = run_codes({"negative": made.code(1), "empty": plain.code()}, tmp_path)
+    assert max_difference(pictures["negative"], made[0].image) <= 1
+    assert max_difference(pictures["empty"], plain.image) <= 1
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("nbbatch:tiny-sd3", r"^--true-cfg is FLUX.1's real CFG beside its distilled guidance; for SD3 --guidance is"),
+        ("nbbatch:tiny-qwen-image", r"for Qwen-Image --guidance is its CFG \(true_cfg_scale\)"),
+    ],
+)
+def test_true_cfg_where_guidance_is_already_real_cfg_is_refused_in_one_line(model, message):
+    with pytest.raises(ValueError, match=message):
+        nbbatch.generate("a red cat", [1], model=model, true_cfg=3.0, **SIZE)
+
+
+def test_a_negative_prompt_on_flux_works_with_true_cfg_and_is_refused_without():
+    with pytest.raises(ValueError, match=r"pass --true-cfg above 1"):
+        nbbatch.generate("a red cat", [1], model="nbbatch:tiny-flux", negative_prompt="blurry", **SIZE)
+
+
+def test_qwen_image_guidance_is_its_true_cfg_with_an_empty_negative_as_its_model_card_runs_it():
+    model = "nbbatch:tiny-qwen-image"
+    made = nbbatch.generate("a red cat", [1], model=model, **SIZE)[0]
+    assert made.params["true_cfg_scale"] == 4.0 and "guidance_scale" not in made.params, "the pipeline's default"
+    assert "CFG scale: 4.0," in a1111_parameters(made) and "Distilled" not in a1111_parameters(made)
+    expected = direct_call(model, "a red cat", 1, true_cfg_scale=4.0, negative_prompt="", **RAW)
+    assert max_difference(made.image, expected) <= 1
+    strong = nbbatch.generate("a red cat", [1], model=model, guidance=30.0, **SIZE)[0]
+    off = direct_call(model, "a red cat", 1, true_cfg_scale=30.0, **RAW)  # diffusers: no negative prompt, no CFG
+    assert max_difference(strong.image, off) > 1
+
+
+@pytest.mark.parametrize("model", ["nbbatch:tiny-flux", "nbbatch:tiny-qwen-image", "nbbatch:tiny-z-image"])
+def test_max_sequence_length_reads_that_many_tokens_as_diffusers_does(model):
+    with pytest.warns(UserWarning, match="is cut off"):
+        made = nbbatch.generate(LONG, [1], model=model, max_sequence_length=16, **SIZE)[0]
+    assert made.params["max_sequence_length"] == 16
+    raw = dict(CASES["qwen-image"].raw) if "qwen" in model else {}
+    assert max_difference(made.image, direct_call(model, LONG, 1, max_sequence_length=16, **RAW, **raw)) <= 1
+    full = nbbatch.generate(LONG, [1], model=model, **SIZE)[0]
+    assert max_difference(made.image, full.image) > 1, "the rest of the prompt mattered"
+
+
+def test_a_prompt_past_the_max_sequence_length_is_a_warning_that_says_how_to_read_more():
+    with pytest.warns(UserWarning, match=r"is cut off \(FluxPipeline: raise --max-sequence-length \(up to 512\)\)"):
+        nbbatch.generate(LONG, [1], model="nbbatch:tiny-flux", max_sequence_length=16, **SIZE)
+
+
+@pytest.mark.parametrize(
+    ("model", "length", "message"),
+    [
+        ("nbbatch:tiny-sd", 64, r"^StableDiffusionPipeline reads a fixed number of CLIP tokens: --max-sequence-length"),
+        ("nbbatch:tiny-flux", 513, r"^max sequence length must be from 1 to 512 for FLUX.1, not 513$"),
+        ("nbbatch:tiny-qwen-image", 1025, r"^max sequence length must be from 1 to 1024 for Qwen-Image, not 1025$"),
+    ],
+)
+def test_a_max_sequence_length_the_family_cannot_use_is_refused_in_one_line(model, length, message):
+    with pytest.raises(ValueError, match=message):
+        nbbatch.generate("a red cat", [1], model=model, max_sequence_length=length, steps=2, width=64, height=64)
+
+
+def test_the_magic_takes_true_cfg_and_max_sequence_length(shell):
+    from IPython.utils.capture import capture_output
+
+    with capture_output():
+        shell.run_cell_magic(
+            "batchgen", "-m nbbatch:tiny-flux --seeds 1 --steps 2 --width 64 --height 64 --true-cfg 2.5 "
+            "--max-sequence-length 16 --negative blurry", "a red cat"
+        )  # fmt: skip
+    item = shell.user_ns["_batch"][0]
+    assert (item.params["true_cfg_scale"], item.params["max_sequence_length"]) == (2.5, 16)
+    expected = direct_call(
+        "nbbatch:tiny-flux", "a red cat", 1, true_cfg_scale=2.5, max_sequence_length=16, negative_prompt="blurry", **RAW
+    )
+    assert max_difference(item.image, expected) <= 1

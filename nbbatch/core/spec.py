@@ -55,12 +55,16 @@ class Settings:
     (diffusers' ``clip_skip=1``). `loras` are (file or hub id, weight) pairs and `embeddings`
     (file, token) pairs; each may also be given as text, ``"PATH:WEIGHT"`` and ``"PATH:TOKEN"``
     (see `parse_lora` and `parse_embedding`). `compile`, `channels_last` and `fuse_qkv` are
-    opt-in speedups of the UNet (see `nbbatch.models.speedups`).
+    opt-in speedups of the UNet (see `nbbatch.models.speedups`). `true_cfg` is real
+    classifier-free guidance beside a distilled guidance (FLUX.1's ``true_cfg_scale``: above 1,
+    with the negative prompt, empty when none is given); `max_sequence_length` how many tokens
+    a T5 or LLM text encoder reads of each prompt (None: the pipeline's default).
     """
 
     model: str = field(default_factory=default_model)
     steps: int = 30
     guidance: float | None = None
+    true_cfg: float | None = None
     width: int | None = None
     height: int | None = None
     strength: float = 0.8
@@ -75,6 +79,7 @@ class Settings:
     variation_seed: int | None = None
     variation_strength: float = 0.0
     clip_skip: int | None = None
+    max_sequence_length: int | None = None
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()
     compile: bool = False
@@ -90,6 +95,10 @@ class Settings:
         _check_int("steps", self.steps, 1, 1000)
         if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 100):
             raise ValueError(f"guidance must be a number from 0 to 100, not {self.guidance!r}")
+        if self.true_cfg is not None and (not _is_number(self.true_cfg) or not 1 <= self.true_cfg <= 100):
+            raise ValueError(f"true CFG must be a number from 1 (off) to 100, not {self.true_cfg!r}")
+        if self.max_sequence_length is not None:
+            _check_int("max sequence length", self.max_sequence_length, 1, 4096)
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None:

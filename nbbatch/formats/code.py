@@ -198,9 +198,9 @@ def _generator(item: _Exported, imports: list[str]) -> list[str]:
 def _arguments(item: _Exported) -> dict[str, str]:
     params = item.params
     arguments = {"prompt": repr(item.prompt)}
-    if item.negative_prompt:
+    if item.negative_prompt or (params.get("true_cfg_scale") or 0) > 1:  # true CFG runs only with one, if empty
         arguments["negative_prompt"] = repr(item.negative_prompt)
-    for name in ("num_inference_steps", "guidance_scale", "strength"):
+    for name in ("num_inference_steps", "guidance_scale", "true_cfg_scale", "max_sequence_length", "strength"):
         if params.get(name) is not None and (name != "strength" or item.init_image is not None):
             arguments[name] = _literal(params[name])
     if item.init_image is None:

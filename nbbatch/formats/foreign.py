@@ -80,6 +80,7 @@ class Foreign:
     seed: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    true_cfg: float | None = None
     width: int | None = None
     height: int | None = None
     sampler: str | None = None
@@ -312,13 +313,16 @@ def _sd_parsers(image: Image.Image) -> Foreign | None:
     width, height = _latent_size(info.raw_parameters, sampler.sampler_id) or _size(values, info.metadata)
     tool = getattr(info.generator, "value", str(info.generator))
     strength = _number(values.get("denoising strength", values.get("denoise", values.get("strength"))), float)
+    cfg = _number(values.get("cfg_scale", values.get("cfg scale")), float)
+    distilled = _number(values.get("distilled cfg scale"), float)  # Forge's FLUX: CFG scale is then true CFG
     return Foreign(
         tool=str(tool),
         prompt=", ".join(p.value for p in sampler.prompts),
         negative_prompt=", ".join(p.value for p in sampler.negative_prompts),
         seed=_number(values.get("seed", values.get("noise_seed")), int),
         steps=_number(values.get("steps"), int),
-        guidance=_number(values.get("cfg_scale", values.get("cfg scale")), float),
+        guidance=cfg if distilled is None else distilled,
+        true_cfg=cfg if distilled is not None and cfg is not None and cfg > 1 else None,
         width=width,
         height=height,
         sampler=sampler.name,

@@ -66,11 +66,13 @@ RNG = {"cpu": "CPU", "cuda": "GPU"}
 def a1111_parameters(item: Item) -> str:
     """The ``parameters`` text A1111 writes: the prompt, ``Negative prompt: ...``, then ``key: value, ...``."""
     params = item.params
+    true_cfg = params.get("true_cfg_scale")  # Forge's way: CFG scale is real CFG, the distilled one beside it
     fields = {
         "Steps": params.get("num_inference_steps"),
         "Sampler": _sampler(params),
         "Schedule type": schedule_type(params.get("scheduler_config", {})),
-        "CFG scale": params.get("guidance_scale"),
+        "CFG scale": params.get("guidance_scale") if true_cfg is None else true_cfg,
+        "Distilled CFG Scale": None if true_cfg is None else params.get("guidance_scale"),
         "Seed": item.seed,
         "Size": f"{item.image.width}x{item.image.height}",
         "Model": model_short_name(params["model"]) if params.get("model") else None,
@@ -627,6 +629,7 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         model=model or "unknown",
         steps=_number(found.steps, 1, 1000, whole=True) or 30,
         guidance=_number(found.guidance, 0, 100),
+        true_cfg=_number(found.true_cfg, 1, 100),
         scheduler=scheduler,
         strength=_number(found.strength, 0.01, 1) or 0.8,
         **sizes,
@@ -636,6 +639,7 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         "tool": found.tool,
         "num_inference_steps": found.steps,
         "guidance_scale": found.guidance,
+        "true_cfg_scale": found.true_cfg,
         "sampler": found.sampler,
         "schedule": found.schedule,
         "width": found.width,

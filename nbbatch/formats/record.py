@@ -109,6 +109,8 @@ class Call(_Strict):
     generator_device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d{1,2})?)$")]
     num_inference_steps: Annotated[StrictInt, Field(ge=1, le=1000)]
     guidance_scale: Annotated[float, Field(ge=0, le=100)] | None = None
+    true_cfg_scale: Annotated[float, Field(ge=0, le=100)] | None = None
+    max_sequence_length: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
     width: Side
     height: Side
     strength: Annotated[float, Field(gt=0, le=1)] | None = None

@@ -72,16 +72,25 @@ def call_arguments(
     """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in."""
     arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
     defaults = inspect.signature(pipe.__call__).parameters
-    unguided = family_of(pipe).unguided(pipe)
+    family = family_of(pipe)
+    unguided = family.unguided(pipe)
     if unguided is not None and settings.guidance is not None:
         raise ValueError(unguided)
     guidance = settings.guidance
     if guidance is None:
         guidance = (model_defaults or {}).get("guidance")
-    if guidance is None and "guidance_scale" in defaults:
-        guidance = defaults["guidance_scale"].default
+    if guidance is None and family.guidance in defaults:
+        guidance = defaults[family.guidance].default
     if _is_number(guidance) and unguided is None:  # left out where the pipeline names none (**kwargs) or ignores it
-        arguments["guidance_scale"] = guidance
+        arguments[family.guidance] = guidance
+    if settings.true_cfg is not None:
+        if not family.true_cfg:
+            what = f"--guidance is its CFG ({family.guidance})" if family.name != "generic" else "it has none"
+            raise ValueError(f"--true-cfg is FLUX.1's real CFG beside its distilled guidance; for {family.name} {what}")
+        arguments["true_cfg_scale"] = settings.true_cfg
+    family.check_sequence(pipe, settings.max_sequence_length)
+    if settings.max_sequence_length is not None:
+        arguments["max_sequence_length"] = settings.max_sequence_length
     if image_to_image:
         settings.image_to_image_steps()
         arguments["strength"] = settings.strength
@@ -90,6 +99,15 @@ def call_arguments(
     if settings.clip_skip is not None and settings.clip_skip > 1:
         arguments["clip_skip"] = settings.clip_skip - 1  # diffusers counts the layers skipped
     return arguments
+
+
+def true_cfg(arguments: dict[str, Any]) -> bool:
+    """Whether a call runs real CFG through ``true_cfg_scale``: then it is given the negative prompt, empty or not.
+
+    FLUX.1 and Qwen-Image run that second pass only when a negative prompt is passed at all.
+    """
+    scale = arguments.get("true_cfg_scale")
+    return scale is not None and scale > 1
 
 
 def starting_noise(
@@ -174,7 +192,7 @@ class DiffusersPass:
 
         def count(text: str) -> int:
             if text not in counted:
-                counted[text] = family.token_count(self.pipe, text)
+                counted[text] = family.token_count(self.pipe, text, self.settings.max_sequence_length)
             return counted[text]
 
         runs: list[tuple[Any, list[Job]]] = []
@@ -210,8 +228,8 @@ class DiffusersPass:
         pipe, previewer = self.pipe, self.previewer
         kwargs = dict(self.arguments)
         kwargs["prompt"] = [job.prompt for job in jobs]
-        if any(job.negative_prompt for job in jobs):  # None keeps each pipeline's own empty-negative behaviour
-            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]
+        if any(job.negative_prompt for job in jobs) or true_cfg(self.arguments):
+            kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]  # else each pipeline's own default
         if jobs[0].init_image is not None:
             kwargs["image"] = [job.init_image for job in jobs]
         device = self.generator_device
@@ -310,11 +328,11 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
     family = family_of(pipe)
-    if family.negative is not None and any(job.negative_prompt for job in jobs):
+    if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
         raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
     conditioner = Conditioner(pipe, settings.clip_skip) if family.weights and supports(pipe) else None
-    check_prompts(pipe, jobs, conditioner is not None)
+    check_prompts(pipe, jobs, conditioner is not None, settings.max_sequence_length)
     first = jobs[0].init_image
     height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
     timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
@@ -339,8 +357,12 @@ def _check_clip_skip(pipe: Any, clip_skip: int | None) -> None:
         raise ValueError(f"clip skip {clip_skip} reaches past the text encoder, which has {layers} layers")
 
 
-def check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
-    """Refuse weight syntax it cannot read (or, on a pipeline without `weights` support, any); warn of a cut prompt."""
+def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None = None) -> None:
+    """Refuse weight syntax it cannot read (or, on a pipeline without `weights` support, any); warn of a cut prompt.
+
+    `window` is the ``max_sequence_length`` asked for, in place of the family's default.
+    """
+    family = family_of(pipe)
     texts = dict.fromkeys(text for job in jobs for text in (job.prompt, job.negative_prompt) if text)
     for text in texts:
         check_prompt(text)
@@ -349,11 +371,14 @@ def check_prompts(pipe: Any, jobs: list[Job], weights: bool) -> None:
                 f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
-        cut = None if weights else cut_text(*family_of(pipe).prompt_window(pipe), text)
+        tokenizer, read = family.prompt_window(pipe, window)
+        cut = None if weights else cut_text(tokenizer, read, text)
         if cut:
+            more = family.max_sequence is not None and read < family.max_sequence
+            how = f"raise --max-sequence-length (up to {family.max_sequence})" if more else "no long-prompt support"
             warnings.warn(
                 f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "
-                f"({type(pipe).__name__} has no long-prompt support in nbbatch)",
+                f"({type(pipe).__name__}: {how})",
                 UserWarning,
                 stacklevel=7,  # the caller of execute
             )

@@ -8,9 +8,9 @@ nbbatch may encode their prompts itself (A1111 weights and long prompts: the CLI
 families), whether a negative prompt does anything, and which tokenizer bounds what the
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
-Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5 and CogView4
-(unpacked transformer latents), FLUX.1 dev and schnell and Chroma (packed latents). Other pipelines
-run as a generic family (the SD rules where they apply) until their own is written.
+Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image and
+CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma (packed
+latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ class Family:
     patches as tokens, FLUX.1 and Chroma). `embeddings` names the text encoder whose dtype
     the prompt embeddings, and so the noise, take. `reader` names the tokenizer that bounds
     a prompt and its window (None: the tokenizer's own). `negative` is None where a
-    negative prompt works, else the one-line refusal.
+    negative prompt works, else the one-line refusal. `guidance` is the call argument that
+    ``--guidance`` sets: the scale the family's model cards use (Qwen-Image's real CFG is
+    ``true_cfg_scale``); `true_cfg` says whether ``--true-cfg`` (real CFG beside a distilled
+    guidance) applies. `max_sequence` is the most text tokens ``--max-sequence-length`` may
+    ask for (None: the family has no such setting). `default_size` is the side the pipeline
+    draws when none is given, where it is fixed rather than the model's sample size.
     """
 
     name: str
@@ -42,6 +47,14 @@ class Family:
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
     float32_noise: bool = False
     shift_rule: Literal["flux", "cogview4"] = "flux"
+    guidance: str = "guidance_scale"
+    distilled: bool = False
+    """Whether the guidance is embedded in the transformer (FLUX.1-dev), so a model without that embedding has none."""
+    true_cfg: bool = False
+    max_sequence: int | None = None
+    default_size: int | None = None
+    patch: int | None = None
+    """The transformer's patch side where its config names it otherwise (Z-Image's ``all_patch_size``)."""
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -50,7 +63,9 @@ class Family:
             default = pipe.unet.config.sample_size * scale
             channels = pipe.unet.config.in_channels
         else:
-            default = (getattr(pipe, "default_sample_size", None) or pipe.transformer.config.sample_size) * scale
+            default = self.default_size or (
+                (getattr(pipe, "default_sample_size", None) or pipe.transformer.config.sample_size) * scale
+            )
             channels = pipe.transformer.config.in_channels
         height, width = int(height or default), int(width or default)
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
@@ -88,7 +103,7 @@ class Family:
         if self.latents == "unet" or not config.get("use_dynamic_shifting"):
             return {}
         _, _, rows, columns = self.noise_shape(pipe, height, width)
-        patch = 2 if self.latents == "packed" else pipe.transformer.config.patch_size
+        patch = 2 if self.latents == "packed" else self.patch or pipe.transformer.config.patch_size
         if self.shift_rule == "cogview4":  # its own rule: the square root of the token count's ratio
             from diffusers.pipelines.cogview4.pipeline_cogview4 import calculate_shift as cogview4_shift
 
@@ -110,20 +125,37 @@ class Family:
     def unguided(self, pipe: Any) -> str | None:
         """None when ``guidance_scale`` does something; else why not (FLUX.1-schnell embeds no guidance)."""
         transformer = getattr(pipe, "transformer", None)
-        if transformer is None or transformer.config.get("guidance_embeds", True):
+        if not self.distilled or transformer is None or transformer.config.get("guidance_embeds", True):
             return None
         return f"this {self.name} model has no guidance: its transformer embeds none (as schnell's); leave guidance out"
 
-    def token_count(self, pipe: Any, prompt: str) -> int:
-        """How many tokens `prompt` takes in the pipeline's reading tokenizer, up to its window."""
-        tokenizer, window = self.prompt_window(pipe)
-        return min(len(tokenizer(prompt).input_ids), window)
+    def check_sequence(self, pipe: Any, max_sequence_length: int | None) -> None:
+        """Refuse a ``--max-sequence-length`` the family has no use for, or past what its pipeline reads."""
+        if max_sequence_length is None:
+            return
+        if self.max_sequence is None:
+            raise ValueError(
+                f"{type(pipe).__name__} reads a fixed number of CLIP tokens: --max-sequence-length is for the T5 "
+                "and LLM text encoders of FLUX.1, SD3, Qwen-Image, Z-Image, Chroma and CogView4"
+            )
+        if not 1 <= max_sequence_length <= self.max_sequence:
+            raise ValueError(
+                f"max sequence length must be from 1 to {self.max_sequence} for {self.name}, not {max_sequence_length}"
+            )
 
-    def prompt_window(self, pipe: Any) -> tuple[Any, int]:
-        """The tokenizer whose window bounds what the model reads of a prompt, and that window in tokens."""
-        name, window = self.reader
+    def token_count(self, pipe: Any, prompt: str, window: int | None = None) -> int:
+        """How many tokens `prompt` takes in the pipeline's reading tokenizer, up to its window (or `window`)."""
+        tokenizer, own = self.prompt_window(pipe)
+        return min(len(tokenizer(prompt).input_ids), window or own)
+
+    def prompt_window(self, pipe: Any, window: int | None = None) -> tuple[Any, int]:
+        """The tokenizer whose window bounds what the model reads of a prompt, and that window in tokens.
+
+        `window` is a ``max_sequence_length`` the user gave, which replaces the family's default.
+        """
+        name, default = self.reader
         tokenizer = getattr(pipe, name, None)
-        return tokenizer, window or getattr(tokenizer, "model_max_length", 0)
+        return tokenizer, window or default or getattr(tokenizer, "model_max_length", 0)
 
 
 def _both(name: str) -> tuple[str, str]:
@@ -140,6 +172,7 @@ FAMILIES = (
         latents="transformer",
         reader=("tokenizer_3", 256),  # T5 reads 256 tokens by default; CLIP's 77 are a part of the sequence
         weights=False,
+        max_sequence=512,
     ),
     Family(
         "FLUX.1",
@@ -149,10 +182,44 @@ FAMILIES = (
         embeddings="text_encoder_2",
         reader=("tokenizer_2", 512),  # T5; CLIP gives only the pooled embedding
         weights=False,
-        negative="FluxPipeline ignores a negative prompt (distilled guidance, no second pass): leave it out",
+        negative=(
+            "FLUX.1 ignores a negative prompt without true CFG (its guidance is distilled): pass --true-cfg above 1 "
+            "(a second pass each step) or leave the negative prompt out"
+        ),
+        distilled=True,
+        true_cfg=True,
+        max_sequence=512,
     ),
     Family(
-        "Chroma", _both("Chroma"), "ChromaImg2ImgPipeline", latents="packed", reader=("tokenizer", 512), weights=False
+        "Qwen-Image",
+        _both("QwenImage"),
+        "QwenImageImg2ImgPipeline",
+        latents="packed",
+        reader=("tokenizer", 512),
+        weights=False,
+        guidance="true_cfg_scale",  # its CFG; guidance_scale is for guidance-distilled checkpoints (none yet)
+        max_sequence=1024,
+    ),
+    Family(
+        "Z-Image",
+        _both("ZImage"),
+        "ZImageImg2ImgPipeline",
+        latents="transformer",
+        reader=("tokenizer", 512),
+        weights=False,
+        float32_noise=True,
+        max_sequence=512,
+        default_size=1024,
+        patch=2,
+    ),
+    Family(
+        "Chroma",
+        _both("Chroma"),
+        "ChromaImg2ImgPipeline",
+        latents="packed",
+        reader=("tokenizer", 512),
+        weights=False,
+        max_sequence=512,
     ),
     Family(
         "CogView4",
@@ -164,6 +231,7 @@ FAMILIES = (
         pads_to_longest=True,  # with no attention mask: a short prompt beside a long one changes by ~110 levels
         float32_noise=True,
         shift_rule="cogview4",
+        max_sequence=1024,
     ),
 )
 """The families nbbatch knows, by their pipelines' class names."""

@@ -1,4 +1,4 @@
-"""The built-in offline pipelines: tiny SD 1.x-, SDXL-, SD3-, FLUX.1- and Chroma-style models with random weights.
+"""The built-in offline pipelines: tiny models of every family nbbatch knows, with random weights.
 
 They exist so that the demo and the tests run the real diffusers code (tokenizer, text
 encoders, UNet, VAE, scheduler, `from_pretrained`) with no download. The weights are
@@ -26,6 +26,8 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-sd3": "sd3",
     "nbbatch:tiny-chroma": "chroma",
     "nbbatch:tiny-cogview4": "cogview4",
+    "nbbatch:tiny-qwen-image": "qwen-image",
+    "nbbatch:tiny-z-image": "z-image",
 }
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
@@ -64,7 +66,7 @@ def _share(folder: Path) -> None:
 
 
 def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
-    """Build a tiny pipeline in memory: ``"sd"`` (StableDiffusionPipeline) or ``"sdxl"``.
+    """Build a tiny pipeline in memory: ``"sd"`` (StableDiffusionPipeline), ``"sdxl"``, or a transformer family's.
 
     The weights come from a fixed seed, so every build is the same; the global
     random state of torch is left as it was.
@@ -73,7 +75,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4"):
+    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image"):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
@@ -159,8 +161,11 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     shifts by the image's size); ``flux-schnell``: no guidance embedding, a static shift;
     ``sd3``: SD3.5 (two CLIPs + T5, unpacked latents, shift 3); ``chroma``: T5 alone,
     packed latents, real CFG; ``cogview4``: a GLM encoder that pads every prompt to the
-    batch's longest, on the left, with no mask, and its own dynamic shift. Every VAE has four
-    blocks, so it scales by 8 as the real ones.
+    batch's longest, on the left, with no mask, and its own dynamic shift; ``qwen-image``: a
+    Qwen2.5-VL encoder under its chat template, packed latents, true CFG and Qwen-Image's own
+    causal VAE (Wan's latent statistics) and exponential dynamic shift; ``z-image``: a Qwen3
+    encoder through a chat template, unpacked latents drawn in float32. Every VAE scales by 8
+    as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -200,6 +205,10 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         )
         if kind == "cogview4":
             return _cogview4(vae)
+        if kind == "qwen-image":
+            return _qwen_image()
+        if kind == "z-image":
+            return _z_image(vae)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
@@ -358,6 +367,139 @@ def _cogview4(vae: Any) -> DiffusionPipeline:
     return CogView4Pipeline(
         tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
+
+
+def _qwen_image() -> DiffusionPipeline:
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = qwen_tokenizer()
+    token = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config={
+            **_qwen_text(tokenizer),
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
+        },
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 32},
+        image_token_id=token("<|image_pad|>"),
+        video_token_id=token("<|video_pad|>"),
+        vision_start_token_id=token("<|vision_start|>"),
+        vision_end_token_id=token("<|vision_end|>"),
+    )
+    vae = AutoencoderKLQwenImage(  # three downsamplings: scales by 8; Wan's latent mean and std by default
+        base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=64,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 6, 6),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(  # Qwen-Image's own configuration
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+        use_dynamic_shifting=True,
+    )
+    return QwenImagePipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def _z_image(vae: Any) -> DiffusionPipeline:
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = qwen_tokenizer(chat=True)
+    encoder = Qwen3Model(Qwen3Config(**_qwen_text(tokenizer), head_dim=8))
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=32,
+        axes_dims=[4, 6, 6],
+        axes_lens=[1024, 64, 64],
+    )
+    scheduler = _flow_scheduler(dynamic=False, shift=3.0)  # Z-Image-Turbo's static shift
+    return ZImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer, transformer=transformer
+    )
+
+
+def _qwen_text(tokenizer: Any) -> dict[str, Any]:
+    """A two-layer Qwen text model of width 32 over `tokenizer`'s vocabulary."""
+    token = tokenizer.convert_tokens_to_ids
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "bos_token_id": token("<|endoftext|>"),
+        "eos_token_id": token("<|im_end|>"),
+        "pad_token_id": token("<|endoftext|>"),
+    }
+
+
+QWEN_CHAT = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""The part of Qwen's chat template a text-to-image pipeline uses: each message, then the assistant's turn."""
+
+
+def qwen_tokenizer(chat: bool = False) -> Any:
+    """A Qwen-style tokenizer: byte-level BPE with no merges, Qwen's special tokens, padding on the right.
+
+    Written to ``tokenizer.json`` and loaded back as `PreTrainedTokenizerFast`; with `chat`, it
+    carries `QWEN_CHAT` as its chat template (Z-Image applies one to every prompt).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+    specials += ["<|image_pad|>", "<|video_pad|>"]
+    for special in specials:
+        vocab[special] = len(vocab)
+    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=specials[1:],
+    )
+    if chat:
+        tokenizer.chat_template = QWEN_CHAT
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=32768)
 
 
 def glm_tokenizer() -> Any:

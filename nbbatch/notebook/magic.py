@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 _SETTINGS = (
     "steps",
     "guidance",
+    "true_cfg",
     "width",
     "height",
     "strength",
@@ -51,6 +52,7 @@ _SETTINGS = (
     "variation_seed",
     "variation_strength",
     "clip_skip",
+    "max_sequence_length",
     "loras",
     "embeddings",
     "compile",
@@ -74,7 +76,11 @@ class BatchMagics(Magics):
     @argument("--seeds", "-s", help="seeds: 0-7, 3,17,42 or 0-3,10 (default 0-3)")
     @argument("--num", "-n", type=int, help="draw this many random seeds instead (they are shown and kept)")
     @argument("--steps", type=int, help="denoising steps (default 30)")
-    @argument("--guidance", "-g", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    @argument("--guidance", "-g", type=float, help="guidance scale as the model card uses it (default: the pipeline's)")
+    @argument("--true-cfg", type=float, metavar="SCALE", help="FLUX.1: real CFG beside its distilled guidance (>1)")
+    @argument(
+        "--max-sequence-length", type=int, metavar="N", help="tokens a T5/LLM text encoder reads (FLUX.1 512 max)"
+    )
     @argument("--width", type=int, help="image width, a multiple of 8 (default: the model's)")
     @argument("--height", type=int, help="image height, a multiple of 8 (default: the model's)")
     @argument("--negative", help="negative prompt, for every image")
