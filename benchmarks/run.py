@@ -79,8 +79,15 @@ def magic_shell():
     return shell
 
 
-SIDES = {"nbbatch:tiny-flux": 64, "nbbatch:tiny-sd3": 64, "nbbatch:tiny-chroma": 64, "nbbatch:tiny-cogview4": 64}
+SIDES = {
+    model: 64
+    for model in ("flux", "qwen-image", "sd3", "z-image", "chroma", "cogview4")
+    for model in [f"nbbatch:tiny-{model}"]
+}
 """Image sides of the transformer families' runs (their pipelines default to 1024 px); SD's own default is 32."""
+
+EMPTY_NEGATIVE = {"nbbatch:tiny-qwen-image"}
+"""Families whose CFG runs in diffusers only with a negative prompt, which nbbatch passes empty when none is given."""
 
 
 def overhead(model: str, repeats: int) -> dict:
@@ -93,6 +100,7 @@ def overhead(model: str, repeats: int) -> dict:
     cell = "\n".join(PROMPTS)
     side = SIDES.get(model)
     size = {"width": side, "height": side} if side else {}
+    raw = {"negative_prompt": [""] * len(prompts)} if model in EMPTY_NEGATIVE else {}
     flags = f" --width {side} --height {side}" if side else ""
 
     def magic(display: bool = True):
@@ -103,7 +111,7 @@ def overhead(model: str, repeats: int) -> dict:
 
     medians = interleaved(
         {
-            "diffusers": lambda: raw_call(pipe, prompts, seeds, num_inference_steps=4, **size),
+            "diffusers": lambda: raw_call(pipe, prompts, seeds, num_inference_steps=4, **size, **raw),
             "nbbatch.generate": lambda: nbbatch.generate(PROMPTS, "0-7", model=model, steps=4, **size),
             "%%batchgen --no-display": lambda: magic(display=False),
             "%%batchgen (display on)": magic,
@@ -373,7 +381,8 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             "**Model families** (the same 64 images at 64x64, 4 steps, one call; ratio to diffusers; the 8 prompts",
-            "have one token length, so CogView4, which nbbatch runs one token length per call, is one call too)",
+            "have one token length, so CogView4, which nbbatch runs one token length per call, is one call too;",
+            "Qwen-Image's diffusers call is given the empty negative prompts that nbbatch passes to run its CFG)",
             "",
             "| pipeline | way | seconds | ratio |",
             "| --- | --- | ---: | ---: |",
