@@ -8,8 +8,9 @@ packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder t
 prompt to the batch's longest with no mask, its own shift rule, float32 noise, no image-to-image
 pipeline), ``nbbatch:tiny-qwen-image`` Qwen-Image's (a Qwen2.5-VL encoder, packed latents, its own
 VAE and shift, CFG as ``true_cfg_scale``), ``nbbatch:tiny-z-image`` Z-Image's (a Qwen3 encoder
-under a chat template, float32 noise). Each test is named by the feature and parametrized by the
-family, so a failure says which cell of the matrix broke.
+under a chat template, float32 noise), ``nbbatch:tiny-lumina2`` Lumina 2's (Gemma 2 under its
+system prompt, no image-to-image pipeline). Each test is named by the feature and parametrized by
+the family, so a failure says which cell of the matrix broke.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Case:
     guidance: bool = True
     cfg: str = "guidance_scale"
     """The call argument nbbatch's guidance sets (Qwen-Image's CFG is ``true_cfg_scale``)."""
+    long: str = ""
+    """A long prompt the family reads whole (default `LONG`)."""
     raw: tuple[tuple[str, str], ...] = ()
     """What a raw call adds to do what nbbatch does by default (Qwen-Image: an empty negative turns its CFG on)."""
 
@@ -57,6 +60,7 @@ CASES = {
         raw=(("negative_prompt", ""),),
     ),
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
+    "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -80,7 +84,7 @@ def raw_pipeline(model: str):
 
 def test_batch_of_prompts_of_other_lengths_and_sizes_equals_diffusers_alone(case):
     negative = {"negative_prompt": "blurry"} if case.negative else {}
-    made = nbbatch.generate(["a red cat", LONG], [1, 2], model=case.model, **SIZE, **negative)
+    made = nbbatch.generate(["a red cat", case.long or LONG], [1, 2], model=case.model, **SIZE, **negative)
     assert [item.params["pipeline"] for item in made] == [case.pipeline] * 4
     for item in made:
         alone = direct_call(case.model, item.prompt, item.seed, **RAW, **{**dict(case.raw), **negative})
@@ -187,7 +191,14 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
 
 
 @pytest.mark.parametrize(
-    ("kind", "factors"), [("flux", "FLUX"), ("chroma", "FLUX"), ("sd3", "SD3"), ("z-image", "FLUX")]
+    ("kind", "factors"),
+    [
+        ("flux", "FLUX"),
+        ("chroma", "FLUX"),
+        ("sd3", "SD3"),
+        ("z-image", "FLUX"),
+        ("lumina2", "FLUX"),
+    ],
 )
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
     """The last preview is the published factors applied to the latents the VAE decodes (unpacked where packed)."""
@@ -338,3 +349,12 @@ def test_the_magic_takes_true_cfg_and_max_sequence_length(shell):
         "nbbatch:tiny-flux", "a red cat", 1, true_cfg_scale=2.5, max_sequence_length=16, negative_prompt="blurry", **RAW
     )
     assert max_difference(item.image, expected) <= 1
+
+
+def test_lumina2_reads_its_system_prompt_first_so_a_prompt_is_cut_sooner_and_the_warning_says_so():
+    model = "nbbatch:tiny-lumina2"
+    with pytest.warns(UserWarning, match=r"is cut off \(Lumina2Pipeline: 256 tokens is the most it reads\)") as caught:
+        made = nbbatch.generate([LONG, LONG + " in red"], [1], model=model, **SIZE)
+    cut = str(caught[0].message).split("' is cut off")[0].rsplit("'", 1)[-1]
+    assert LONG.strip().endswith(cut) and len(cut) > 100, "the system prompt's tokens count against the window"
+    assert max_difference(made[0].image, made[1].image) == 0, "what is cut off changes nothing"

@@ -374,8 +374,13 @@ def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None 
         tokenizer, read = family.prompt_window(pipe, window)
         cut = None if weights else cut_text(tokenizer, read, text)
         if cut:
-            more = family.max_sequence is not None and read < family.max_sequence
-            how = f"raise --max-sequence-length (up to {family.max_sequence})" if more else "no long-prompt support"
+            asked = window or family.reader[1] or read
+            if family.max_sequence is None:
+                how = "no long-prompt support"
+            elif asked < family.max_sequence:
+                how = f"raise --max-sequence-length (up to {family.max_sequence})"
+            else:
+                how = f"{asked} tokens is the most it reads"
             warnings.warn(
                 f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "
                 f"({type(pipe).__name__}: {how})",

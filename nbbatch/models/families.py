@@ -55,6 +55,8 @@ class Family:
     default_size: int | None = None
     patch: int | None = None
     """The transformer's patch side where its config names it otherwise (Z-Image's ``all_patch_size``)."""
+    prefix: tuple[str, str] | None = None
+    """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -155,7 +157,11 @@ class Family:
         """
         name, default = self.reader
         tokenizer = getattr(pipe, name, None)
-        return tokenizer, window or default or getattr(tokenizer, "model_max_length", 0)
+        window = window or default or getattr(tokenizer, "model_max_length", 0)
+        if self.prefix is not None and tokenizer is not None:  # the part of the window the prefix takes
+            attribute, between = self.prefix
+            window -= len(tokenizer(getattr(pipe, attribute, "") + between, add_special_tokens=False).input_ids)
+        return tokenizer, max(window, 2)
 
 
 def _both(name: str) -> tuple[str, str]:
@@ -220,6 +226,16 @@ FAMILIES = (
         reader=("tokenizer", 512),
         weights=False,
         max_sequence=512,
+    ),
+    Family(
+        "Lumina 2",
+        ("Lumina2Pipeline",),
+        None,
+        latents="transformer",
+        reader=("tokenizer", 256),
+        weights=False,
+        max_sequence=256,  # its caption positions: the real transformer's rotary table holds 300
+        prefix=("system_prompt", " <Prompt Start> "),
     ),
     Family(
         "CogView4",

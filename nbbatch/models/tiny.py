@@ -28,6 +28,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-cogview4": "cogview4",
     "nbbatch:tiny-qwen-image": "qwen-image",
     "nbbatch:tiny-z-image": "z-image",
+    "nbbatch:tiny-lumina2": "lumina2",
 }
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
@@ -75,7 +76,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image"):
+    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image", "lumina2"):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
@@ -164,8 +165,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     batch's longest, on the left, with no mask, and its own dynamic shift; ``qwen-image``: a
     Qwen2.5-VL encoder under its chat template, packed latents, true CFG and Qwen-Image's own
     causal VAE (Wan's latent statistics) and exponential dynamic shift; ``z-image``: a Qwen3
-    encoder through a chat template, unpacked latents drawn in float32. Every VAE scales by 8
-    as the real ones.
+    encoder through a chat template, unpacked latents drawn in float32; ``lumina2``: a Gemma 2
+    encoder under its system prompt. Every VAE scales by 8 as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -209,6 +210,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _qwen_image()
         if kind == "z-image":
             return _z_image(vae)
+        if kind == "lumina2":
+            return _lumina2(vae)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
@@ -446,6 +449,66 @@ def _z_image(vae: Any) -> DiffusionPipeline:
     return ZImagePipeline(
         scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer, transformer=transformer
     )
+
+
+def _lumina2(vae: Any) -> DiffusionPipeline:
+    from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = gemma_tokenizer()
+    encoder = Gemma2Model(
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    transformer = Lumina2Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        hidden_size=32,
+        num_layers=1,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=2,
+        multiple_of=16,
+        axes_dim_rope=(4, 6, 6),
+        axes_lens=(1024, 64, 64),
+        cap_feat_dim=32,
+    )
+    scheduler = _flow_scheduler(dynamic=False, shift=6.0)  # Lumina-Image 2.0's static shift
+    return Lumina2Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer
+    )
+
+
+def gemma_tokenizer() -> Any:
+    """A Gemma-style tokenizer: byte-level BPE with no merges, ``<bos>`` first, padding on the right."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
+    for special in ("<pad>", "<eos>", "<bos>", "<unk>"):
+        vocab[special] = len(vocab)
+    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.decoder = decoders.ByteLevel()
+    model.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=8192)
 
 
 def _qwen_text(tokenizer: Any) -> dict[str, Any]:
