@@ -358,3 +358,75 @@ def test_lumina2_reads_its_system_prompt_first_so_a_prompt_is_cut_sooner_and_the
     cut = str(caught[0].message).split("' is cut off")[0].rsplit("'", 1)[-1]
     assert LONG.strip().endswith(cut) and len(cut) > 100, "the system prompt's tokens count against the window"
     assert max_difference(made[0].image, made[1].image) == 0, "what is cut off changes nothing"
+
+
+def tiny_pixart(folder):
+    """A tiny PixArt-Σ pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from nbbatch.models.tiny import unigram_tokenizer
+
+    tokenizer = unigram_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )  # fmt: skip
+        vae = AutoencoderKL(
+            block_out_channels=(8,) * 4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            norm_num_groups=4,
+        )
+        transformer = PixArtTransformer2DModel(
+            sample_size=32, num_layers=1, attention_head_dim=8, num_attention_heads=2, in_channels=4,
+            out_channels=8, cross_attention_dim=16, caption_channels=32, norm_num_groups=4,
+        )  # fmt: skip
+        PixArtSigmaPipeline(
+            tokenizer=tokenizer,
+            text_encoder=T5EncoderModel(config),
+            vae=vae,
+            transformer=transformer,
+            scheduler=DPMSolverMultistepScheduler(),
+        ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_an_unchecked_family_runs_with_a_warning_and_equals_diffusers_alone(tmp_path):
+    from nbbatch.models import families
+
+    model = tiny_pixart(tmp_path / "pixart")
+    families._warned.discard("PixArtSigmaPipeline")
+    with pytest.warns(UserWarning, match=r"^PixArtSigmaPipeline runs with nbbatch's generic rules"):
+        made = nbbatch.generate(["a red cat", LONG], [1, 2], model=model, **SIZE)
+    pipe = raw_pipeline(model)
+    for item in made:
+        alone = pipe(item.prompt, generator=torch.Generator().manual_seed(item.seed), **RAW).images[0]
+        assert max_difference(item.image, alone) <= 1
+    with pytest.raises(ValueError, match=r"^variation seeds need PixArtSigmaPipeline's own family rules"):
+        nbbatch.generate("a red cat", [1], model=model, variation_seed=3, variation_strength=0.5, **SIZE)
+
+
+def test_a_pipeline_of_no_family_nbbatch_knows_is_refused_in_one_line_before_the_last_one_leaves(tmp_path):
+    import json
+    import shutil
+
+    from nbbatch.models.pipelines import _cache
+
+    folder = tmp_path / "pag"
+    shutil.copytree(builtin_path("nbbatch:tiny-sd"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPAGPipeline"}))
+    nbbatch.generate("a red cat", [1], model="nbbatch:tiny-sd", steps=2, width=32, height=32)
+    loaded = dict(_cache)
+    with pytest.raises(ValueError, match="^nbbatch does not know") as error:
+        nbbatch.generate("a red cat", [1], model=str(folder), steps=2, width=32, height=32)
+    message = str(error.value)
+    assert message.startswith(
+        "nbbatch does not know the StableDiffusionPAGPipeline family yet: it runs Stable Diffusion"
+    )
+    assert "Qwen-Image" in message and "\n" not in message
+    assert _cache == loaded, "the pipeline loaded before stays loaded"

@@ -27,7 +27,7 @@ from nbbatch.core.item import Item
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
-from nbbatch.models.families import family_of
+from nbbatch.models.families import GENERIC, family_of
 from nbbatch.models.pipelines import (
     Loaded,
     apply_memory_options,
@@ -328,6 +328,8 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
     family = family_of(pipe)
+    if family is GENERIC and settings.variation_seed is not None and type(pipe).__name__ != "StableDiffusionPipeline":
+        raise ValueError(f"variation seeds need {type(pipe).__name__}'s own family rules, which nbbatch lacks yet")
     if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
         raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
@@ -338,7 +340,7 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
     previewer = None
-    if loaded.latent_map is not None:
+    if loaded.latent_map is not None and family is not GENERIC:
         shape = family.noise_shape(pipe, height, width)
         unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)

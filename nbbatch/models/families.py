@@ -15,6 +15,7 @@ latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -253,7 +254,34 @@ FAMILIES = (
 """The families nbbatch knows, by their pipelines' class names."""
 
 GENERIC = Family("generic", (), None)
-"""Pipelines of no known family: the SD rules, where they apply."""
+"""The rules of `UNCHECKED` pipelines: the SD rules, where they apply."""
+
+UNCHECKED = ("SanaPipeline", "PixArtSigmaPipeline", "AuraFlowPipeline")
+"""Pipelines that run with the generic rules (batches, refine, save and code match diffusers) though their
+own family is not written yet: variation seeds, previews and image-to-image may not work on them."""
+
+_warned: set[str] = set()
+
+
+def check_family(pipe: Any) -> None:
+    """Refuse, in one line, a pipeline of no family nbbatch knows; warn once of one it runs with generic rules."""
+    if family_of(pipe) is not GENERIC:
+        return
+    name = type(pipe).__name__
+    if name in UNCHECKED:
+        if name not in _warned:
+            _warned.add(name)
+            warnings.warn(
+                f"{name} runs with nbbatch's generic rules (its own family is not written yet): batches, refine "
+                "and code export match diffusers; variation seeds, step previews and image-to-image may not work",
+                UserWarning,
+                stacklevel=2,
+            )
+        return
+    known = ", ".join(family.name for family in FAMILIES)
+    raise ValueError(
+        f"nbbatch does not know the {name} family yet: it runs {known} (and, unchecked, {', '.join(UNCHECKED)})"
+    )
 
 
 def family_of(pipe: Any) -> Family:

@@ -19,7 +19,7 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
-from nbbatch.models.families import family_of
+from nbbatch.models.families import check_family, family_of
 from nbbatch.models.previews import LatentMap, latent_map
 from nbbatch.models.quiet import quiet_loading
 from nbbatch.models.standins import STANDINS, build_pipeline
@@ -293,6 +293,7 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
             notes: dict[str, Any] = {"latent_rgb": None}  # random weights: no colours to preview
         else:
             pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last one stays
+            check_family(pipe)  # a pipeline nbbatch cannot run is refused here, before the last one leaves
             clear_cache()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
             notes = model_notes(source)
         place(pipe, placement, settings.offload)
