@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from nbbatch.formats.png import read_items
 from nbbatch.formats.trust import settings_to_remake
 from nbbatch.models.backend import execute
 from nbbatch.scale.workers import RayRunner
+from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,10 +43,10 @@ def plan(
 
     Takes `generate`'s arguments; the command line's sweeps plan with it too.
     """
-    known = {field.name for field in dataclasses.fields(Settings)}
-    unknown = sorted(set(settings) - known)
+    known = [setting.name for setting in SETTINGS if setting.name != "model"]
+    unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(sorted(known))}")
+        raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(known)}")
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(
         prompts,
@@ -83,11 +83,8 @@ def generate(
     seeds instead. `images` makes it image-to-image (one per prompt, or one for all: PIL
     images, HxWx3 uint8 or 0-1 float arrays, or tensors). `x`, `y` and `z` make an X/Y/Z
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
-    ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are `Settings` fields
-    (steps, guidance, true_cfg, width, height, strength, scheduler, dtype, device,
-    generator_device, batch_size, offload, vae_tiling, variant, variation_seed,
-    variation_strength, clip_skip, max_sequence_length, loras, embeddings, compile,
-    channels_last, fuse_qkv). `on_progress` is called
+    ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are the settings of
+    `nbbatch.settings.SETTINGS` (`Settings` fields): SETTING_NAMES. `on_progress` is called
     at every step; `on_preview` gets step previews of the images in flight (a `Preview`:
     positions in the batch, step, PIL pictures; at most four a second, for models whose
     latents have known colours), unless `preview` is False. A cancel or interrupt returns
@@ -105,6 +102,11 @@ def generate(
     runner = execute if workers is None else RayRunner(workers, ray_address)
     shown = on_preview if preview else None
     return run_batch(settings, jobs, on_progress=on_progress, cancel=cancel, on_preview=shown, runner=runner)
+
+
+generate.__doc__ = (generate.__doc__ or "").replace(
+    "SETTING_NAMES", ", ".join(setting.name for setting in SETTINGS if setting.name != "model")
+)
 
 
 def load(path: str | os.PathLike) -> BatchResult:

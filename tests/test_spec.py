@@ -3,6 +3,7 @@ import re
 import pytest
 from PIL import Image
 
+import nbbatch
 from nbbatch.core.spec import Settings, build_jobs, parse_prompt_lines, prepare_images
 
 
@@ -106,3 +107,8 @@ def test_input_images_are_resized_to_the_asked_size_or_cut_to_multiples_of_8():
         prepare_images([Image.new("RGB", (16, 16)), Image.new("RGB", (32, 32))], None, None)
     with pytest.raises(ValueError, match="input image 0 is a str"):
         prepare_images(["cat.png"], None, None)
+
+
+def test_a_width_alone_sets_the_width_of_a_text_to_image_batch():
+    settings, jobs = nbbatch.plan("a red cat", [0], width=64)
+    assert (settings.width, settings.height, len(jobs)) == (64, None, 1)

@@ -20,24 +20,14 @@ from typing import Any
 from nbbatch.core.attention import check_text
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX
 from nbbatch.core.spec import Job, Settings
+from nbbatch.settings import AXIS_KINDS
 
 LETTERS = ("x", "y", "z")
 
 _INT, _FLOAT, _TEXT = "int", "float", "text"
-AXES: dict[str, str] = {
-    "steps": _INT,
-    "guidance": _FLOAT,
-    "scheduler": _TEXT,
-    "strength": _FLOAT,
-    "size": _TEXT,
-    "width": _INT,
-    "height": _INT,
-    "seed": _INT,
-    "variation_seed": _INT,
-    "variation_strength": _FLOAT,
-    "prompt": _TEXT,
-}
-"""Axis names (the setting, or job field, each changes) and the kind of their values."""
+AXES: dict[str, str] = {**AXIS_KINDS, "size": _TEXT, "seed": _INT, "prompt": _TEXT}
+"""Axis names (the setting, or job field, each changes) and the kind of their values: the settings table's
+axes, then width and height together, the seed and the prompt."""
 
 _ALIASES = {"cfg": "guidance", "cfg_scale": "guidance", "sampler": "scheduler", "denoising_strength": "strength"}
 _NUMBER = r"\d+(?:\.\d*)?|\.\d+"

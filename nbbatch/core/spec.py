@@ -421,7 +421,7 @@ def make_jobs(
     if images:
         settings.image_to_image_steps()
     check_variation(settings, image_to_image=bool(images))
-    prepared = prepare_images(images, settings.width, settings.height)
+    prepared = prepare_images(images, settings.width, settings.height) if images else ()
     return build_jobs(expanded, seed_list, negative_prompt, prepared)
 
 

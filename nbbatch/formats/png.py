@@ -41,6 +41,7 @@ from nbbatch.core.spec import MAX_SIDE, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
 from nbbatch.formats.record import RECORD_VERSION, is_plain_name, parse_record
 from nbbatch.models.pipelines import schedule_name
+from nbbatch.settings import PLOT_TYPES
 
 INDEX = "index.jsonl"
 SAMPLERS = {
@@ -115,19 +116,7 @@ def _hashes(records: Sequence[Mapping[str, Any]], key: str) -> str | None:
     return ", ".join(f"{r[key]}: {r['hash']}" for r in records if r.get("hash")) or None
 
 
-AXIS_TYPES = {
-    "steps": "Steps",
-    "guidance": "CFG Scale",
-    "scheduler": "Sampler",
-    "strength": "Denoising",
-    "seed": "Seed",
-    "variation_seed": "Var. seed",
-    "variation_strength": "Var. strength",
-    "prompt": "Prompt S/R",
-    "size": "Size",
-    "width": "Width",
-    "height": "Height",
-}
+AXIS_TYPES = {**PLOT_TYPES, "seed": "Seed", "prompt": "Prompt S/R", "size": "Size"}
 """Axis names and the ``X Type`` A1111's X/Y/Z plot writes for them."""
 
 

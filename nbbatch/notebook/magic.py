@@ -21,12 +21,13 @@ from IPython.display import display
 from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
-from nbbatch.core.spec import DEFAULT_MODEL, Settings, choose_seeds, make_jobs, parse_prompt_lines
+from nbbatch.core.spec import Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
 from nbbatch.models.backend import execute
 from nbbatch.notebook.live import ProgressDisplay
 from nbbatch.scale.workers import RayRunner
+from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -36,29 +37,12 @@ if TYPE_CHECKING:
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
 
-_SETTINGS = (
-    "steps",
-    "guidance",
-    "true_cfg",
-    "width",
-    "height",
-    "strength",
-    "scheduler",
-    "dtype",
-    "device",
-    "generator_device",
-    "batch_size",
-    "variant",
-    "variation_seed",
-    "variation_strength",
-    "clip_skip",
-    "max_sequence_length",
-    "loras",
-    "embeddings",
-    "compile",
-    "channels_last",
-    "fuse_qkv",
-)
+
+def settings_arguments(magic: Any) -> Any:
+    """The magic's options for every row of the settings table (`nbbatch.settings.SETTINGS`), in its order."""
+    for setting in reversed(SETTINGS):
+        magic = argument(*setting.option_strings, **setting.argparse_options())(magic)
+    return magic
 
 
 @magics_class
@@ -70,56 +54,11 @@ class BatchMagics(Magics):
         self.last: BatchResult | None = None
 
     @magic_arguments()
-    @argument(
-        "--model", "-m", help=f"model id, local folder or built-in name (default {DEFAULT_MODEL} or $NBBATCH_MODEL)"
-    )
+    @settings_arguments
     @argument("--seeds", "-s", help="seeds: 0-7, 3,17,42 or 0-3,10 (default 0-3)")
     @argument("--num", "-n", type=int, help="draw this many random seeds instead (they are shown and kept)")
-    @argument("--steps", type=int, help="denoising steps (default 30)")
-    @argument("--guidance", "-g", type=float, help="guidance scale as the model card uses it (default: the pipeline's)")
-    @argument("--true-cfg", type=float, metavar="SCALE", help="FLUX.1: real CFG beside its distilled guidance (>1)")
-    @argument(
-        "--max-sequence-length", type=int, metavar="N", help="tokens a T5/LLM text encoder reads (FLUX.1 512 max)"
-    )
-    @argument("--width", type=int, help="image width, a multiple of 8 (default: the model's)")
-    @argument("--height", type=int, help="image height, a multiple of 8 (default: the model's)")
     @argument("--negative", help="negative prompt, for every image")
     @argument("--image", help="image-to-image: a variable holding an image or a list (one per prompt), or a file")
-    @argument("--strength", type=float, help="image-to-image strength, above 0 to 1 (default 0.8; 0.3 with --vary)")
-    @argument(
-        "--scheduler",
-        help="euler, euler-a, ddim, dpm++2m, dpm++2m-sde, unipc, heun, pndm, lms or a diffusers class name; "
-        "add -karras, -exponential or -beta for the schedule (dpm++2m-karras)",
-    )
-    @argument("--batch-size", help="images per pipeline call, or auto (halves on out-of-memory; default: all)")
-    @argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), help="auto: fp16 on CUDA, fp32 on CPU")
-    @argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    @argument("--generator-device", help="where the per-image generators live: cpu (default) or cuda")
-    @argument("--variant", help="weight files to load, e.g. fp16 (half the download, where the model has them)")
-    @argument("--offload", action="store_true", default=None, help="model CPU offload (needs CUDA; saves GPU memory)")
-    @argument("--vae-tiling", action="store_true", default=None, help="decode in tiles: less memory for large images")
-    @argument(
-        "--clip-skip", type=int, metavar="N", help="as A1111 counts: 1 the last CLIP layer (default), 2 the one before"
-    )
-    @argument(
-        "--lora",
-        dest="loras",
-        action="append",
-        metavar="PATH[:WEIGHT]",
-        help="a LoRA file or hub id, weight 1 unless given (repeat for more)",
-    )
-    @argument(
-        "--embedding",
-        dest="embeddings",
-        action="append",
-        metavar="PATH[:TOKEN]",
-        help="a textual-inversion file; prompts use it by its token (default: the file's name); repeatable",
-    )
-    @argument("--compile", action="store_true", default=None, help="regional torch.compile of the UNet (slow first)")
-    @argument("--channels-last", action="store_true", default=None, help="the UNet in channels-last memory format")
-    @argument("--fuse-qkv", action="store_true", default=None, help="fused query/key/value projections (diffusers)")
-    @argument("--variation-seed", type=int, metavar="SEED", help="blend each image's noise towards this seed's")
-    @argument("--variation-strength", type=float, metavar="W", help="how far: 0 (the seed's image) to 1 (default 0)")
     @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
     @argument("--y", metavar="NAME=VALUES", help="the grid's Y axis (rows)")
     @argument("--z", metavar="NAME=VALUES", help="the grid's Z axis (one table per value)")
@@ -262,15 +201,10 @@ class BatchMagics(Magics):
         if hasattr(builtins, args.out):
             print(f"note: --out {args.out} hides Python's built-in {args.out}() in this notebook")
         prompts = parse_prompt_lines(cell, self.shell.user_ns)
-        given = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
+        given = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+        given = {name: value for name, value in given.items() if value is not None}
         if "batch_size" in given and given["batch_size"] != "auto":
             given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
-        if args.offload:
-            given["offload"] = True
-        if args.vae_tiling:
-            given["vae_tiling"] = True
-        if args.model is not None:
-            given["model"] = args.model
         if args.save and args.autosave:
             raise ValueError("--save and --autosave do not go together: choose one")
         if args.refine is not None and args.vary is not None:
@@ -375,12 +309,9 @@ def _whole_number(flag: str, text: str) -> int:
 
 _OPTIONS = {
     "prompt_index": "--prompt-index",
-    "batch_size": "--batch-size",
-    "generator_device": "--generator-device",
-    "variation seed": "--variation-seed",
-    "variation strength": "--variation-strength",
-    "clip skip": "--clip-skip",
+    **{name: s.flag for s in SETTINGS if "_" in s.name for name in (s.name, s.name.replace("_", " "))},
 }
+"""Python keyword names, and the words a core error writes them as, with the magic option each is."""
 
 
 def _as_options(message: str) -> str:

@@ -84,6 +84,8 @@ class Panel:
         self.random = w.BoundedIntText(0, min=0, max=4096, description="or random")
         self.steps = w.BoundedIntText(steps, min=1, max=1000, description="steps")
         self.guidance = w.Text(description="guidance", placeholder="model default")
+        self.true_cfg = w.Text(description="true CFG", placeholder="off (FLUX.1)")
+        self.max_sequence_length = w.Text(description="max tokens", placeholder="model default")
         self.width = w.Text(description="width", placeholder="model default")
         self.height = w.Text(description="height", placeholder="model default")
         self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
@@ -147,6 +149,8 @@ class Panel:
             (self.wildcards, "wildcards"),
             (self.scheduler, "scheduler"),
             (self.clip_skip, "clip-skip"),
+            (self.true_cfg, "true-cfg"),
+            (self.max_sequence_length, "max-sequence-length"),
             (self.lora, "lora"),
             (self.lora_weight, "lora-weight"),
             (self.batch_size, "batch-size"),
@@ -167,6 +171,7 @@ class Panel:
                 w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
                 w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
                 w.HBox([self.model, self.scheduler, self.clip_skip, self.workers], layout=flow),
+                w.HBox([self.true_cfg, self.max_sequence_length], layout=flow),
                 w.HBox([self.lora, self.lora_weight], layout=flow),
                 w.HBox([self.upload, self.strength], layout=flow),
                 w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
@@ -398,10 +403,16 @@ class Panel:
             "steps": self.steps.value,
             "strength": self.strength.value,
         }
-        for name, widget in (("guidance", self.guidance), ("width", self.width), ("height", self.height)):
+        for name, widget, kind in (
+            ("guidance", self.guidance, float),
+            ("true_cfg", self.true_cfg, float),
+            ("width", self.width, int),
+            ("height", self.height, int),
+            ("max_sequence_length", self.max_sequence_length, int),
+        ):
             text = widget.value.strip()
             if text:
-                given[name] = _number(name, text, float if name == "guidance" else int)
+                given[name] = _number(name.replace("_", " "), text, kind)
         size = self.batch_size.value.strip().lower()
         if size and size != "all":
             given["batch_size"] = "auto" if size == "auto" else _number("batch size", size, int)
