@@ -196,7 +196,7 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.locator("button.nbbatch-refine").click()
 
     page.wait_for_function(
-        "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · refine 1')"
+        "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · r1')"
     )
     assert page.locator(".nbbatch-thumb").count() == 1
     assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")

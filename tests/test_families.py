@@ -97,7 +97,7 @@ def test_batch_of_prompts_of_other_lengths_and_sizes_equals_diffusers_alone(case
 def test_refine_keeps_the_starting_noise(case):
     made = nbbatch.generate("a red cat", [4, 5], model=case.model, **SIZE)
     refined = made.refine(5, "a green cat")[0]
-    assert refined.label == "seed 5 · refine 1"
+    assert refined.label == "seed 5 · r1"
     assert max_difference(refined.image, direct_call(case.model, "a green cat", 5, **RAW, **dict(case.raw))) <= 1
     assert made.verify(4) <= 1
 

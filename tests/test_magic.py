@@ -64,11 +64,11 @@ def test_refine_in_a_cell_makes_one_refinement_per_line_from_the_last_result(she
     batch = shell.user_ns["_batch"]
     run(shell, "--refine 5 --out refined", "a cottage\na cottage in snow, detailed")
     refined = shell.user_ns["refined"]
-    assert [item.label for item in refined] == ["seed 5 · refine 1"] * 2
+    assert [item.label for item in refined] == ["seed 5 · r1a", "seed 5 · r1b"]
     assert max_difference(refined[0].image, batch.by_seed(5).image) <= 1
     run(shell, "--refine 5 --from refined --prompt-index 1 --steps 5", "a cottage in snow at night")
     again = shell.user_ns["_batch"]
-    assert again[0].label == "seed 5 · refine 2" and again[0].params["num_inference_steps"] == 5
+    assert again[0].label == "seed 5 · r2" and again[0].params["num_inference_steps"] == 5
     assert [step.prompt for step in again[0].lineage()] == [
         "a cottage",
         "a cottage in snow, detailed",

@@ -195,7 +195,7 @@ def test_a_folder_with_refinements_and_two_saves_loads_every_image_with_parent_l
     with pytest.raises(ValueError, match=r"seed 5 has 4 images here \(batch, refine\): say which with origin"):
         loaded.by_seed(5)
     deepest = loaded.by_file("p00-s5-refine-1.png")
-    assert deepest.label == "seed 5 · refine 2"
+    assert deepest.label == "seed 5 · r2"
     assert [step.prompt for step in deepest.lineage()] == [
         "a lighthouse",
         "a lighthouse at night",

@@ -46,7 +46,7 @@ def outputs(notebook):
             ["refine-variations.png"],
             [
                 within_one("largest pixel difference from the original image:"),
-                "seed 5 · refine 2 | an orange square on a black background",
+                "seed 5 · r2 | an orange square on a black background",
             ],
         ),
     ],

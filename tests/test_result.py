@@ -55,10 +55,10 @@ def test_ancestral_scheduler_refinement_restores_the_whole_random_stream(model):
 
 def test_refinements_keep_their_lineage_and_the_same_generator_state(batch):
     first = batch.refine(4, ["a house on a hill, at dawn", "a house on a hill, in fog"], prompt_index=0)
-    assert [item.label for item in first] == ["seed 4 · refine 1", "seed 4 · refine 1"]
+    assert [item.label for item in first] == ["seed 4 · r1a", "seed 4 · r1b"]
     second = first.refine(4, "a house on a hill, in fog, oil painting", prompt_index=1)
     item = second[0]
-    assert item.label == "seed 4 · refine 2"
+    assert item.label == "seed 4 · r2"
     assert [step.prompt for step in second.lineage(4)] == [
         "a house on a hill",
         "a house on a hill, in fog",
@@ -67,7 +67,7 @@ def test_refinements_keep_their_lineage_and_the_same_generator_state(batch):
     assert item.state == batch.by_seed(4, prompt_index=0).state
     assert second.parent is first and first.parent is batch
     assert [group.title for group in second.groups()] == [
-        "refine of seed 4 · refine 1: a house on a hill, in fog, oil painting"
+        "refine of seed 4 · r1b: a house on a hill, in fog, oil painting"
     ]
 
 
@@ -159,3 +159,45 @@ def test_figure_titles_each_prompt_above_its_group_and_cuts_long_titles():
     assert text.get_text().startswith("prompt 0: a very long prompt") and text.get_text().endswith("…")
     assert len(text.get_text()) <= 3 * 14
     assert text.get_position()[1] > 1, "above the images, not below"
+
+
+def test_a_refinement_shows_its_story_the_original_first_then_each_refinement_captioned_by_what_changed(batch):
+    from nbbatch.core.grid import Group, make_grid
+
+    original = batch.by_seed(4, prompt_index=0)
+    refined = batch.refine(4, ["a house on a hill at dawn", "a house on a hill"], prompt_index=0, steps=6)
+    labels = ["seed 4", "seed 4 · r1a: +at +dawn, steps 4→6", "seed 4 · r1b: steps 4→6"]
+    row = [Group("the story of seed 4: a house on a hill", (0, 1, 2))]
+    expected = make_grid([original.image, *refined.images], labels, row, cell=64)
+    assert refined.grid(cell=64).tobytes() == expected.tobytes(), "one row: the original, then r1a and r1b"
+    deeper = refined.refine(4, "a house on a hill at dusk", prompt_index=0)
+    assert [item.label for item in deeper.lineage(4)] == ["seed 4", "seed 4 · r1a", "seed 4 · r2"]
+    story = make_grid(
+        [original.image, refined[0].image, deeper[0].image],
+        ["seed 4", labels[1], "seed 4 · r2: −dawn +dusk"],
+        row,
+        cell=64,
+    )
+    assert deeper.lineage(4).grid(cell=64).tobytes() == story.tobytes(), "a refine of a refine: the whole chain"
+
+
+def test_lineage_is_a_result_that_refines_and_saves_as_any_other(batch, tmp_path):
+    refined = batch.refine(3, "a boat at sea, at night", prompt_index=1)
+    chain = refined.lineage(3)
+    assert isinstance(chain, nbbatch.BatchResult) and [i.origin for i in chain] == ["batch", "refine"]
+    again = chain.refine(3, "a boat at sea, in a storm", prompt_index=1)  # prompt 1 of seed 3: the original
+    assert again[0].label == "seed 3 · r1" and again[0].parent is chain[0] and again.runner is batch.runner
+    assert len(chain.save(tmp_path, grid=False)) == 2
+
+
+def test_compare_shows_images_side_by_side_captioned_by_their_differences(batch):
+    from nbbatch.core.grid import Group, make_grid
+
+    more = batch.refine(5, "a boat at sea", prompt_index=1, steps=6, guidance=3.0)
+    compared = batch.compare(batch.by_seed(5, 1), more[0], batch.by_seed(6, 1))
+    labels = ["seed 5", "seed 5 · r1: steps 4→6, guidance default→3", "seed 6: same settings"]
+    group = [Group("compared with the first", (0, 1, 2))]
+    expected = make_grid([item.image for item in compared], labels, group, cell=64)
+    assert compared.grid(cell=64).tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="^compare needs two images or more"):
+        batch.compare(5)

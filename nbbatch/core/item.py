@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-EXTRAS = ("template", "choices", "template_seed", "axes")
+EXTRAS = ("template", "choices", "template_seed", "axes", "step")
 """The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
 
 
@@ -63,9 +63,13 @@ class Item:
 
     @property
     def label(self) -> str:
-        """The grid caption: ``seed 5``, ``seed 5 · refine 2``, ``seed 12 · vary of 5``, ``seed 5 · steps: 20``."""
+        """The grid caption: ``seed 5``, ``seed 5 · r2``, ``seed 12 · vary of 5``, ``seed 5 · steps: 20``.
+
+        A refinement is ``r`` and its depth, with a letter where one refine made several
+        (``r1a``, ``r1b``): distinct within the refinements of one image.
+        """
         if self.origin == "refine":
-            text = f"seed {self.seed} · refine {self.depth}"
+            text = f"seed {self.seed} · {self.params.get('step') or f'r{self.depth}'}"
         elif self.origin == "vary" and self.parent is not None:
             text = f"seed {self.seed} · vary of {self.parent.seed}"
         else:

@@ -8,6 +8,7 @@ raises `BatchError` (holding them) when a batch fails.
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import os
 import re
@@ -32,6 +33,7 @@ from nbbatch.core.grid import (
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings, choose_seeds
 from nbbatch.formats.trust import settings_to_remake
+from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,6 +130,8 @@ class BatchResult(Sequence[Item]):
         self.planned = tuple(planned)
         self.positions = tuple(range(len(self.items)) if positions is None else positions)
         self.runner = runner
+        self.compared = False
+        """Set by `compare`: its images show as one row, captioned by their differences from the first."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -218,9 +222,25 @@ class BatchResult(Sequence[Item]):
                 return item
         raise ValueError(f"no image here was loaded from {name!r}")
 
-    def lineage(self, seed: int, prompt_index: int | None = None) -> tuple[Item, ...]:
-        """The chain of items from the first image to the one with `seed`: each step's prompt is in it."""
-        return self.by_seed(seed, prompt_index).lineage()
+    def lineage(self, seed: int, prompt_index: int | None = None) -> BatchResult:
+        """The story of the image of `seed`: a result holding its chain, the first image first.
+
+        It shows as one row, each image captioned by what changed from the one before it.
+        """
+        chain = self.by_seed(seed, prompt_index).lineage()
+        return BatchResult(chain, chain[-1].settings, total=len(chain), placement=self.placement, runner=self.runner)
+
+    def compare(self, *picks: int | Item) -> BatchResult:
+        """Images side by side, each captioned by how its settings and prompt differ from the first's.
+
+        Give seeds of this result (or items, from any result): ``result.compare(3, 5)``.
+        """
+        if len(picks) < 2:
+            raise ValueError("compare needs two images or more: give their seeds or items")
+        items = [pick if isinstance(pick, Item) else self.by_seed(pick) for pick in picks]
+        compared = BatchResult(items, items[0].settings, total=len(items), placement=self.placement, runner=self.runner)
+        compared.compared = True
+        return compared
 
     def refine(
         self,
@@ -328,6 +348,9 @@ class BatchResult(Sequence[Item]):
         shown = self.items if limit is None else self.items[:limit]
         if any(item.cell for item in shown):
             return stack([make_table(*table, cell=cell) for table in _tables(shown)])
+        if self.compared or any(item.parent is not None for item in shown):
+            images, labels, groups = self._story(shown)
+            return make_grid(images, labels, groups, cell=cell, columns=columns)
         missing = self.not_made()
         if missing and (limit is None or self.total <= limit):
             labels = {n: item.label for n, item in zip(self.positions, self.items)}
@@ -338,6 +361,32 @@ class BatchResult(Sequence[Item]):
         return make_grid(
             [item.image for item in shown], [item.label for item in shown], groups, cell=cell, columns=columns
         )
+
+    def _story(self, shown: Sequence[Item]) -> tuple[list[Image.Image], list[str], list[Group]]:
+        """The story rows: each image that came from another after its whole chain, the first image first.
+
+        Images of one first image share a row (its refinements and variations in order);
+        each caption says what changed from the image before it in the chain. A comparison
+        is one row, each caption against the first image.
+        """
+        if self.compared:
+            first = shown[0]
+            labels = [first.label, *(_caption(item, first) for item in shown[1:])]
+            return [item.image for item in shown], labels, [Group("compared with the first", tuple(range(len(shown))))]
+        rows: dict[int, list[Item]] = {}
+        for item in shown:
+            chain = item.lineage()
+            row = rows.setdefault(id(chain[0]), [])
+            row.extend(step for step in chain if all(step is not kept for kept in row))
+        images: list[Image.Image] = []
+        labels: list[str] = []
+        groups = []
+        for row in rows.values():
+            start = len(images)
+            images.extend(item.image for item in row)
+            labels.extend(item.label if item.parent is None else _caption(item, item.parent) for item in row)
+            groups.append(Group(f"the story of seed {row[0].seed}: {row[0].prompt}", tuple(range(start, len(images)))))
+        return images, labels, groups
 
     def not_made(self) -> list[tuple[int, Job]]:
         """The planned jobs of a stopped batch that made no image, with their positions; none when complete."""
@@ -503,9 +552,11 @@ def refine_jobs(
         overrides = {**overrides, "width": width, "height": height}
     settings = settings_to_remake(item, overrides, allow_download)
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
+    step = f"r{item.depth + 1}"
+    letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(prompts))] if len(prompts) > 1 else [""]
     jobs = tuple(
-        Job(text, item.seed, index, negative, item.init_image, item.state, item, "refine")
-        for index, text in enumerate(prompts)
+        Job(text, item.seed, index, negative, item.init_image, item.state, item, "refine", extra={"step": step + mark})
+        for index, (text, mark) in enumerate(zip(prompts, letters))
     )
     return settings, jobs
 
@@ -601,6 +652,33 @@ def _firsts(items: Sequence[Item], letter: str) -> list[Item]:
 
 def _header(cell: tuple[str, Any] | None) -> str:
     return "" if cell is None else axis_label(*cell)
+
+
+def changes(before: Item, after: Item) -> str:
+    """What differs from `before` to `after`, shortly: ``+green -red``, ``steps 20→40``, ``vary``."""
+    parts = []
+    if after.origin == "vary" and after.parent is before:
+        parts.append("vary")
+    if after.prompt != before.prompt:
+        old, new = before.prompt.split(), after.prompt.split()
+        marks = difflib.ndiff(old, new)
+        words = [f"{mark[0]}{mark[2:]}".replace("-", "−", 1) for mark in marks if mark[0] in "+-"]
+        parts.append(" ".join(words) if words and len(words) <= 6 else f"prompt: {after.prompt}")
+    for setting in SETTINGS:
+        was, now = getattr(before.settings, setting.name), getattr(after.settings, setting.name)
+        if was != now and setting.name not in ("width", "height") and now is not None:
+            parts.append(f"{setting.name.replace('_', ' ')} {_short(was)}→{_short(now)}")
+    if before.image.size != after.image.size:
+        parts.append("{}x{}→{}x{}".format(*before.image.size, *after.image.size))
+    return ", ".join(parts) or "same settings"
+
+
+def _caption(item: Item, before: Item) -> str:
+    return f"{item.label}: {changes(before, item)}"
+
+
+def _short(value: Any) -> str:
+    return "default" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _title(item: Item) -> str:

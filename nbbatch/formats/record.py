@@ -124,6 +124,7 @@ class Call(_Strict):
     template: Prompt | None = None
     choices: Annotated[list[Prompt], Field(max_length=1000)] = []
     template_seed: Seed | None = None
+    step: Annotated[str, Field(pattern=r"^r\d{1,4}[a-z]{0,8}$")] | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 
 
