@@ -4,6 +4,7 @@ import hashlib
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -142,3 +143,42 @@ def test_training_runs_end_to_end_is_reproducible_and_retrains_one_phase_alone(t
     image = first(caption("circle", "red", "blue"), num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3)
     assert os.path.isfile(tmp_path / "a" / "model_index.json")
+
+
+def test_the_shipped_vocabulary_is_the_training_data_s_own():
+    import json
+
+    from nbbatch.models.shapes import data
+
+    notes = json.loads((shapes.WEIGHTS / "nbbatch.json").read_text())
+    vocabulary = notes["vocabulary"]
+    assert vocabulary["colours"] == list(data.COLOURS) and vocabulary["shapes"] == list(data.SHAPES)
+    words = {w for s in data.SHAPES for c in data.COLOURS for w in data.caption(s, c, "red").split()}
+    assert words <= {*vocabulary["colours"], *vocabulary["shapes"], *vocabulary["words"]}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "named"),
+    [
+        ("a photo of a cat", "'photo', 'of', 'cat'"),
+        ("a pink circle on a grey background", "'pink', 'grey'"),
+        ("a red hexagon on a white background", "'hexagon'"),
+    ],
+)
+def test_words_the_built_in_model_does_not_know_are_one_warning_per_batch_naming_them(prompt, named):
+    with pytest.warns(UserWarning, match="does not know") as caught:
+        made = nbbatch.generate([prompt, "a red circle on a white background"], "0-3", model="nbbatch:shapes", steps=4)
+    warned = [str(w.message) for w in caught if "does not know" in str(w.message)]
+    assert len(made) == 8 and len(warned) == 1, "the pictures are made; one warning for the whole batch"
+    assert warned[0].startswith(f"nbbatch:shapes does not know {named}: it draws only 'a <colour> <shape> on a")
+    assert "colours red, orange, yellow, green, blue, purple, white, black and shapes circle, square" in warned[0]
+    assert "\n" not in warned[0]
+
+
+def test_known_words_and_other_models_get_no_vocabulary_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        nbbatch.generate("A Red circle, on a WHITE background", [1], model="nbbatch:shapes", steps=4)
+        nbbatch.generate("a photo of a cat", [1], model="nbbatch:tiny-sd", steps=2, width=32, height=32)

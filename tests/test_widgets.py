@@ -306,3 +306,14 @@ def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel
     assert first_chunk[1] == ["done", "done", "pending", "pending"] and first_chunk[2][:2] == ["seed 0", "seed 1"]
     assert seen[-1][1] == ["done"] * 4
     assert [[box.item.seed for box in row] for row in thumbs(panel)] == [[0, 1, 2, 3]], "then the final, clickable grid"
+
+
+def test_hires_fix_makes_the_selected_image_twice_as_large_keeping_the_original(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    thumbs(panel)[0][1].children[1].click()
+    panel.hires_button.click()
+    panel.wait(60)
+    first, hires = panel.results
+    assert hires[0].image.size == tuple(2 * side for side in first.by_seed(1, 0).image.size)
+    assert hires[0].parent is first.by_seed(1, 0) and labels(panel) == [["seed 1 · hires x2"]]

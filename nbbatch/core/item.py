@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-EXTRAS = ("template", "choices", "template_seed", "axes", "step")
+EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires")
 """The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
 
 
@@ -70,6 +70,8 @@ class Item:
         """
         if self.origin == "refine":
             text = f"seed {self.seed} · {self.params.get('step') or f'r{self.depth}'}"
+        elif self.origin == "hires":
+            text = f"seed {self.seed} · hires x{self.params['hires']['scale']:g}"
         elif self.origin == "vary" and self.parent is not None:
             text = f"seed {self.seed} · vary of {self.parent.seed}"
         else:

@@ -31,7 +31,7 @@ from nbbatch.core.grid import (
     stack,
 )
 from nbbatch.core.item import Item
-from nbbatch.core.spec import Job, Settings, choose_seeds
+from nbbatch.core.spec import UPSCALERS, Job, Settings, choose_seeds
 from nbbatch.formats.trust import settings_to_remake
 from nbbatch.settings import SETTINGS
 
@@ -317,6 +317,34 @@ class BatchResult(Sequence[Item]):
         settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides}, allow_download)
         return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
 
+    def upscale(
+        self,
+        seed: int,
+        scale: float = 2.0,
+        strength: float = 0.45,
+        prompt: str | None = None,
+        steps: int | None = None,
+        upscaler: str = "lanczos",
+        *,
+        prompt_index: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        allow_download: bool = False,
+        **overrides: Any,
+    ) -> BatchResult:
+        """A hires fix of the image of `seed`: upscaled by `scale`, then denoised by `strength` from its own noise.
+
+        A1111's two passes (see `hires_jobs`): ``upscaler="lanczos"`` upscales its pixels
+        (every family with image-to-image), ``"latent"`` its latents (SD 1.x/2.x and SDXL).
+        `steps` default to the image's; the original stays in this result and heads the new
+        one's story row. `allow_download` as for `refine`.
+        """
+        item = self.by_seed(seed, prompt_index)
+        if steps is not None:
+            overrides["steps"] = steps
+        settings, jobs = hires_jobs(item, scale, strength, prompt, upscaler, overrides, allow_download)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
         """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.
 
@@ -592,6 +620,54 @@ def vary_jobs(
     return settings, jobs
 
 
+def hires_jobs(
+    item: Item,
+    scale: float,
+    strength: float,
+    prompt: str | None,
+    upscaler: str,
+    overrides: dict[str, Any],
+    allow_download: bool = False,
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and job of a hires fix of `item`: its picture upscaled by `scale`, then image-to-image.
+
+    As A1111's two passes: the first pass is the item itself; the second starts from its
+    picture upscaled (``lanczos``: the pixels; ``latent``: its latents, bilinear, on
+    SD-style models) and denoises it by `strength` with the item's own generator state,
+    so the seed's noise carries over. The size is the item's times `scale`, to a multiple of 8.
+    """
+    if not _is_number(scale) or not 1 < scale <= 4:
+        raise ValueError(f"the hires scale must be a number above 1 and at most 4, not {scale!r}")
+    if upscaler not in UPSCALERS:
+        raise ValueError(f"unknown hires upscaler {upscaler!r}: choose {' or '.join(UPSCALERS)}")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text, not {type(prompt).__name__}")
+    check_prompt(prompt or "")
+    if "width" in overrides or "height" in overrides:
+        raise ValueError("a hires fix's size is the picture's times the scale: give scale, not width or height")
+    width, height = (max(8, round(side * scale / 8) * 8) for side in item.image.size)
+    settings = settings_to_remake(
+        item,
+        {"variation_seed": None, "variation_strength": 0.0, **overrides, "width": width, "height": height,
+         "strength": strength},
+        allow_download,
+    )  # fmt: skip
+    settings.image_to_image_steps()
+    from PIL import Image as PILImage
+
+    picture = item.image if upscaler == "latent" else item.image.resize((width, height), PILImage.Resampling.LANCZOS)
+    state = None if item.origin == "foreign" else item.state  # another tool's noise: this seed's, as nbbatch draws it
+    hires = {"scale": float(scale), "upscaler": upscaler, "width": item.image.width, "height": item.image.height}
+    job = Job(
+        prompt or item.prompt, item.seed, 0, item.negative_prompt, picture, state, item, "hires", extra={"hires": hires}
+    )
+    return settings, (job,)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def loadable(model: str) -> bool:
     """Whether `model` names something nbbatch loads (a built-in, a folder, an ``org/name`` hub id), not a file name.
 
@@ -659,6 +735,8 @@ def changes(before: Item, after: Item) -> str:
     parts = []
     if after.origin == "vary" and after.parent is before:
         parts.append("vary")
+    if after.origin == "hires" and after.parent is before:
+        parts.append(f"hires x{after.params['hires']['scale']:g} {after.params['hires']['upscaler']}")
     if after.prompt != before.prompt:
         old, new = before.prompt.split(), after.prompt.split()
         marks = difflib.ndiff(old, new)
@@ -666,9 +744,10 @@ def changes(before: Item, after: Item) -> str:
         parts.append(" ".join(words) if words and len(words) <= 6 else f"prompt: {after.prompt}")
     for setting in SETTINGS:
         was, now = getattr(before.settings, setting.name), getattr(after.settings, setting.name)
-        if was != now and setting.name not in ("width", "height") and now is not None:
+        hires = after.origin == "hires" and setting.name == "strength"  # its denoising strength is in "hires"
+        if was != now and setting.name not in ("width", "height") and now is not None and not hires:
             parts.append(f"{setting.name.replace('_', ' ')} {_short(was)}→{_short(now)}")
-    if before.image.size != after.image.size:
+    if before.image.size != after.image.size and after.origin != "hires":
         parts.append("{}x{}→{}x{}".format(*before.image.size, *after.image.size))
     return ", ".join(parts) or "same settings"
 

@@ -33,6 +33,9 @@ def default_model() -> str:
 
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}
+"""Hires-fix upscalers and the names A1111 writes for them (``Hires upscaler``)."""
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _GENERATOR_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 MAX_SIDE = 8192

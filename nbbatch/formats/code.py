@@ -121,6 +121,15 @@ def _diffusers_class(name: Any, kind: str) -> str:
     return name
 
 
+def takes_size(pipeline: str) -> bool:
+    """Whether the diffusers pipeline class `pipeline` takes ``height`` and ``width`` (SD's image-to-image does not)."""
+    import inspect
+
+    import diffusers
+
+    return "height" in inspect.signature(getattr(diffusers, _diffusers_class(pipeline, "Pipeline")).__call__).parameters
+
+
 def _check(item: _Exported) -> None:
     """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
     from nbbatch.core.attention import is_plain
@@ -131,6 +140,11 @@ def _check(item: _Exported) -> None:
         raise ValueError("this image was made by another tool: its noise came from another generator, so no code here")
     if model in STANDINS:
         raise ValueError(f"{model} is a stand-in built in memory and never saved: no code can load it")
+    if item.params.get("hires", {}).get("upscaler") == "latent":
+        raise ValueError(
+            "nbbatch upscaled this hires fix's latents itself: diffusers alone has no latent upscaler "
+            "(a lanczos hires fix exports)"
+        )
     if item.params.get("encoded_by") == "compel":
         if (item.settings.clip_skip or 1) > 1:
             why = f"clip skip {item.settings.clip_skip}"
@@ -203,7 +217,7 @@ def _arguments(item: _Exported) -> dict[str, str]:
     for name in ("num_inference_steps", "guidance_scale", "true_cfg_scale", "max_sequence_length", "strength"):
         if params.get(name) is not None and (name != "strength" or item.init_image is not None):
             arguments[name] = _literal(params[name])
-    if item.init_image is None:
+    if item.init_image is None or takes_size(params["pipeline"]):  # FLUX's img2img and others: 1024 unless told
         arguments["width"], arguments["height"] = _literal(params.get("width")), _literal(params.get("height"))
     arguments["generator"] = "generator"
     return arguments

@@ -37,7 +37,7 @@ from nbbatch.core.axes import axis_value
 from nbbatch.core.errors import first_line
 from nbbatch.core.item import Item
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
-from nbbatch.core.spec import MAX_SIDE, Settings, check_name
+from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
 from nbbatch.formats.record import RECORD_VERSION, is_plain_name, parse_record
 from nbbatch.models.pipelines import schedule_name
@@ -68,6 +68,7 @@ def a1111_parameters(item: Item) -> str:
     """The ``parameters`` text A1111 writes: the prompt, ``Negative prompt: ...``, then ``key: value, ...``."""
     params = item.params
     true_cfg = params.get("true_cfg_scale")  # Forge's way: CFG scale is real CFG, the distilled one beside it
+    hires = params.get("hires")  # A1111 writes the first pass's size and the upscale
     fields = {
         "Steps": params.get("num_inference_steps"),
         "Sampler": _sampler(params),
@@ -75,9 +76,11 @@ def a1111_parameters(item: Item) -> str:
         "CFG scale": params.get("guidance_scale") if true_cfg is None else true_cfg,
         "Distilled CFG Scale": None if true_cfg is None else params.get("guidance_scale"),
         "Seed": item.seed,
-        "Size": f"{item.image.width}x{item.image.height}",
+        "Size": f"{hires['width']}x{hires['height']}" if hires else f"{item.image.width}x{item.image.height}",
         "Model": model_short_name(params["model"]) if params.get("model") else None,
         "Denoising strength": params.get("strength"),
+        "Hires upscale": f"{hires['scale']:g}" if hires else None,
+        "Hires upscaler": UPSCALERS[hires["upscaler"]] if hires else None,
         "Clip skip": params["clip_skip"] + 1 if params.get("clip_skip") else None,
         "RNG": RNG.get(str(params.get("generator_device", "")).split(":")[0]),
         "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,

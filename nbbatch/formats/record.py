@@ -71,7 +71,7 @@ Name = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_name
 FileName = Annotated[str, Field(max_length=255), AfterValidator(_file_name)]
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
 Side = Annotated[StrictInt, Field(ge=8, le=MAX_SIDE)]
-Origin = Literal["batch", "refine", "vary"]
+Origin = Literal["batch", "refine", "vary", "hires"]
 Key = Annotated[str, Field(max_length=100)]
 Scalar = StrictBool | StrictInt | float | Annotated[str, Field(max_length=1000)] | None
 AxisValue = Scalar | Annotated[list[StrictInt], Field(max_length=2)]
@@ -96,6 +96,15 @@ class EmbeddingRecord(_Strict):
     token: Name
     source: Name
     hash: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")] | None = None
+
+
+class Hires(_Strict):
+    """A hires fix: the scale, the upscaler and the first pass's size."""
+
+    scale: Annotated[float, Field(gt=1, le=4)]
+    upscaler: Literal["latent", "lanczos"]
+    width: Side
+    height: Side
 
 
 class Call(_Strict):
@@ -125,6 +134,7 @@ class Call(_Strict):
     choices: Annotated[list[Prompt], Field(max_length=1000)] = []
     template_seed: Seed | None = None
     step: Annotated[str, Field(pattern=r"^r\d{1,4}[a-z]{0,8}$")] | None = None
+    hires: Hires | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -99,6 +100,22 @@ def call_arguments(
     if settings.clip_skip is not None and settings.clip_skip > 1:
         arguments["clip_skip"] = settings.clip_skip - 1  # diffusers counts the layers skipped
     return arguments
+
+
+def upscaled_latents(pipe: Any, pictures: list[Any], width: int | None, height: int | None) -> Any:
+    """The pictures' latents upscaled to `width` x `height` (bilinear), as A1111's "Latent" hires upscaler does.
+
+    Encoded with the VAE's mode (no randomness, so the generators stay untouched) and scaled
+    as the image-to-image pipelines of SD 1.x/2.x and SDXL take latents in place of a picture.
+    """
+    import torch
+
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(pictures).to(pipe._execution_device, vae.dtype)
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    size = (int(height) // pipe.vae_scale_factor, int(width) // pipe.vae_scale_factor)
+    return torch.nn.functional.interpolate(latents, size=size, mode="bilinear", align_corners=False)
 
 
 def true_cfg(arguments: dict[str, Any]) -> bool:
@@ -232,6 +249,10 @@ class DiffusersPass:
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]  # else each pipeline's own default
         if jobs[0].init_image is not None:
             kwargs["image"] = [job.init_image for job in jobs]
+            if "height" in inspect.signature(pipe.__call__).parameters:  # else FLUX's and others' make 1024 px
+                kwargs["width"], kwargs["height"] = jobs[0].init_image.size
+            if jobs[0].extra.get("hires", {}).get("upscaler") == "latent":
+                kwargs["image"] = upscaled_latents(pipe, kwargs["image"], self.settings.width, self.settings.height)
         device = self.generator_device
         kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
         variation = (self.settings.variation_seed, self.settings.variation_strength)
@@ -328,6 +349,12 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
     family = family_of(pipe)
+    upscaler = jobs[0].extra.get("hires", {}).get("upscaler")
+    if upscaler == "latent" and (family.latents != "unet" or pipe.vae.config.get("latent_channels") != 4):
+        raise ValueError(
+            "the latent hires upscaler needs SD 1.x/2.x or SDXL's 4-channel latents (their image-to-image takes "
+            f"those in place of a picture); {settings.model} has none: use the lanczos upscaler"
+        )
     if family is GENERIC and settings.variation_seed is not None and type(pipe).__name__ != "StableDiffusionPipeline":
         raise ValueError(f"variation seeds need {type(pipe).__name__}'s own family rules, which nbbatch lacks yet")
     if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
@@ -335,6 +362,8 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     _check_clip_skip(pipe, settings.clip_skip)
     conditioner = Conditioner(pipe, settings.clip_skip) if family.weights and supports(pipe) else None
     check_prompts(pipe, jobs, conditioner is not None, settings.max_sequence_length)
+    if loaded.vocabulary:
+        check_vocabulary(loaded.vocabulary, jobs, settings.model)
     first = jobs[0].init_image
     height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
     timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
@@ -357,6 +386,22 @@ def _check_clip_skip(pipe: Any, clip_skip: int | None) -> None:
     layers = getattr(config, "num_hidden_layers", None)
     if clip_skip and clip_skip > 1 and isinstance(layers, int) and clip_skip > layers:
         raise ValueError(f"clip skip {clip_skip} reaches past the text encoder, which has {layers} layers")
+
+
+def check_vocabulary(vocabulary: dict[str, Any], jobs: list[Job], model: str) -> None:
+    """Warn, once for the whole batch, of the prompt words a model with a closed vocabulary does not know."""
+    known = {word for key in ("colours", "shapes", "words") for word in vocabulary.get(key, ())}
+    texts = dict.fromkeys(text for job in jobs for text in (job.prompt, job.negative_prompt) if text)
+    unknown = dict.fromkeys(word for text in texts for word in re.findall(r"[a-z]+", text.lower()) if word not in known)
+    if unknown:
+        shown = ", ".join(repr(word) for word in list(unknown)[:12]) + (" ..." if len(unknown) > 12 else "")
+        warnings.warn(
+            f"{model} does not know {shown}: it draws only '{vocabulary.get('caption', '')}' with colours "
+            f"{', '.join(vocabulary.get('colours', ()))} and shapes {', '.join(vocabulary.get('shapes', ()))} "
+            "(the pictures are still made)",
+            UserWarning,
+            stacklevel=7,  # the caller of execute
+        )
 
 
 def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None = None) -> None:

@@ -122,7 +122,8 @@ class Loaded:
     `working_batch_size` remembers the chunk size that last fit in memory, for ``batch_size="auto"``;
     `defaults` are the model folder's own defaults for settings left unset (its ``nbbatch.json``);
     `adapters` are the LoRAs and embeddings loaded into it; `latent_map` turns its latents into
-    step previews (None: no preview for this model); `speedups` are those applied to its UNet.
+    step previews (None: no preview for this model); `speedups` are those applied to its UNet;
+    `vocabulary` is every word the model knows, where its folder says (the built-in one's caption words).
     """
 
     placement: Placement
@@ -133,6 +134,7 @@ class Loaded:
     adapters: Adapters = field(default_factory=Adapters)
     latent_map: LatentMap | None = None
     speedups: set[str] = field(default_factory=set)
+    vocabulary: dict[str, Any] | None = None
 
     def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
         """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
@@ -299,7 +301,11 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
         place(pipe, placement, settings.offload)
         pipe.set_progress_bar_config(disable=True)
         _cache[key] = Loaded(
-            placement, pipe, defaults=dict(notes.get("defaults", {})), latent_map=latent_map(pipe, notes)
+            placement,
+            pipe,
+            defaults=dict(notes.get("defaults", {})),
+            latent_map=latent_map(pipe, notes),
+            vocabulary=notes.get("vocabulary"),
         )
     return _cache[key]
 

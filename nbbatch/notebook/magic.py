@@ -20,8 +20,8 @@ from IPython.display import display
 
 from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import first_line
-from nbbatch.core.result import BatchResult, refine_jobs, run_batch, vary_jobs
-from nbbatch.core.spec import Settings, choose_seeds, make_jobs, parse_prompt_lines
+from nbbatch.core.result import BatchResult, hires_jobs, refine_jobs, run_batch, vary_jobs
+from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
 from nbbatch.models.backend import execute
@@ -67,6 +67,10 @@ class BatchMagics(Magics):
     @argument("--random-seed", type=int, metavar="S", help="the seed of --random's draw (default: random, kept)")
     @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
+    @argument("--hires", type=int, metavar="SEED", help="hires fix of this seed: upscaled, then denoised again")
+    @argument("--scale", type=float, metavar="X", help="--hires: how much larger (default 2)")
+    @argument("--hires-strength", type=float, metavar="S", help="--hires: denoising strength (default 0.45)")
+    @argument("--hires-upscaler", choices=tuple(UPSCALERS), help="--hires: lanczos (pixels; default) or latent (SD)")
     @argument("--from", dest="source", metavar="NAME", help="the result to refine or vary (default: the last one)")
     @argument("--prompt-index", type=int, help="which prompt's image, when several prompts share the seed")
     @argument(
@@ -106,7 +110,8 @@ class BatchMagics(Magics):
         Each image gets its own generator, so any image can be made again alone; the
         result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
         ``--refine SEED`` makes that image again from the same starting noise with the
-        cell's prompt(s); ``--vary SEED`` makes variations of its picture. As a line
+        cell's prompt(s); ``--vary SEED`` makes variations of its picture; ``--hires SEED``
+        a hires fix (``--scale 2``, ``--hires-strength 0.45``). As a line
         magic (``%batchgen --vary 5``) the image's own prompt is kept. ``%batchgen --code SEED``
         puts the diffusers code that makes that image again into the next cell.
         ``{name}`` in a prompt is filled from the namespace; any other ``{...}`` is a
@@ -207,11 +212,15 @@ class BatchMagics(Magics):
             given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
         if args.save and args.autosave:
             raise ValueError("--save and --autosave do not go together: choose one")
-        if args.refine is not None and args.vary is not None:
-            raise ValueError("--refine and --vary do not go together: choose one")
-        if args.refine is None and args.vary is None:
+        operations = [f"--{name}" for name in ("refine", "vary", "hires") if getattr(args, name) is not None]
+        if len(operations) > 1:
+            raise ValueError(f"{operations[0]} and {operations[1]} do not go together: choose one")
+        hires_options = [flag for flag, value in HIRES_OPTIONS.items() if getattr(args, value) is not None]
+        if hires_options and args.hires is None:
+            raise ValueError(f"{', '.join(hires_options)} go with --hires SEED")
+        if not operations:
             if args.source is not None or args.prompt_index is not None or args.allow_download:
-                raise ValueError("--from, --prompt-index and --allow-download go with --refine or --vary")
+                raise ValueError("--from, --prompt-index and --allow-download go with --refine, --vary or --hires")
             if "strength" in given and args.image is None:
                 raise ValueError("--strength is for image-to-image: give --image too")
             settings = Settings(**given)
@@ -230,16 +239,32 @@ class BatchMagics(Magics):
             given_seeds = args.seeds is not None or args.num is not None
             return settings, with_axes(settings, jobs, args.x, args.y, args.z, seeds_given=given_seeds), None
         if args.x or args.y or args.z or args.random is not None:
-            raise ValueError("--x, --y, --z and --random make a new batch: they do not go with --refine or --vary")
+            raise ValueError(f"--x, --y, --z and --random make a new batch: they do not go with {operations[0]}")
         prompts = [prompt.text for prompt in expand(prompts, wildcards=args.wildcards)]
         parent = self._source(args.source)
         if args.image is not None:
-            raise ValueError("--image does not go with --refine or --vary: they start from the chosen image")
+            raise ValueError(f"--image does not go with {operations[0]}: it starts from the chosen image")
         if args.refine is not None:
             if args.seeds is not None or args.num is not None:
                 raise ValueError("--refine reuses the saved generator state of its seed: --seeds and --num don't apply")
             item = parent.by_seed(args.refine, args.prompt_index)
             settings, jobs = refine_jobs(item, prompts or [item.prompt], args.negative, given, args.allow_download)
+            return settings, jobs, parent
+        if args.hires is not None:
+            if args.seeds is not None or args.num is not None:
+                raise ValueError("--hires reuses the saved generator state of its seed: --seeds and --num don't apply")
+            if len(prompts) > 1 or "strength" in given:
+                raise ValueError("--hires takes one prompt (or none) and --hires-strength, not --strength")
+            item = parent.by_seed(args.hires, args.prompt_index)
+            settings, jobs = hires_jobs(
+                item,
+                2.0 if args.scale is None else args.scale,
+                0.45 if args.hires_strength is None else args.hires_strength,
+                prompts[0] if prompts else None,
+                args.hires_upscaler or "lanczos",
+                given,
+                args.allow_download,
+            )
             return settings, jobs, parent
         item = parent.by_seed(args.vary, args.prompt_index)
         if len(prompts) > 1:
@@ -306,6 +331,9 @@ def _whole_number(flag: str, text: str) -> int:
     except ValueError:
         raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
 
+
+HIRES_OPTIONS = {"--scale": "scale", "--hires-strength": "hires_strength", "--hires-upscaler": "hires_upscaler"}
+"""The options that go with ``--hires``, by the name argparse gives them."""
 
 _OPTIONS = {
     "prompt_index": "--prompt-index",
