@@ -145,5 +145,6 @@ def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool =
         None,
         item.origin,
         extra=item.extra,
+        mask=item.mask,
     )
     return run_batch(settings_to_remake(item, {}, allow_download), [job], runner=execute)

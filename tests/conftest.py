@@ -109,8 +109,8 @@ def fail_on_call(monkeypatch, number: int, error: str | BaseException) -> None:
     original = Loaded.view
     calls = []
 
-    def view(self, image_to_image, scheduler):
-        pipe = original(self, image_to_image, scheduler)
+    def view(self, image_to_image, scheduler, inpaint=False):
+        pipe = original(self, image_to_image, scheduler, inpaint)
 
         def call(**kwargs):
             calls.append(1)

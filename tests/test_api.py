@@ -146,8 +146,8 @@ def out_of_memory_above_3(monkeypatch):
     wrappers = {}
     original = Loaded.view
 
-    def view(self, image_to_image, scheduler):
-        pipe = original(self, image_to_image, scheduler)
+    def view(self, image_to_image, scheduler, inpaint=False):
+        pipe = original(self, image_to_image, scheduler, inpaint)
         return wrappers.setdefault(id(pipe), OutOfMemoryAbove(pipe, 3))
 
     monkeypatch.setattr(Loaded, "view", view)
@@ -208,7 +208,7 @@ class NaNForPrompt:
 )
 def test_nan_images_are_flagged_and_warned_about_naming_the_seeds(monkeypatch, dtype, advice):
     original = Loaded.view
-    monkeypatch.setattr(Loaded, "view", lambda self, i, s: NaNForPrompt(original(self, i, s)))
+    monkeypatch.setattr(Loaded, "view", lambda self, i, s, inpaint=False: NaNForPrompt(original(self, i, s, inpaint)))
     with pytest.warns(
         RuntimeWarning, match=r"2 image\(s\) came out NaN or all black \(seeds 4, 5\)\. " + advice
     ) as seen:

@@ -200,6 +200,7 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
         ("sd3", "SD3"),
         ("z-image", "FLUX"),
         ("lumina2", "FLUX"),
+        ("qwen-image", "WAN21"),
     ],
 )
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
@@ -432,3 +433,41 @@ def test_a_pipeline_of_no_family_nbbatch_knows_is_refused_in_one_line_before_the
     )
     assert "Qwen-Image" in message and "\n" not in message
     assert _cache == loaded, "the pipeline loaded before stays loaded"
+
+
+INPAINT = {
+    "flux-dev": "FluxInpaintPipeline",
+    "flux-schnell": "FluxInpaintPipeline",
+    "sd3": "StableDiffusion3InpaintPipeline",
+    "qwen-image": "QwenImageInpaintPipeline",
+    "z-image": "ZImageInpaintPipeline",
+}
+
+
+def test_inpaint_is_the_family_s_own_inpaint_pipeline_with_the_original_pasted_back_outside(case):
+    from nbbatch.core.masks import make_mask
+
+    made = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)
+    name = next((key for key, value in CASES.items() if value is case), "")
+    if name not in INPAINT:
+        with pytest.raises(ValueError, match=r"has no working inpaint pipeline in diffusers: inpaint needs one$"):
+            made.inpaint(1, "box:16,16,48,48", "a blue dog")
+        return
+    inpainted = made.inpaint(1, "box:16,16,48,48", "a blue dog", strength=0.8)[0]
+    assert inpainted.params["pipeline"] == INPAINT[name] and inpainted.image.size == (64, 64)
+    pipe = getattr(diffusers, INPAINT[name]).from_pipe(raw_pipeline(case.model))
+    mask = make_mask("box:16,16,48,48", (64, 64))
+    expected = pipe(
+        "a blue dog",
+        image=made[0].image,
+        mask_image=mask,
+        strength=0.8,
+        num_inference_steps=2,
+        width=64,
+        height=64,
+        generator=torch.Generator().manual_seed(1),
+        **dict(case.raw),
+    ).images[0]
+    expected = pipe.image_processor.apply_overlay(mask, made[0].image, expected)
+    assert max_difference(inpainted.image, expected) <= 1
+    assert max_difference(inpainted.image.crop((0, 0, 64, 16)), made[0].image.crop((0, 0, 64, 16))) == 0

@@ -128,8 +128,16 @@ BAD = [
     ("--scheduler fancy", "a", "unknown scheduler 'fancy'"),
     ("--refine 3", "a", "nothing to refine yet: run a batch first, or pass --from NAME"),
     ("--refine 3 --from nope", "a", "--from nope: no batch result in a variable of that name"),
-    ("--prompt-index 1", "a", "--from, --prompt-index and --allow-download go with --refine, --vary or --hires"),
-    ("--allow-download", "a", "--from, --prompt-index and --allow-download go with --refine, --vary or --hires"),
+    (
+        "--prompt-index 1",
+        "a",
+        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint",
+    ),
+    (
+        "--allow-download",
+        "a",
+        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint",
+    ),
 ]
 
 

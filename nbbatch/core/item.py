@@ -45,6 +45,7 @@ class Item:
     origin: str = "batch"
     broken: bool = False
     loaded_from: str | None = field(default=None, repr=False, compare=False)
+    mask: Image.Image | None = field(default=None, repr=False)
 
     @property
     def depth(self) -> int:
@@ -70,6 +71,8 @@ class Item:
         """
         if self.origin == "refine":
             text = f"seed {self.seed} · {self.params.get('step') or f'r{self.depth}'}"
+        elif self.origin == "inpaint":
+            text = f"seed {self.seed} · inpaint"
         elif self.origin == "hires":
             text = f"seed {self.seed} · hires x{self.params['hires']['scale']:g}"
         elif self.origin == "vary" and self.parent is not None:

@@ -31,6 +31,7 @@ from nbbatch.core.grid import (
     stack,
 )
 from nbbatch.core.item import Item
+from nbbatch.core.masks import make_mask
 from nbbatch.core.spec import UPSCALERS, Job, Settings, choose_seeds
 from nbbatch.formats.trust import settings_to_remake
 from nbbatch.settings import SETTINGS
@@ -343,6 +344,33 @@ class BatchResult(Sequence[Item]):
         if steps is not None:
             overrides["steps"] = steps
         settings, jobs = hires_jobs(item, scale, strength, prompt, upscaler, overrides, allow_download)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+
+    def inpaint(
+        self,
+        seed: int,
+        mask: Any,
+        prompt: str | Sequence[str] | None = None,
+        strength: float = 0.75,
+        *,
+        prompt_index: int | None = None,
+        negative_prompt: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        allow_download: bool = False,
+        **overrides: Any,
+    ) -> BatchResult:
+        """Repaint the `mask` region of the image of `seed` with `prompt` (default: its own), from its own noise.
+
+        `mask` is a picture (white: repaint), an array, a file, or ``"box:x0,y0,x1,y1"`` /
+        ``"ellipse:x0,y0,x1,y1"`` in pixels. The family's inpaint pipeline makes it; outside
+        the mask the original's pixels are pasted back (diffusers' ``apply_overlay``).
+        `allow_download` as for `refine`.
+        """
+        item = self.by_seed(seed, prompt_index)
+        settings, jobs = inpaint_jobs(
+            item, mask, prompt, negative_prompt, {"strength": strength, **overrides}, allow_download
+        )
         return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
@@ -664,6 +692,41 @@ def hires_jobs(
     return settings, (job,)
 
 
+def inpaint_jobs(
+    item: Item,
+    mask: Any,
+    prompt: str | Sequence[str] | None,
+    negative_prompt: str | None,
+    overrides: dict[str, Any],
+    allow_download: bool = False,
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and jobs that repaint the `mask` region of `item`'s picture, one job per prompt.
+
+    Each starts from the item's picture and its own saved generator state (this seed's
+    noise, as diffusers' inpaint pipelines draw it); outside the mask the original's pixels
+    are pasted back (see `nbbatch.models.backend`). `mask` is anything `make_mask` takes.
+    """
+    picture = make_mask(mask, item.image.size)
+    prompts = [item.prompt] if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError("an inpaint's prompts must be text: one or more, or none to keep the image's own")
+    for text in [*prompts, negative_prompt or ""]:
+        check_prompt(text)
+    if "width" in overrides or "height" in overrides:
+        raise ValueError("an inpaint keeps the picture's size: width and height do not apply")
+    width, height = item.image.size
+    reset = {"variation_seed": None, "variation_strength": 0.0, "width": width, "height": height}
+    settings = settings_to_remake(item, {**reset, **overrides}, allow_download)
+    settings.image_to_image_steps()
+    state = None if item.origin == "foreign" else item.state
+    negative = item.negative_prompt if negative_prompt is None else negative_prompt
+    jobs = tuple(
+        Job(text.strip(), item.seed, index, negative, item.image, state, item, "inpaint", mask=picture)
+        for index, text in enumerate(prompts)
+    )
+    return settings, jobs
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -735,6 +798,8 @@ def changes(before: Item, after: Item) -> str:
     parts = []
     if after.origin == "vary" and after.parent is before:
         parts.append("vary")
+    if after.origin == "inpaint" and after.parent is before:
+        parts.append("inpaint")
     if after.origin == "hires" and after.parent is before:
         parts.append(f"hires x{after.params['hires']['scale']:g} {after.params['hires']['upscaler']}")
     if after.prompt != before.prompt:

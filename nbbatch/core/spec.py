@@ -162,7 +162,8 @@ class Job:
     starts from exactly the noise its parent started from. `parent` is the result item
     this image refines or varies. `settings`, when set, replaces the batch's settings
     for this image (a cell of an X/Y/Z grid); `extra` is recorded with the image (the
-    template and its choices, the grid cell).
+    template and its choices, the grid cell). A `mask` (white: repaint) makes it an inpaint
+    of `init_image`.
     """
 
     prompt: str
@@ -175,6 +176,7 @@ class Job:
     origin: str = "batch"
     settings: Settings | None = field(default=None, compare=False, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    mask: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
 def build_jobs(

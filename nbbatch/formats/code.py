@@ -55,6 +55,9 @@ class _Exported(Protocol):
     def state(self) -> bytes: ...
     @property
     def init_image(self) -> Image.Image | None: ...
+
+    @property
+    def mask(self) -> Image.Image | None: ...
     @property
     def origin(self) -> str: ...
     @property
@@ -89,12 +92,17 @@ def item_code(item: _Exported) -> str:
         imports += ["import base64", "import io", "from PIL import Image"]
         body.append(f"init_image = Image.open(io.BytesIO(base64.b64decode({_png_base64(item.init_image)!r})))")
         arguments["image"] = "init_image"
+    if item.mask is not None:
+        body.append(f"mask = Image.open(io.BytesIO(base64.b64decode({_png_base64(item.mask)!r})))")
+        arguments["mask_image"] = "mask"
     if params.get("variation_seed") is not None and params.get("variation_strength"):
         imports += ["from typing import Any", "from diffusers.utils.torch_utils import randn_tensor"]
         body += _variation(item)
         arguments["latents"] = "latents"
     call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
     body.append(f"image = pipe(\n{call}).images[0]")
+    if item.mask is not None:
+        body.append("image = pipe.image_processor.apply_overlay(mask, init_image, image)  # the original outside")
     header = (
         f"# {_one_line(item.label)} of {item.prompt!r}, made again with diffusers alone (code by nbbatch {__version__})"
     )

@@ -236,6 +236,8 @@ class Saver:
             entry = record(item)
             if item.init_image is not None:
                 entry["init_image"] = self._input_image(item.init_image)
+            if item.mask is not None:
+                entry["mask"] = self._input_image(item.mask, "mask")
             info = PngImagePlugin.PngInfo()
             info.add_text("parameters", a1111_parameters(item))
             info.add_text("nbbatch", json.dumps(entry, default=str))
@@ -291,9 +293,9 @@ class Saver:
             info.add_text("parameters", parameters)
         return self._write("grid", _png_bytes(grid, info))
 
-    def _input_image(self, image: Image.Image) -> str:
+    def _input_image(self, image: Image.Image, kind: str = "input") -> str:
         data = _png_bytes(image)
-        name = f"input-{hashlib.sha1(data).hexdigest()[:12]}.png"  # same picture, same file
+        name = f"{kind}-{hashlib.sha1(data).hexdigest()[:12]}.png"  # same picture, same file
         self._write(name[:-4], data, exact=True)
         return name
 
@@ -579,6 +581,17 @@ def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) 
         if not source.is_file():
             raise ValueError(f"its image-to-image input {entry['init_image']!r} is missing from {str(path.parent)!r}")
         init_image, _, _ = _open_picture(source)
+    mask = None
+    if entry.get("mask"):
+        source = _inside(path.parent, entry["mask"])
+        if not source.is_file():
+            raise ValueError(f"its inpaint mask {entry['mask']!r} is missing from {str(path.parent)!r}")
+        with Image.open(source) as opened:
+            mask = opened.convert("L")
+        if mask.size != image.size:
+            raise ValueError(
+                f"its inpaint mask is {mask.width}x{mask.height}, the picture {image.width}x{image.height}"
+            )
     params = {key: value for key, value in call.items() if value is not None and value != [] and value != {}}
     params = {**params, "scheduler_config": entry["scheduler_config"]}
     params["lineage"] = entry["lineage"]
@@ -597,6 +610,7 @@ def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) 
         entry["origin"],
         entry["broken"],
         loaded_from=str(path),
+        mask=mask,
     )
 
 

@@ -71,7 +71,7 @@ Name = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_name
 FileName = Annotated[str, Field(max_length=255), AfterValidator(_file_name)]
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
 Side = Annotated[StrictInt, Field(ge=8, le=MAX_SIDE)]
-Origin = Literal["batch", "refine", "vary", "hires"]
+Origin = Literal["batch", "refine", "vary", "hires", "inpaint"]
 Key = Annotated[str, Field(max_length=100)]
 Scalar = StrictBool | StrictInt | float | Annotated[str, Field(max_length=1000)] | None
 AxisValue = Scalar | Annotated[list[StrictInt], Field(max_length=2)]
@@ -174,6 +174,7 @@ class Record(_Strict):
         dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=100)]], Field(max_length=20)
     ] = {}
     init_image: FileName | None = None
+    mask: FileName | None = None
     file: FileName | None = None
 
 
@@ -191,7 +192,7 @@ def parse_record(text: str | bytes) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise ValueError(f"settings: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     checked = record.model_dump(mode="python")
-    for name in ("file", "init_image"):
+    for name in ("file", "init_image", "mask"):
         if checked[name] is None:
             del checked[name]
     return checked

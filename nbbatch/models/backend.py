@@ -249,6 +249,8 @@ class DiffusersPass:
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]  # else each pipeline's own default
         if jobs[0].init_image is not None:
             kwargs["image"] = [job.init_image for job in jobs]
+            if jobs[0].mask is not None:
+                kwargs["mask_image"] = [job.mask for job in jobs]
             if "height" in inspect.signature(pipe.__call__).parameters:  # else FLUX's and others' make 1024 px
                 kwargs["width"], kwargs["height"] = jobs[0].init_image.size
             if jobs[0].extra.get("hires", {}).get("upscaler") == "latent":
@@ -277,7 +279,11 @@ class DiffusersPass:
         broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
         pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
         images = VaeImageProcessor.numpy_to_pil(pixels)
-        return [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+        made = [(image, bool(bad) or image.getextrema() == ((0, 0),) * 3) for image, bad in zip(images, broken)]
+        if jobs[0].mask is not None:  # outside the mask, the original's pixels: not a VAE round trip of them
+            overlay = pipe.image_processor.apply_overlay
+            made = [(overlay(job.mask, job.init_image, image), bad) for job, (image, bad) in zip(jobs, made)]
+        return made
 
     def item(self, made: Made) -> Item:
         """The finished image as a result item, with the pass's settings and the call's parameters."""
@@ -295,6 +301,7 @@ class DiffusersPass:
             params=MappingProxyType(params),
             state=made.state,
             init_image=job.init_image,
+            mask=job.mask,
             parent=job.parent,
             origin=job.origin,
             broken=made.broken,
@@ -319,7 +326,7 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     device = generator_device(settings)
     image_to_image = jobs[0].init_image is not None
     check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
-    pipe = loaded.view(image_to_image, settings.scheduler)
+    pipe = loaded.view(image_to_image, settings.scheduler, inpaint=jobs[0].mask is not None)
     check_steps(pipe.scheduler, settings.steps)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
     common: dict[str, Any] = {
@@ -349,6 +356,13 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
     family = family_of(pipe)
+    unet = getattr(pipe, "unet", None)
+    nine = unet is not None and unet.config.in_channels == 9 and pipe.vae.config.get("latent_channels") != 4
+    if jobs[0].mask is not None and nine:  # diffusers reads 9 UNet channels as an inpainting UNet's (4 + 1 + 4)
+        raise ValueError(
+            f"{settings.model}'s UNet reads 9 latent channels, which diffusers' inpaint pipeline takes for an "
+            "inpainting UNet's: no inpaint for it yet"
+        )
     upscaler = jobs[0].extra.get("hires", {}).get("upscaler")
     if upscaler == "latent" and (family.latents != "unet" or pipe.vae.config.get("latent_channels") != 4):
         raise ValueError(

@@ -56,6 +56,8 @@ class Family:
     default_size: int | None = None
     patch: int | None = None
     """The transformer's patch side where its config names it otherwise (Z-Image's ``all_patch_size``)."""
+    inpaint: str | None = None
+    """The diffusers inpaint pipeline made from a loaded one (None: the family has none)."""
     prefix: tuple[str, str] | None = None
     """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
 
@@ -170,12 +172,23 @@ def _both(name: str) -> tuple[str, str]:
 
 
 FAMILIES = (
-    Family("Stable Diffusion", _both("StableDiffusion"), "StableDiffusionImg2ImgPipeline"),
-    Family("SDXL", _both("StableDiffusionXL"), "StableDiffusionXLImg2ImgPipeline"),
+    Family(
+        "Stable Diffusion",
+        _both("StableDiffusion"),
+        "StableDiffusionImg2ImgPipeline",
+        inpaint="StableDiffusionInpaintPipeline",
+    ),
+    Family(
+        "SDXL",
+        _both("StableDiffusionXL"),
+        "StableDiffusionXLImg2ImgPipeline",
+        inpaint="StableDiffusionXLInpaintPipeline",
+    ),
     Family(
         "SD3",
         _both("StableDiffusion3"),
         "StableDiffusion3Img2ImgPipeline",
+        inpaint="StableDiffusion3InpaintPipeline",
         latents="transformer",
         reader=("tokenizer_3", 256),  # T5 reads 256 tokens by default; CLIP's 77 are a part of the sequence
         weights=False,
@@ -185,6 +198,7 @@ FAMILIES = (
         "FLUX.1",
         _both("Flux"),
         "FluxImg2ImgPipeline",
+        inpaint="FluxInpaintPipeline",
         latents="packed",
         embeddings="text_encoder_2",
         reader=("tokenizer_2", 512),  # T5; CLIP gives only the pooled embedding
@@ -201,6 +215,7 @@ FAMILIES = (
         "Qwen-Image",
         _both("QwenImage"),
         "QwenImageImg2ImgPipeline",
+        inpaint="QwenImageInpaintPipeline",
         latents="packed",
         reader=("tokenizer", 512),
         weights=False,
@@ -211,6 +226,7 @@ FAMILIES = (
         "Z-Image",
         _both("ZImage"),
         "ZImageImg2ImgPipeline",
+        inpaint="ZImageInpaintPipeline",
         latents="transformer",
         reader=("tokenizer", 512),
         weights=False,
@@ -222,7 +238,7 @@ FAMILIES = (
     Family(
         "Chroma",
         _both("Chroma"),
-        "ChromaImg2ImgPipeline",
+        "ChromaImg2ImgPipeline",  # no inpaint: ChromaInpaintPipeline reads a guidance_embeds Chroma lacks (0.42.1)
         latents="packed",
         reader=("tokenizer", 512),
         weights=False,
@@ -290,5 +306,7 @@ def family_of(pipe: Any) -> Family:
 
 
 def family_named(*names: str) -> Family:
-    """The family of the first of these pipeline class names that one has, else `GENERIC`."""
-    return next((family for name in names for family in FAMILIES if name in family.pipelines), GENERIC)
+    """The family of the first of these pipeline class names that one has (its inpaint one too), else `GENERIC`."""
+    return next(
+        (family for name in names for family in FAMILIES if name in (*family.pipelines, family.inpaint)), GENERIC
+    )

@@ -136,19 +136,23 @@ class Loaded:
     speedups: set[str] = field(default_factory=set)
     vocabulary: dict[str, Any] | None = None
 
-    def view(self, image_to_image: bool, scheduler: str | None) -> DiffusionPipeline:
-        """The pipeline to call: text-to-image or image-to-image, with the scheduler asked for."""
-        key = ("img2img" if image_to_image else "txt2img", scheduler)
+    def view(self, image_to_image: bool, scheduler: str | None, inpaint: bool = False) -> DiffusionPipeline:
+        """The pipeline to call: text-to-image, image-to-image or inpaint, with the scheduler asked for."""
+        key = ("inpaint" if inpaint else "img2img" if image_to_image else "txt2img", scheduler)
         if key not in self.views:
             import diffusers
 
             kwargs = {"scheduler": make_scheduler(scheduler, self.pipe.scheduler)} if scheduler else {}
             family = family_of(self.pipe)
-            if image_to_image and family.image_to_image is None and family.pipelines:
+            if inpaint and family.inpaint is None:
+                raise ValueError(f"{family.name} has no working inpaint pipeline in diffusers: inpaint needs one")
+            if image_to_image and not inpaint and family.image_to_image is None and family.pipelines:
                 raise ValueError(
                     f"{family.name} has no image-to-image pipeline in diffusers: --image, vary and hires fix need one"
                 )
             maker = getattr(diffusers, family.image_to_image or "AutoPipelineForImage2Image")
+            if inpaint:
+                maker = getattr(diffusers, family.inpaint)
             with quiet_loading():  # from_pipe repeats loading-time notices (dtype, scheduler config) per view
                 if image_to_image:
                     view = maker.from_pipe(self.pipe, **kwargs)

@@ -1,11 +1,12 @@
 """Step previews: each image in flight as a small RGB picture, from its latent by a fixed map.
 
 No extra model and no download: a latent's channels map to R, G and B by fixed factors
-(ComfyUI's published ones for SD 1.x/2.x, SDXL, SD3 and FLUX.1 latents, read from
+(ComfyUI's published ones for SD 1.x/2.x, SDXL, SD3, FLUX.1 and Wan 2.1 latents, the last
+for Qwen-Image's VAE, which is Wan 2.1's; read from
 ``comfy/latent_formats.py``), applied to the scheduler's prediction of the clean latent
 where it gives one (Euler, DDIM, LMS, Heun: ``pred_original_sample``; DPM++ and UniPC keep
 it as their last model output; flow matching implies it from its velocity), else to the
-noisy latent. Packed latents (FLUX.1, Chroma) are unpacked first. A model folder can bring its
+noisy latent. Packed latents (FLUX.1, Chroma, Qwen-Image) are unpacked first. A model folder can bring its
 own factors in its ``nbbatch.json`` (``"latent_rgb"``), or say ``null`` for latents with no
 known colours: such a pipeline gets no preview rather than a wrong one.
 
@@ -80,6 +81,25 @@ FLUX_FACTORS = (
 )
 FLUX_BIAS = (-0.0329, -0.0718, -0.0851)
 
+WAN21_FACTORS = (
+    (-0.1299, -0.1692, 0.2932),
+    (0.0671, 0.0406, 0.0442),
+    (0.3568, 0.2548, 0.1747),
+    (0.0372, 0.2344, 0.1420),
+    (0.0313, 0.0189, -0.0328),
+    (0.0296, -0.0956, -0.0665),
+    (-0.3477, -0.4059, -0.2925),
+    (0.0166, 0.1902, 0.1975),
+    (-0.0412, 0.0267, -0.1364),
+    (-0.1293, 0.0740, 0.1636),
+    (0.0680, 0.3019, 0.1128),
+    (0.0032, 0.0581, 0.0639),
+    (-0.1251, 0.0927, 0.1699),
+    (0.0060, -0.0633, 0.0005),
+    (0.3477, 0.2275, 0.2950),
+    (0.1984, 0.0913, 0.1861),
+)
+WAN21_BIAS = (-0.1835, -0.0868, -0.3360)
 _SCALING = {(4, 0.18215): "sd", (4, 0.13025): "sdxl", (16, 1.5305): "sd3", (16, 0.3611): "flux"}
 """Latent channels and VAE scaling factors of the latent spaces with published colours, which tell them apart.
 
@@ -288,7 +308,10 @@ def latent_map(pipe: Any, folder: Mapping[str, Any]) -> LatentMap | None:
     if config is None:
         return None
     kind = _SCALING.get((config.get("latent_channels"), round(float(config.get("scaling_factor") or 0), 5)))
+    if type(pipe.vae).__name__ == "AutoencoderKLQwenImage" and config.get("z_dim") == 16:
+        kind = "wan21"  # normalised by its own mean and std, as ComfyUI's factors take it
     maps = {
+        "wan21": LatentMap(WAN21_FACTORS, WAN21_BIAS),
         "sd": LatentMap(SD_FACTORS),
         "sdxl": LatentMap(SDXL_FACTORS, SDXL_BIAS),
         "sd3": LatentMap(SD3_FACTORS, SD3_BIAS),

@@ -20,7 +20,7 @@ from IPython.display import display
 
 from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import first_line
-from nbbatch.core.result import BatchResult, hires_jobs, refine_jobs, run_batch, vary_jobs
+from nbbatch.core.result import BatchResult, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
@@ -68,6 +68,8 @@ class BatchMagics(Magics):
     @argument("--refine", type=int, metavar="SEED", help="refine this seed of --from: same starting noise, new prompt")
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--hires", type=int, metavar="SEED", help="hires fix of this seed: upscaled, then denoised again")
+    @argument("--inpaint", type=int, metavar="SEED", help="repaint the --mask region of this seed's picture")
+    @argument("--mask", metavar="MASK", help="--inpaint: a variable (picture or array), a file, or box:x0,y0,x1,y1")
     @argument("--scale", type=float, metavar="X", help="--hires: how much larger (default 2)")
     @argument("--hires-strength", type=float, metavar="S", help="--hires: denoising strength (default 0.45)")
     @argument("--hires-upscaler", choices=tuple(UPSCALERS), help="--hires: lanczos (pixels; default) or latent (SD)")
@@ -111,7 +113,8 @@ class BatchMagics(Magics):
         result goes to ``_batch`` (or ``--out``) and a seed-labelled grid is shown.
         ``--refine SEED`` makes that image again from the same starting noise with the
         cell's prompt(s); ``--vary SEED`` makes variations of its picture; ``--hires SEED``
-        a hires fix (``--scale 2``, ``--hires-strength 0.45``). As a line
+        a hires fix (``--scale 2``, ``--hires-strength 0.45``); ``--inpaint SEED --mask M``
+        repaints the region a mask marks. As a line
         magic (``%batchgen --vary 5``) the image's own prompt is kept. ``%batchgen --code SEED``
         puts the diffusers code that makes that image again into the next cell.
         ``{name}`` in a prompt is filled from the namespace; any other ``{...}`` is a
@@ -212,15 +215,19 @@ class BatchMagics(Magics):
             given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
         if args.save and args.autosave:
             raise ValueError("--save and --autosave do not go together: choose one")
-        operations = [f"--{name}" for name in ("refine", "vary", "hires") if getattr(args, name) is not None]
+        operations = [f"--{name}" for name in ("refine", "vary", "hires", "inpaint") if getattr(args, name) is not None]
         if len(operations) > 1:
             raise ValueError(f"{operations[0]} and {operations[1]} do not go together: choose one")
         hires_options = [flag for flag, value in HIRES_OPTIONS.items() if getattr(args, value) is not None]
         if hires_options and args.hires is None:
             raise ValueError(f"{', '.join(hires_options)} go with --hires SEED")
+        if args.mask is not None and args.inpaint is None:
+            raise ValueError("--mask goes with --inpaint SEED")
         if not operations:
             if args.source is not None or args.prompt_index is not None or args.allow_download:
-                raise ValueError("--from, --prompt-index and --allow-download go with --refine, --vary or --hires")
+                raise ValueError(
+                    "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint"
+                )
             if "strength" in given and args.image is None:
                 raise ValueError("--strength is for image-to-image: give --image too")
             settings = Settings(**given)
@@ -249,6 +256,19 @@ class BatchMagics(Magics):
                 raise ValueError("--refine reuses the saved generator state of its seed: --seeds and --num don't apply")
             item = parent.by_seed(args.refine, args.prompt_index)
             settings, jobs = refine_jobs(item, prompts or [item.prompt], args.negative, given, args.allow_download)
+            return settings, jobs, parent
+        if args.inpaint is not None:
+            if args.mask is None:
+                raise ValueError(
+                    "--inpaint needs --mask: a variable holding a picture or array, a file, or box:x0,y0,x1,y1"
+                )
+            if args.seeds is not None or args.num is not None:
+                raise ValueError(
+                    "--inpaint reuses the saved generator state of its seed: --seeds and --num don't apply"
+                )
+            item = parent.by_seed(args.inpaint, args.prompt_index)
+            mask = self.shell.user_ns.get(args.mask, args.mask) if args.mask.isidentifier() else args.mask
+            settings, jobs = inpaint_jobs(item, mask, prompts or None, args.negative, given, args.allow_download)
             return settings, jobs, parent
         if args.hires is not None:
             if args.seeds is not None or args.num is not None:
