@@ -42,6 +42,9 @@ class Case:
     long: str = ""
     """A long prompt the family reads whole (default `LONG`)."""
     raw: tuple[tuple[str, str], ...] = ()
+    noise: tuple[int, ...] = (1, 16, 8, 8)
+    """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
+    lora: bool = True
     """What a raw call adds to do what nbbatch does by default (Qwen-Image: an empty negative turns its CFG on)."""
 
 
@@ -62,6 +65,7 @@ CASES = {
     ),
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
+    "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -132,7 +136,7 @@ def test_variation_seeds_blend_the_noise_as_diffusers_takes_it(case):
     assert max_difference(plain.image, none.image) <= 1
     half = nbbatch.generate("a red cat", [2], model=case.model, variation_seed=9, variation_strength=0.5, **SIZE)[0]
     pipe = raw_pipeline(case.model)
-    shape = (1, 16, 8, 8)  # 16 latent channels, 64 px / 8
+    shape = case.noise
     own, other = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (2, 9))
     latents = slerp(0.5, own, other)
     if hasattr(pipe, "_pack_latents"):  # FLUX.1, Chroma and Qwen-Image take 2x2 patches as tokens
@@ -201,6 +205,7 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
         ("z-image", "FLUX"),
         ("lumina2", "FLUX"),
         ("qwen-image", "WAN21"),
+        ("pixart", "SDXL"),
     ],
 )
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
@@ -238,6 +243,10 @@ def test_a_lora_on_the_transformer_equals_diffusers_own_loader(case, tmp_path):
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
+    if not case.lora:
+        with pytest.raises(ValueError, match=r"has no LoRA loader in diffusers: --lora does not apply to it$"):
+            nbbatch.generate("a red cat", [1], model=case.model, loras=[(str(tmp_path / "x.safetensors"), 1)], **SIZE)
+        return
     pipe = raw_pipeline(case.model)  # a random LoRA on the transformer, saved as diffusers saves one
     pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     with torch.random.fork_rng(devices=[]):
@@ -363,17 +372,17 @@ def test_lumina2_reads_its_system_prompt_first_so_a_prompt_is_cut_sooner_and_the
     assert max_difference(made[0].image, made[1].image) == 0, "what is cut off changes nothing"
 
 
-def tiny_pixart(folder):
-    """A tiny PixArt-Σ pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
+def tiny_auraflow(folder):
+    """A tiny AuraFlow pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
+    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, AutoencoderKL, FlowMatchEulerDiscreteScheduler
+    from transformers import UMT5Config, UMT5EncoderModel
 
     from nbbatch.models.tiny import unigram_tokenizer
 
     tokenizer = unigram_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = T5Config(
+        config = UMT5Config(
             vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
             relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
         )  # fmt: skip
@@ -384,16 +393,17 @@ def tiny_pixart(folder):
             latent_channels=4,
             norm_num_groups=4,
         )
-        transformer = PixArtTransformer2DModel(
-            sample_size=32, num_layers=1, attention_head_dim=8, num_attention_heads=2, in_channels=4,
-            out_channels=8, cross_attention_dim=16, caption_channels=32, norm_num_groups=4,
+        transformer = AuraFlowTransformer2DModel(
+            sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
+            attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
+            out_channels=4, pos_embed_max_size=256,
         )  # fmt: skip
-        PixArtSigmaPipeline(
+        AuraFlowPipeline(
             tokenizer=tokenizer,
-            text_encoder=T5EncoderModel(config),
+            text_encoder=UMT5EncoderModel(config),
             vae=vae,
             transformer=transformer,
-            scheduler=DPMSolverMultistepScheduler(),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=1.73),
         ).save_pretrained(folder)
     return str(folder)
 
@@ -401,15 +411,15 @@ def tiny_pixart(folder):
 def test_an_unchecked_family_runs_with_a_warning_and_equals_diffusers_alone(tmp_path):
     from nbbatch.models import families
 
-    model = tiny_pixart(tmp_path / "pixart")
-    families._warned.discard("PixArtSigmaPipeline")
-    with pytest.warns(UserWarning, match=r"^PixArtSigmaPipeline runs with nbbatch's generic rules"):
+    model = tiny_auraflow(tmp_path / "auraflow")
+    families._warned.discard("AuraFlowPipeline")
+    with pytest.warns(UserWarning, match=r"^AuraFlowPipeline runs with nbbatch's generic rules"):
         made = nbbatch.generate(["a red cat", LONG], [1, 2], model=model, **SIZE)
     pipe = raw_pipeline(model)
     for item in made:
         alone = pipe(item.prompt, generator=torch.Generator().manual_seed(item.seed), **RAW).images[0]
         assert max_difference(item.image, alone) <= 1
-    with pytest.raises(ValueError, match=r"^variation seeds need PixArtSigmaPipeline's own family rules"):
+    with pytest.raises(ValueError, match=r"^variation seeds need AuraFlowPipeline's own family rules"):
         nbbatch.generate("a red cat", [1], model=model, variation_seed=3, variation_strength=0.5, **SIZE)
 
 

@@ -478,3 +478,15 @@ def test_a_saved_foreign_picture_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="a1111.png was made by AUTOMATIC1111: nbbatch saves only what it made"):
         picture.save(tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_a_scheduler_config_with_an_infinity_saves_loads_and_exports(tmp_path):
+    """DPM++'s default lambda_min_clipped is -inf: such a record is the user's own, not a damaged one."""
+    made = nbbatch.generate(
+        "a red cat", [2], model="nbbatch:tiny-sd", scheduler="dpm++2m", steps=4, width=32, height=32
+    )
+    assert made[0].params["scheduler_config"]["lambda_min_clipped"] == float("-inf")
+    (path,) = made.save(tmp_path, grid=False)
+    again = nbbatch.reproduce(path)[0]
+    assert again.params["scheduler_config"]["lambda_min_clipped"] == float("-inf")
+    assert "float('-inf')" in made.code(2)

@@ -243,6 +243,15 @@ def _variation(item: _Exported) -> list[str]:
             "scale = pipe.vae_scale_factor * 2",
             f"shape = (1, pipe.{model}.config.in_channels // 4, 2 * ({height} // scale), 2 * ({width} // scale))",
         ]
+    elif family.binning:  # PixArt-Σ draws its noise at its aspect-ratio bin's size
+        shape = [
+            "from diffusers.pipelines.pixart_alpha import pipeline_pixart_alpha as alpha",
+            "from diffusers.pipelines.pixart_alpha import pipeline_pixart_sigma as sigma",
+            "bins = {256: sigma.ASPECT_RATIO_2048_BIN, 128: alpha.ASPECT_RATIO_1024_BIN, "
+            "64: alpha.ASPECT_RATIO_512_BIN, 32: alpha.ASPECT_RATIO_256_BIN}[pipe.transformer.config.sample_size]",
+            f"binned = pipe.image_processor.classify_height_width_bin({height}, {width}, ratios=bins)",
+            "shape = (1, pipe.transformer.config.in_channels, *(side // pipe.vae_scale_factor for side in binned))",
+        ]
     else:
         shape = [
             f"shape = (1, pipe.{model}.config.in_channels, "

@@ -75,6 +75,10 @@ Origin = Literal["batch", "refine", "vary", "hires", "inpaint"]
 Key = Annotated[str, Field(max_length=100)]
 Scalar = StrictBool | StrictInt | float | Annotated[str, Field(max_length=1000)] | None
 AxisValue = Scalar | Annotated[list[StrictInt], Field(max_length=2)]
+ConfigScalar = (
+    StrictBool | StrictInt | Annotated[float, Field(allow_inf_nan=True)] | Annotated[str, Field(max_length=1000)] | None
+)
+"""A scheduler config's value: infinities too (DPM++'s ``lambda_min_clipped`` is ``-inf`` by default)."""
 
 
 class _Strict(BaseModel):
@@ -166,7 +170,7 @@ class Record(_Strict):
     settings: dict[str, Any]
     call: Call
     scheduler_config: Annotated[
-        dict[Annotated[str, Field(max_length=100)], Scalar | list[Scalar]], Field(max_length=200)
+        dict[Annotated[str, Field(max_length=100)], ConfigScalar | list[ConfigScalar]], Field(max_length=200)
     ]
     generator: Generator
     lineage: Annotated[list[Step], Field(max_length=1000)] = []

@@ -43,6 +43,8 @@ class Adapters:
 
     def load_loras(self, pipe: Any, loras: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
         """Load the LoRAs not loaded yet (none is turned on here); returns each one's name, source, weight and hash."""
+        if loras and not hasattr(pipe, "load_lora_weights"):
+            raise ValueError(f"{type(pipe).__name__} has no LoRA loader in diffusers: --lora does not apply to it")
         records = []
         for source, weight in loras:
             path = _resolve(source, "LoRA")

@@ -272,7 +272,13 @@ class DiffusersPass:
                 pipeline._interrupt = True  # diffusers skips the remaining steps of this call
             return tensors
 
-        kwargs["callback_on_step_end"] = on_step_end
+        def legacy(step: int, timestep: Any, latents: Any) -> None:  # no stop: a cancel drops the chunk after it
+            on_step(step + 1, None if previewer is None else functools.partial(previewer.pictures, latents))
+
+        if family_of(pipe).legacy_callback:
+            kwargs.update(callback=legacy, callback_steps=1)
+        else:
+            kwargs["callback_on_step_end"] = on_step_end
         kwargs["output_type"] = "np"
         with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext(), quiet_call():
             pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)

@@ -8,8 +8,8 @@ nbbatch may encode their prompts itself (A1111 weights and long prompts: the CLI
 families), whether a negative prompt does anything, and which tokenizer bounds what the
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
-Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image and
-CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma (packed
+Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
+PixArt-Σ and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma (packed
 latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 """
 
@@ -58,6 +58,10 @@ class Family:
     """The transformer's patch side where its config names it otherwise (Z-Image's ``all_patch_size``)."""
     inpaint: str | None = None
     """The diffusers inpaint pipeline made from a loaded one (None: the family has none)."""
+    legacy_callback: bool = False
+    """Whether the pipeline takes only the old ``callback(step, timestep, latents)`` (PixArt-Σ): no stop mid-call."""
+    binning: bool = False
+    """Whether the pipeline rounds the size to its aspect-ratio bins first (PixArt-Σ), and so draws noise there."""
     prefix: tuple[str, str] | None = None
     """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
 
@@ -73,6 +77,8 @@ class Family:
             )
             channels = pipe.transformer.config.in_channels
         height, width = int(height or default), int(width or default)
+        if self.binning:  # the noise is drawn at the bin's size; the picture is resized back afterwards
+            height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=_bins(pipe))
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
             return (1, channels // 4, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))
         return (1, channels, height // scale, width // scale)
@@ -167,6 +173,16 @@ class Family:
         return tokenizer, max(window, 2)
 
 
+def _bins(pipe: Any) -> dict[str, list[float]]:
+    """PixArt's aspect-ratio bins for its transformer's sample size, as its pipeline picks them."""
+    from diffusers.pipelines.pixart_alpha import pipeline_pixart_alpha as alpha
+    from diffusers.pipelines.pixart_alpha import pipeline_pixart_sigma as sigma
+
+    side = pipe.transformer.config.sample_size
+    return {256: sigma.ASPECT_RATIO_2048_BIN, 128: alpha.ASPECT_RATIO_1024_BIN, 64: alpha.ASPECT_RATIO_512_BIN,
+            32: alpha.ASPECT_RATIO_256_BIN}[side]  # fmt: skip
+
+
 def _both(name: str) -> tuple[str, str]:
     return f"{name}Pipeline", f"{name}Img2ImgPipeline"
 
@@ -245,6 +261,17 @@ FAMILIES = (
         max_sequence=512,
     ),
     Family(
+        "PixArt-Σ",
+        ("PixArtSigmaPipeline",),
+        None,
+        latents="transformer",
+        reader=("tokenizer", 300),
+        weights=False,
+        max_sequence=300,
+        legacy_callback=True,
+        binning=True,
+    ),
+    Family(
         "Lumina 2",
         ("Lumina2Pipeline",),
         None,
@@ -272,7 +299,7 @@ FAMILIES = (
 GENERIC = Family("generic", (), None)
 """The rules of `UNCHECKED` pipelines: the SD rules, where they apply."""
 
-UNCHECKED = ("SanaPipeline", "PixArtSigmaPipeline", "AuraFlowPipeline")
+UNCHECKED = ("SanaPipeline", "AuraFlowPipeline")
 """Pipelines that run with the generic rules (batches, refine, save and code match diffusers) though their
 own family is not written yet: variation seeds, previews and image-to-image may not work on them."""
 

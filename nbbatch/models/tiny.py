@@ -29,6 +29,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-qwen-image": "qwen-image",
     "nbbatch:tiny-z-image": "z-image",
     "nbbatch:tiny-lumina2": "lumina2",
+    "nbbatch:tiny-pixart": "pixart",
 }
 _VERSION = "v2"
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
@@ -76,7 +77,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image", "lumina2"):
+    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image", "lumina2", "pixart"):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
@@ -166,7 +167,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     Qwen2.5-VL encoder under its chat template, packed latents, true CFG and Qwen-Image's own
     causal VAE (Wan's latent statistics) and exponential dynamic shift; ``z-image``: a Qwen3
     encoder through a chat template, unpacked latents drawn in float32; ``lumina2``: a Gemma 2
-    encoder under its system prompt. Every VAE scales by 8 as the real ones.
+    encoder under its system prompt; ``pixart``: PixArt-Σ's (T5, SDXL's VAE, aspect-ratio bins, the old
+    step callback). Every VAE scales by 8 as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -187,7 +189,9 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         eos_token_id=t5_tokenizer.eos_token_id,
         decoder_start_token_id=t5_tokenizer.pad_token_id,
     )
-    scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None)}.get(kind, (0.3611, 0.1159))
+    scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None), "pixart": (0.13025, None)}.get(
+        kind, (0.3611, 0.1159)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         vae = AutoencoderKL(
@@ -196,7 +200,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=16,
+            latent_channels=4 if kind == "pixart" else 16,  # PixArt-Σ decodes with SDXL's 4-channel VAE
             norm_num_groups=4,
             sample_size=64,
             use_quant_conv=False,
@@ -217,6 +221,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
         if kind == "chroma":
             return _chroma(vae, t5_tokenizer, t5)
+        if kind == "pixart":
+            return _pixart(vae, t5_tokenizer, t5)
         return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip), t5, schnell=kind == "flux-schnell")
 
 
@@ -337,19 +343,7 @@ def _cogview4(vae: Any) -> DiffusionPipeline:
     from transformers import GlmConfig, GlmModel
 
     tokenizer = glm_tokenizer()
-    encoder = GlmModel(
-        GlmConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    encoder = GlmModel(GlmConfig(**_text_model(tokenizer), head_dim=8))
     transformer = CogView4Transformer2DModel(
         patch_size=2,
         in_channels=16,
@@ -451,6 +445,29 @@ def _z_image(vae: Any) -> DiffusionPipeline:
     )
 
 
+def _pixart(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    transformer = PixArtTransformer2DModel(
+        sample_size=32,  # its smallest bins: 256 px
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        in_channels=4,
+        out_channels=8,
+        cross_attention_dim=16,
+        caption_channels=32,
+        norm_num_groups=4,
+    )
+    return PixArtSigmaPipeline(
+        tokenizer=t5_tokenizer,
+        text_encoder=t5,
+        vae=vae,
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+
+
 def _lumina2(vae: Any) -> DiffusionPipeline:
     from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
     from transformers import Gemma2Config, Gemma2Model
@@ -458,15 +475,8 @@ def _lumina2(vae: Any) -> DiffusionPipeline:
     tokenizer = gemma_tokenizer()
     encoder = Gemma2Model(
         Gemma2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **_text_model(tokenizer),
             head_dim=8,
-            max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
@@ -511,9 +521,8 @@ def gemma_tokenizer() -> Any:
         return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=8192)
 
 
-def _qwen_text(tokenizer: Any) -> dict[str, Any]:
-    """A two-layer Qwen text model of width 32 over `tokenizer`'s vocabulary."""
-    token = tokenizer.convert_tokens_to_ids
+def _text_model(tokenizer: Any) -> dict[str, Any]:
+    """A two-layer decoder-style text model of width 32 over `tokenizer`'s vocabulary (GLM, Gemma 2, Qwen)."""
     return {
         "vocab_size": len(tokenizer),
         "hidden_size": 32,
@@ -522,10 +531,14 @@ def _qwen_text(tokenizer: Any) -> dict[str, Any]:
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 2048,
-        "bos_token_id": token("<|endoftext|>"),
-        "eos_token_id": token("<|im_end|>"),
-        "pad_token_id": token("<|endoftext|>"),
+        "pad_token_id": tokenizer.pad_token_id,
     }
+
+
+def _qwen_text(tokenizer: Any) -> dict[str, Any]:
+    """`_text_model` with Qwen's start and end tokens."""
+    token = tokenizer.convert_tokens_to_ids
+    return {**_text_model(tokenizer), "bos_token_id": token("<|endoftext|>"), "eos_token_id": token("<|im_end|>")}
 
 
 QWEN_CHAT = (

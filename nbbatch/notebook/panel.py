@@ -226,25 +226,20 @@ class Panel:
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
-        if self.running:
-            self._error("a batch is already running: wait for it, or Cancel it")
-            return
-        item = self.selected
-        if item is None:
-            self._error("select an image first: click its seed")
-            return
-        try:
+
+        def plan(item: Item) -> tuple[Settings, tuple[Job, ...]]:
             lines = parse_prompt_lines(self.refine_prompts.value)
             prompts = [prompt.text for prompt in expand(lines, wildcards=self.wildcards.value.strip() or None)]
-            settings, jobs = refine_jobs(item, prompts, None, {})
-        except ValueError as error:
-            self._error(str(error))
-            return
-        parent = self._current()
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, parent))
+            return refine_jobs(item, prompts, None, {})
+
+        self._from_selected(plan)
 
     def hires(self) -> None:
         """A hires fix of the selected image: twice as large, from its own noise (A1111's defaults, lanczos)."""
+        self._from_selected(lambda item: hires_jobs(item, 2.0, 0.45, None, "lanczos", {}))
+
+    def _from_selected(self, plan: Callable[[Item], tuple[Settings, tuple[Job, ...]]]) -> None:
+        """Run what `plan` makes of the selected image, as a child of the batch shown; errors in the status."""
         if self.running:
             self._error("a batch is already running: wait for it, or Cancel it")
             return
@@ -253,7 +248,7 @@ class Panel:
             self._error("select an image first: click its seed")
             return
         try:
-            settings, jobs = hires_jobs(item, 2.0, 0.45, None, "lanczos", {})
+            settings, jobs = plan(item)
         except ValueError as error:
             self._error(str(error))
             return
