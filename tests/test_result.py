@@ -166,7 +166,7 @@ def test_a_refinement_shows_its_story_the_original_first_then_each_refinement_ca
 
     original = batch.by_seed(4, prompt_index=0)
     refined = batch.refine(4, ["a house on a hill at dawn", "a house on a hill"], prompt_index=0, steps=6)
-    labels = ["seed 4", "seed 4 · r1a: +at +dawn, steps 4→6", "seed 4 · r1b: steps 4→6"]
+    labels = ["seed 4", "seed 4 · r1a: +at +dawn, steps 4->6", "seed 4 · r1b: steps 4->6"]
     row = [Group("the story of seed 4: a house on a hill", (0, 1, 2))]
     expected = make_grid([original.image, *refined.images], labels, row, cell=64)
     assert refined.grid(cell=64).tobytes() == expected.tobytes(), "one row: the original, then r1a and r1b"
@@ -174,7 +174,7 @@ def test_a_refinement_shows_its_story_the_original_first_then_each_refinement_ca
     assert [item.label for item in deeper.lineage(4)] == ["seed 4", "seed 4 · r1a", "seed 4 · r2"]
     story = make_grid(
         [original.image, refined[0].image, deeper[0].image],
-        ["seed 4", labels[1], "seed 4 · r2: −dawn +dusk"],
+        ["seed 4", labels[1], "seed 4 · r2: -dawn +dusk"],
         row,
         cell=64,
     )
@@ -195,7 +195,7 @@ def test_compare_shows_images_side_by_side_captioned_by_their_differences(batch)
 
     more = batch.refine(5, "a boat at sea", prompt_index=1, steps=6, guidance=3.0)
     compared = batch.compare(batch.by_seed(5, 1), more[0], batch.by_seed(6, 1))
-    labels = ["seed 5", "seed 5 · r1: steps 4→6, guidance default→3", "seed 6: same settings"]
+    labels = ["seed 5", "seed 5 · r1: steps 4->6, guidance default->3", "seed 6: same settings"]
     group = [Group("compared with the first", (0, 1, 2))]
     expected = make_grid([item.image for item in compared], labels, group, cell=64)
     assert compared.grid(cell=64).tobytes() == expected.tobytes()

@@ -794,7 +794,7 @@ def _header(cell: tuple[str, Any] | None) -> str:
 
 
 def changes(before: Item, after: Item) -> str:
-    """What differs from `before` to `after`, shortly: ``+green -red``, ``steps 20→40``, ``vary``."""
+    """What differs from `before` to `after`, shortly: ``+green -red``, ``steps 20->40``, ``vary``."""
     parts = []
     if after.origin == "vary" and after.parent is before:
         parts.append("vary")
@@ -805,15 +805,15 @@ def changes(before: Item, after: Item) -> str:
     if after.prompt != before.prompt:
         old, new = before.prompt.split(), after.prompt.split()
         marks = difflib.ndiff(old, new)
-        words = [f"{mark[0]}{mark[2:]}".replace("-", "−", 1) for mark in marks if mark[0] in "+-"]
+        words = [f"{mark[0]}{mark[2:]}" for mark in marks if mark[0] in "+-"]  # ASCII: the grid's font has it
         parts.append(" ".join(words) if words and len(words) <= 6 else f"prompt: {after.prompt}")
     for setting in SETTINGS:
         was, now = getattr(before.settings, setting.name), getattr(after.settings, setting.name)
         hires = after.origin == "hires" and setting.name == "strength"  # its denoising strength is in "hires"
         if was != now and setting.name not in ("width", "height") and now is not None and not hires:
-            parts.append(f"{setting.name.replace('_', ' ')} {_short(was)}→{_short(now)}")
+            parts.append(f"{setting.name.replace('_', ' ')} {_short(was)}->{_short(now)}")
     if before.image.size != after.image.size and after.origin != "hires":
-        parts.append("{}x{}→{}x{}".format(*before.image.size, *after.image.size))
+        parts.append("{}x{}->{}x{}".format(*before.image.size, *after.image.size))
     return ", ".join(parts) or "same settings"
 
 
