@@ -198,10 +198,14 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.wait_for_function(
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · r1')"
     )
-    assert page.locator(".nbbatch-thumb").count() == 1
+    assert page.locator(".nbbatch-thumb").count() == 2, "the original and its refinement, side by side"
     assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")
-    assert page.locator(".nbbatch-row-title").inner_text() == "refine of seed 1: a green square on a black background"
-    assert page.locator(".nbbatch-thumb img").evaluate("img => img.naturalWidth") == 128
+    assert (
+        page.locator(".nbbatch-row-title").inner_text() == "the story of seed 1: a yellow square on a black background"
+    )
+    labels = page.locator(".nbbatch-thumb-label").all_inner_texts()
+    assert labels == ["seed 1", "seed 1 · r1"]
+    assert page.locator(".nbbatch-thumb img").last.evaluate("img => img.naturalWidth") == 128
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
 
     page.locator(".nbbatch-batches select").select_option(index=0)

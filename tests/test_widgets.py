@@ -98,14 +98,14 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     panel.refine_button.click()
     panel.wait(60)
     first, refined = panel.results
-    assert labels(panel) == [["seed 1 · r1a"], ["seed 1 · r1b"]]
+    assert labels(panel) == [["seed 1", "seed 1 · r1a", "seed 1 · r1b"]], "the story row: the original first"
     assert max_difference(refined[0].image, first.by_seed(1, 0).image) <= 1
     assert refined.parent is first and refined[1].lineage()[0] is first.by_seed(1, 0)
-    thumbs(panel)[1][0].children[1].click()
+    thumbs(panel)[0][2].children[1].click()  # r1b, in the story row
     panel.refine_prompts.value = "a red cube on a glass table, studio light"
     panel.refine_button.click()
     panel.wait(60)
-    assert labels(panel) == [["seed 1 · r2"]]
+    assert labels(panel) == [["seed 1", "seed 1 · r1b", "seed 1 · r2"]]
     assert [r for _, r in panel.batches.options] == [0, 1, 2]
     assert panel.status.value.startswith("1 image in ")
     panel.batches.value = 0
@@ -316,4 +316,4 @@ def test_hires_fix_makes_the_selected_image_twice_as_large_keeping_the_original(
     panel.wait(60)
     first, hires = panel.results
     assert hires[0].image.size == tuple(2 * side for side in first.by_seed(1, 0).image.size)
-    assert hires[0].parent is first.by_seed(1, 0) and labels(panel) == [["seed 1 · hires x2"]]
+    assert hires[0].parent is first.by_seed(1, 0) and labels(panel) == [["seed 1", "seed 1 · hires x2"]]

@@ -404,7 +404,7 @@ class BatchResult(Sequence[Item]):
         shown = self.items if limit is None else self.items[:limit]
         if any(item.cell for item in shown):
             return stack([make_table(*table, cell=cell) for table in _tables(shown)])
-        if self.compared or any(item.parent is not None for item in shown):
+        if self.compared or self.is_story:
             images, labels, groups = self._story(shown)
             return make_grid(images, labels, groups, cell=cell, columns=columns)
         missing = self.not_made()
@@ -429,20 +429,32 @@ class BatchResult(Sequence[Item]):
             first = shown[0]
             labels = [first.label, *(_caption(item, first) for item in shown[1:])]
             return [item.image for item in shown], labels, [Group("compared with the first", tuple(range(len(shown))))]
-        rows: dict[int, list[Item]] = {}
-        for item in shown:
-            chain = item.lineage()
-            row = rows.setdefault(id(chain[0]), [])
-            row.extend(step for step in chain if all(step is not kept for kept in row))
         images: list[Image.Image] = []
         labels: list[str] = []
         groups = []
-        for row in rows.values():
+        for title, row in self.story_rows(shown):
             start = len(images)
             images.extend(item.image for item in row)
             labels.extend(item.label if item.parent is None else _caption(item, item.parent) for item in row)
-            groups.append(Group(f"the story of seed {row[0].seed}: {row[0].prompt}", tuple(range(start, len(images)))))
+            groups.append(Group(title, tuple(range(start, len(images)))))
         return images, labels, groups
+
+    def story_rows(self, items: Sequence[Item] | None = None) -> list[tuple[str, list[Item]]]:
+        """The story rows of `items` (default: all): each first image, then every image that came from it, in order.
+
+        A row holds each image once, ancestors included; its title names the first image.
+        """
+        rows: dict[int, list[Item]] = {}
+        for item in self.items if items is None else items:
+            chain = item.lineage()
+            row = rows.setdefault(id(chain[0]), [])
+            row.extend(step for step in chain if all(step is not kept for kept in row))
+        return [(f"the story of seed {row[0].seed}: {row[0].prompt}", row) for row in rows.values()]
+
+    @property
+    def is_story(self) -> bool:
+        """Whether this result shows as story rows: images made from others (refine, vary, hires, inpaint)."""
+        return not any(item.cell for item in self.items) and any(item.parent is not None for item in self.items)
 
     def not_made(self) -> list[tuple[int, Job]]:
         """The planned jobs of a stopped batch that made no image, with their positions; none when complete."""

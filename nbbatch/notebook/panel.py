@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
-from nbbatch.core.result import BatchResult, Filling, cell_label, hires_jobs, refine_jobs, run_batch
+from nbbatch.core.result import BatchResult, Filling, cell_label, changes, hires_jobs, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
@@ -381,14 +381,18 @@ class Panel:
             return
         result = self.results[index]
         self.status.value = f"{result.count} in {result.elapsed:.1f} s"  # the batch shown
-        rows: dict[int, tuple[str, list]] = {}  # by prompt: the row's title and its cells
-        for group in result.groups():
-            for position in group.indices:
-                item = result[position]
+        rows: dict[int, tuple[str, list]] = {}  # by prompt (or story row): the row's title and its cells
+        if result.is_story:  # the original first, then what came from it, each selectable
+            grouped = result.story_rows()
+        else:
+            grouped = [(group.title, [result[position] for position in group.indices]) for group in result.groups()]
+        for row_index, (title, members) in enumerate(grouped):
+            for item in members:
+                changed = f" ({changes(item.parent, item)})" if item.parent is not None and result.is_story else ""
                 label = w.Button(
                     description=item.label,
                     layout=w.Layout(width=f"{THUMBNAIL + 8}px"),
-                    tooltip=f"select {item.label}: {item.prompt}",
+                    tooltip=f"select {item.label}: {item.prompt}{changed}",
                 )
                 label.add_class("nbbatch-thumb-label")
                 picture = w.Image(value=_jpeg(thumbnail(item.image, THUMBNAIL)), format="jpeg", width=THUMBNAIL)
@@ -396,7 +400,8 @@ class Panel:
                 box.add_class("nbbatch-thumb")
                 box.item = item
                 label.on_click(lambda _, item=item: self.select(item))
-                rows.setdefault(item.prompt_index, (group.title, []))[1].append(box)
+                key = row_index if result.is_story else item.prompt_index
+                rows.setdefault(key, (title, []))[1].append(box)
                 self._thumbs.append(box)
         blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
         for _, job in result.not_made():  # a stopped batch: the rest, greyed
