@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -76,6 +77,17 @@ def max_difference(a, b) -> int:
     return int(np.abs(pixels(a) - pixels(b)).max())
 
 
+@functools.lru_cache(maxsize=4)
+def _raw_pipeline(model: str):
+    """A built-in model as diffusers loads it, kept for the next raw call (callers never change it in place)."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    from nbbatch.models.tiny import builtin_path
+
+    return AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+
+
 def direct_call(model: str, prompt: str, seed: int, *, image=None, prepare=None, **kwargs):
     """The image diffusers itself makes for `prompt` and `seed`, with no nbbatch code in the call.
 
@@ -86,15 +98,18 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, prepare=None,
 
     from nbbatch.models.tiny import builtin_path
 
-    pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
-    if prepare is not None:
+    if prepare is None:
+        pipe = _raw_pipeline(model)
+    else:
+        pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
         prepare(pipe)
     if image is not None:
         pipe = AutoPipelineForImage2Image.from_pipe(pipe)
         kwargs["image"] = image
     if "scheduler" in kwargs:
         options = kwargs.pop("scheduler_options", {})
-        pipe.scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config, **options)
+        scheduler = kwargs.pop("scheduler").from_config(pipe.scheduler.config, **options)
+        pipe = type(pipe).from_pipe(pipe, scheduler=scheduler)  # the kept pipeline keeps its own
     pipe.set_progress_bar_config(disable=True)
     return pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
 
