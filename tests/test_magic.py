@@ -131,12 +131,12 @@ BAD = [
     (
         "--prompt-index 1",
         "a",
-        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint",
+        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires, --inpaint or --edit",
     ),
     (
         "--allow-download",
         "a",
-        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint",
+        "--from, --prompt-index and --allow-download go with --refine, --vary, --hires, --inpaint or --edit",
     ),
 ]
 

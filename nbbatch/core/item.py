@@ -67,10 +67,14 @@ class Item:
         """The grid caption: ``seed 5``, ``seed 5 · r2``, ``seed 12 · vary of 5``, ``seed 5 · steps: 20``.
 
         A refinement is ``r`` and its depth, with a letter where one refine made several
-        (``r1a``, ``r1b``): distinct within the refinements of one image.
+        (``r1a``, ``r1b``): distinct within the refinements of one image; an edit likewise
+        ``edit e1`` (``edit e1b of 5`` from another seed's noise).
         """
         if self.origin == "refine":
             text = f"seed {self.seed} · {self.params.get('step') or f'r{self.depth}'}"
+        elif self.origin == "edit":
+            of = f" of {self.parent.seed}" if self.parent is not None and self.parent.seed != self.seed else ""
+            text = f"seed {self.seed} · edit {self.params.get('step', 'e1')}{of}"
         elif self.origin == "inpaint":
             text = f"seed {self.seed} · inpaint"
         elif self.origin == "hires":

@@ -373,6 +373,32 @@ class BatchResult(Sequence[Item]):
         )
         return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
 
+    def edit(
+        self,
+        seed: int,
+        instruction: str | Sequence[str],
+        model: str | None = None,
+        seeds: str | Sequence[int] | None = None,
+        *,
+        prompt_index: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: CancelFlag | None = None,
+        allow_download: bool = False,
+        **overrides: Any,
+    ) -> BatchResult:
+        """Edit the picture of `seed` by an instruction (or several) with an editing `model` (FLUX.1 Kontext).
+
+        Each instruction is a prompt to the editing pipeline, which is given the picture; it
+        starts from this seed's own noise (its saved generator state) unless `seeds` are given,
+        then from each of theirs: instructions x seeds, each image the same as made alone. The
+        picture keeps its size. `model` defaults to the image's own, which must then be an
+        editing model. `allow_download` as for `refine`.
+        """
+        item = self.by_seed(seed, prompt_index)
+        chosen = None if seeds is None else choose_seeds(seeds, None, default=None)
+        settings, jobs = edit_jobs(item, instruction, model, chosen, overrides, allow_download)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
         """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.
 
@@ -453,7 +479,7 @@ class BatchResult(Sequence[Item]):
 
     @property
     def is_story(self) -> bool:
-        """Whether this result shows as story rows: images made from others (refine, vary, hires, inpaint)."""
+        """Whether this result shows as story rows: images made from others (refine, vary, hires, inpaint, edit)."""
         return not any(item.cell for item in self.items) and any(item.parent is not None for item in self.items)
 
     def not_made(self) -> list[tuple[int, Job]]:
@@ -739,6 +765,68 @@ def inpaint_jobs(
     return settings, jobs
 
 
+EDIT_RESET = {
+    "scheduler": None,
+    "guidance": None,
+    "true_cfg": None,
+    "clip_skip": None,
+    "max_sequence_length": None,
+    "variant": None,
+    "loras": (),
+    "embeddings": (),
+    "variation_seed": None,
+    "variation_strength": 0.0,
+}
+"""What an edit on another model does not carry over from the picture's settings: those were its model's."""
+
+
+def edit_jobs(
+    item: Item,
+    instruction: str | Sequence[str],
+    model: str | None,
+    seeds: Sequence[int] | None,
+    overrides: dict[str, Any],
+    allow_download: bool = False,
+) -> tuple[Settings, tuple[Job, ...]]:
+    """The settings and jobs that edit `item`'s picture: instructions x seeds, the picture given to each.
+
+    Without `seeds`, each job restores the item's saved generator state (this seed's noise,
+    as an editing pipeline that encodes the picture without drawing, such as FLUX.1 Kontext,
+    then draws it). On another `model` the picture's scheduler, guidance, LoRAs and the like
+    are left behind (`EDIT_RESET`); `overrides` set any of them. The size stays the picture's.
+    Whether `model` edits at all is the backend's to say (a one-line refusal before any image).
+    """
+    instructions = [instruction] if isinstance(instruction, str) else list(instruction)
+    if not instructions or not all(isinstance(text, str) and text.strip() for text in instructions):
+        raise ValueError('an edit needs an instruction: text, one or more ("make the circle green")')
+    for text in instructions:
+        check_prompt(text)
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ValueError("the editing model must be a model id or a folder")
+    if "width" in overrides or "height" in overrides:
+        raise ValueError("an edit keeps the picture's size: width and height do not apply")
+    if seeds is not None and not seeds:
+        raise ValueError("no seeds given for the edit")
+    width, height = item.image.size
+    changes = {"strength": 0.8, "width": width, "height": height}
+    if model is not None and model != item.settings.model:
+        changes.update(EDIT_RESET, model=model)
+    settings = settings_to_remake(item, {**changes, **overrides}, allow_download)
+    state = None if item.origin == "foreign" else item.state
+    starts = [(item.seed, state)] if seeds is None else [(seed, None) for seed in seeds]
+    step = f"e{sum(step.origin == 'edit' for step in item.lineage()) + 1}"
+    letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(instructions))]
+    jobs = tuple(
+        Job(
+            text.strip(), seed, index, "", item.image, start, item, "edit",
+            extra={"step": step + (letters[index] if len(instructions) > 1 else "")},
+        )
+        for index, text in enumerate(instructions)
+        for seed, start in starts
+    )  # fmt: skip
+    return settings, jobs
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -812,9 +900,11 @@ def changes(before: Item, after: Item) -> str:
         parts.append("vary")
     if after.origin == "inpaint" and after.parent is before:
         parts.append("inpaint")
+    if after.origin == "edit" and after.parent is before:
+        parts.append(f'"{after.prompt}"')
     if after.origin == "hires" and after.parent is before:
         parts.append(f"hires x{after.params['hires']['scale']:g} {after.params['hires']['upscaler']}")
-    if after.prompt != before.prompt:
+    if after.prompt != before.prompt and after.origin != "edit":  # an instruction is not a changed prompt
         old, new = before.prompt.split(), after.prompt.split()
         marks = difflib.ndiff(old, new)
         words = [f"{mark[0]}{mark[2:]}" for mark in marks if mark[0] in "+-"]  # ASCII: the grid's font has it
@@ -842,6 +932,8 @@ def _title(item: Item) -> str:
         return f"refine of {item.parent.label}: {item.prompt}"
     if item.origin == "vary" and item.parent is not None:
         return f"variations of {item.parent.label}: {item.prompt}"
+    if item.origin == "edit" and item.parent is not None:
+        return f"edits of {item.parent.label}: {item.prompt}"
     return f"prompt {item.prompt_index}: {item.prompt}"
 
 

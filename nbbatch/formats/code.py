@@ -129,13 +129,13 @@ def _diffusers_class(name: Any, kind: str) -> str:
     return name
 
 
-def takes_size(pipeline: str) -> bool:
-    """Whether the diffusers pipeline class `pipeline` takes ``height`` and ``width`` (SD's image-to-image does not)."""
+def takes_size(pipeline: str, argument: str = "height") -> bool:
+    """Whether the diffusers pipeline class `pipeline` takes `argument` (``height``: SD's image-to-image does not)."""
     import inspect
 
     import diffusers
 
-    return "height" in inspect.signature(getattr(diffusers, _diffusers_class(pipeline, "Pipeline")).__call__).parameters
+    return argument in inspect.signature(getattr(diffusers, _diffusers_class(pipeline, "Pipeline")).__call__).parameters
 
 
 def _check(item: _Exported) -> None:
@@ -227,6 +227,8 @@ def _arguments(item: _Exported) -> dict[str, str]:
             arguments[name] = _literal(params[name])
     if item.init_image is None or takes_size(params["pipeline"]):  # FLUX's img2img and others: 1024 unless told
         arguments["width"], arguments["height"] = _literal(params.get("width")), _literal(params.get("height"))
+        if takes_size(params["pipeline"], "max_area"):  # FLUX.1 Kontext fits its size to this area (1024² else)
+            arguments["max_area"] = _literal(_int(params["width"]) * _int(params["height"]))
     arguments["generator"] = "generator"
     return arguments
 

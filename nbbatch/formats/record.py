@@ -71,7 +71,7 @@ Name = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_name
 FileName = Annotated[str, Field(max_length=255), AfterValidator(_file_name)]
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
 Side = Annotated[StrictInt, Field(ge=8, le=MAX_SIDE)]
-Origin = Literal["batch", "refine", "vary", "hires", "inpaint"]
+Origin = Literal["batch", "refine", "vary", "hires", "inpaint", "edit"]
 Key = Annotated[str, Field(max_length=100)]
 Scalar = StrictBool | StrictInt | float | Annotated[str, Field(max_length=1000)] | None
 AxisValue = Scalar | Annotated[list[StrictInt], Field(max_length=2)]
@@ -137,7 +137,7 @@ class Call(_Strict):
     template: Prompt | None = None
     choices: Annotated[list[Prompt], Field(max_length=1000)] = []
     template_seed: Seed | None = None
-    step: Annotated[str, Field(pattern=r"^r\d{1,4}[a-z]{0,8}$")] | None = None
+    step: Annotated[str, Field(pattern=r"^[re]\d{1,4}[a-z]{0,8}$")] | None = None
     hires: Hires | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 

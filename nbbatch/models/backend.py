@@ -255,6 +255,8 @@ class DiffusersPass:
                 kwargs["width"], kwargs["height"] = jobs[0].init_image.size
             if jobs[0].extra.get("hires", {}).get("upscaler") == "latent":
                 kwargs["image"] = upscaled_latents(pipe, kwargs["image"], self.settings.width, self.settings.height)
+        if {"width", "height"} <= kwargs.keys() and "max_area" in inspect.signature(pipe.__call__).parameters:
+            kwargs["max_area"] = kwargs["width"] * kwargs["height"]  # FLUX.1 Kontext fits its size to this area
         device = self.generator_device
         kwargs["generator"] = [make_generator(device, job.seed, state) for job, state in zip(jobs, states)]
         variation = (self.settings.variation_seed, self.settings.variation_strength)
@@ -330,7 +332,14 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     """Load (or reuse) the pipeline and make the pass's view: errors here come before any image."""
     loaded = get_pipeline(settings)
     device = generator_device(settings)
-    image_to_image = jobs[0].init_image is not None
+    editor = family_of(loaded.pipe).edit
+    if jobs[0].origin == "edit" and not editor:
+        raise ValueError(
+            f"{settings.model} is a {family_of(loaded.pipe).name} model ({type(loaded.pipe).__name__}), not an editing "
+            "one: an edit needs a model that edits a picture by an instruction, such as "
+            "black-forest-labs/FLUX.1-Kontext-dev"
+        )
+    image_to_image = jobs[0].init_image is not None and not editor  # an editing model takes the picture as it is
     check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
     pipe = loaded.view(image_to_image, settings.scheduler, inpaint=jobs[0].mask is not None)
     check_steps(pipe.scheduler, settings.steps)

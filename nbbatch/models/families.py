@@ -9,7 +9,8 @@ families), whether a negative prompt does anything, and which tokenizer bounds w
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
 Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
-PixArt-Σ and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma (packed
+PixArt-Σ and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
+(packed latents), and FLUX.1 Kontext, which edits a picture it is given by an instruction (packed
 latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 """
 
@@ -64,6 +65,8 @@ class Family:
     """Whether the pipeline rounds the size to its aspect-ratio bins first (PixArt-Σ), and so draws noise there."""
     prefix: tuple[str, str] | None = None
     """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
+    edit: bool = False
+    """Whether the pipeline edits a picture it is given as ``image`` by an instruction (FLUX.1 Kontext): no strength."""
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -226,6 +229,23 @@ FAMILIES = (
         distilled=True,
         true_cfg=True,
         max_sequence=512,
+    ),
+    Family(
+        "FLUX.1 Kontext",
+        ("FluxKontextPipeline",),
+        None,
+        latents="packed",
+        embeddings="text_encoder_2",
+        reader=("tokenizer_2", 512),
+        weights=False,
+        negative=(
+            "FLUX.1 Kontext ignores a negative prompt without true CFG (its guidance is distilled): pass --true-cfg "
+            "above 1 (a second pass each step) or leave the negative prompt out"
+        ),
+        distilled=True,
+        true_cfg=True,
+        max_sequence=512,
+        edit=True,
     ),
     Family(
         "Qwen-Image",

@@ -23,6 +23,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-sdxl": "sdxl",
     "nbbatch:tiny-flux": "flux",
     "nbbatch:tiny-flux-schnell": "flux-schnell",
+    "nbbatch:tiny-flux-kontext": "flux-kontext",
     "nbbatch:tiny-sd3": "sd3",
     "nbbatch:tiny-chroma": "chroma",
     "nbbatch:tiny-cogview4": "cogview4",
@@ -77,7 +78,18 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    if kind in ("flux", "flux-schnell", "sd3", "chroma", "cogview4", "qwen-image", "z-image", "lumina2", "pixart"):
+    if kind in (
+        "flux",
+        "flux-schnell",
+        "flux-kontext",
+        "sd3",
+        "chroma",
+        "cogview4",
+        "qwen-image",
+        "z-image",
+        "lumina2",
+        "pixart",
+    ):
         return _tiny_transformer(kind)
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
@@ -161,6 +173,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
 
     ``flux``: FLUX.1-dev (CLIP + T5, packed latents, embedded guidance, a scheduler that
     shifts by the image's size); ``flux-schnell``: no guidance embedding, a static shift;
+    ``flux-kontext``: FLUX.1 Kontext, the editing pipeline, with ``flux``'s very weights;
     ``sd3``: SD3.5 (two CLIPs + T5, unpacked latents, shift 3); ``chroma``: T5 alone,
     packed latents, real CFG; ``cogview4``: a GLM encoder that pads every prompt to the
     batch's longest, on the left, with no mask, and its own dynamic shift; ``qwen-image``: a
@@ -223,7 +236,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _chroma(vae, t5_tokenizer, t5)
         if kind == "pixart":
             return _pixart(vae, t5_tokenizer, t5)
-        return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip), t5, schnell=kind == "flux-schnell")
+        return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip), t5, kind)
 
 
 def clip_config(tokenizer: Any) -> Any:
@@ -257,8 +270,11 @@ def _flow_scheduler(dynamic: bool, shift: float) -> Any:
     )
 
 
-def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, schnell: bool) -> DiffusionPipeline:
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, kind: str) -> DiffusionPipeline:
+    """FLUX.1-dev, schnell or Kontext (`kind`); dev and Kontext share every weight, as the seed is the same."""
+    from diffusers import FluxKontextPipeline, FluxPipeline, FluxTransformer2DModel
+
+    schnell = kind == "flux-schnell"
 
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -272,7 +288,7 @@ def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, schne
         axes_dims_rope=(4, 6, 6),
         guidance_embeds=not schnell,
     )
-    return FluxPipeline(
+    return (FluxKontextPipeline if kind == "flux-kontext" else FluxPipeline)(
         scheduler=_flow_scheduler(dynamic=not schnell, shift=1.0 if schnell else 3.0),
         vae=vae,
         text_encoder=clip,

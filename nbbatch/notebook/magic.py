@@ -20,7 +20,7 @@ from IPython.display import display
 
 from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import first_line
-from nbbatch.core.result import BatchResult, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
+from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver, open_picture
@@ -69,6 +69,12 @@ class BatchMagics(Magics):
     @argument("--vary", type=int, metavar="SEED", help="variations of this seed's picture (image-to-image)")
     @argument("--hires", type=int, metavar="SEED", help="hires fix of this seed: upscaled, then denoised again")
     @argument("--inpaint", type=int, metavar="SEED", help="repaint the --mask region of this seed's picture")
+    @argument(
+        "--edit",
+        type=int,
+        metavar="SEED",
+        help="edit this seed's picture by the cell's instructions with an editing --model (FLUX.1 Kontext)",
+    )
     @argument("--mask", metavar="MASK", help="--inpaint: a variable (picture or array), a file, or box:x0,y0,x1,y1")
     @argument("--scale", type=float, metavar="X", help="--hires: how much larger (default 2)")
     @argument("--hires-strength", type=float, metavar="S", help="--hires: denoising strength (default 0.45)")
@@ -114,7 +120,8 @@ class BatchMagics(Magics):
         ``--refine SEED`` makes that image again from the same starting noise with the
         cell's prompt(s); ``--vary SEED`` makes variations of its picture; ``--hires SEED``
         a hires fix (``--scale 2``, ``--hires-strength 0.45``); ``--inpaint SEED --mask M``
-        repaints the region a mask marks. As a line
+        repaints the region a mask marks; ``--edit SEED --model M`` edits the picture by
+        each line of the cell with an editing model (FLUX.1 Kontext). As a line
         magic (``%batchgen --vary 5``) the image's own prompt is kept. ``%batchgen --code SEED``
         puts the diffusers code that makes that image again into the next cell.
         ``{name}`` in a prompt is filled from the namespace; any other ``{...}`` is a
@@ -215,7 +222,9 @@ class BatchMagics(Magics):
             given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
         if args.save and args.autosave:
             raise ValueError("--save and --autosave do not go together: choose one")
-        operations = [f"--{name}" for name in ("refine", "vary", "hires", "inpaint") if getattr(args, name) is not None]
+        operations = [
+            f"--{name}" for name in ("refine", "vary", "hires", "inpaint", "edit") if getattr(args, name) is not None
+        ]
         if len(operations) > 1:
             raise ValueError(f"{operations[0]} and {operations[1]} do not go together: choose one")
         hires_options = [flag for flag, value in HIRES_OPTIONS.items() if getattr(args, value) is not None]
@@ -226,7 +235,7 @@ class BatchMagics(Magics):
         if not operations:
             if args.source is not None or args.prompt_index is not None or args.allow_download:
                 raise ValueError(
-                    "--from, --prompt-index and --allow-download go with --refine, --vary, --hires or --inpaint"
+                    "--from, --prompt-index and --allow-download go with --refine, --vary, --hires, --inpaint or --edit"
                 )
             if "strength" in given and args.image is None:
                 raise ValueError("--strength is for image-to-image: give --image too")
@@ -269,6 +278,18 @@ class BatchMagics(Magics):
             item = parent.by_seed(args.inpaint, args.prompt_index)
             mask = self.shell.user_ns.get(args.mask, args.mask) if args.mask.isidentifier() else args.mask
             settings, jobs = inpaint_jobs(item, mask, prompts or None, args.negative, given, args.allow_download)
+            return settings, jobs, parent
+        if args.edit is not None:
+            if not prompts:
+                raise ValueError('--edit needs instructions: one per line of the cell ("make the circle green")')
+            if args.negative is not None or "strength" in given:
+                raise ValueError("--edit takes instructions, not --negative or --strength: the picture is given whole")
+            item = parent.by_seed(args.edit, args.prompt_index)
+            seeds = (
+                None if args.seeds is None and args.num is None else choose_seeds(args.seeds, args.num, default=None)
+            )
+            model = given.pop("model", None)
+            settings, jobs = edit_jobs(item, prompts, model, seeds, given, args.allow_download)
             return settings, jobs, parent
         if args.hires is not None:
             if args.seeds is not None or args.num is not None:
