@@ -1,8 +1,8 @@
 """nbbatch: reproducible batch image generation with diffusers, in Jupyter.
 
 ``%load_ext nbbatch`` registers ``%%batchgen`` and ``%batchgen_panel``. From Python:
-`generate`, `panel`, `load` and `reproduce`. Heavy modules (torch, diffusers,
-ipywidgets) are imported only when first used.
+`generate`, `panel`, `load` and `reproduce`; `history` and `favourites` gather what this
+kernel made. Heavy modules (torch, diffusers, ipywidgets) are imported only when first used.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _LAZY = {
     "load": "nbbatch.api",
     "reproduce": "nbbatch.api",
     "plan": "nbbatch.api",
+    "history": "nbbatch.core.history",
+    "favourites": "nbbatch.core.history",
     "release_workers": "nbbatch.scale.workers",
     "BatchError": "nbbatch.core.result",
     "BatchResult": "nbbatch.core.result",

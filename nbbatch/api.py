@@ -16,8 +16,6 @@ from nbbatch.scale.workers import RayRunner
 from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from nbbatch.core.engine import CancelFlag, Preview, Progress
 
 __all__ = ["BatchError", "generate", "load", "plan", "reproduce"]
@@ -29,7 +27,7 @@ def plan(
     *,
     num: int | None = None,
     negative_prompt: str = "",
-    images: Image.Image | Sequence[Image.Image] = (),
+    images: Any = (),
     model: str | None = None,
     x: str | tuple[str, Sequence[Any]] | None = None,
     y: str | tuple[str, Sequence[Any]] | None = None,
@@ -80,8 +78,11 @@ def generate(
     such as ``{red|blue}`` and ``__wildcard__`` (read from the `wildcards` folder) expand
     to every combination, or to `random` draws from `random_seed`. `seeds` is a list, an
     int, or text such as ``"0-7,10"`` (default ``"0-3"``); `num` draws that many random
-    seeds instead. `images` makes it image-to-image (one per prompt, or one for all: PIL
-    images, HxWx3 uint8 or 0-1 float arrays, or tensors). `x`, `y` and `z` make an X/Y/Z
+    seeds instead. `images` makes it image-to-image: a picture (PIL image, HxWx3 uint8
+    or 0-1 float array, tensor), a file, a folder or a glob (``"shots/*.png"``, sorted by
+    name), or a list of any of these; every picture is made with every prompt and seed
+    (pictures x prompts x seeds), each at its own size unless width and height are given,
+    and a picture read from a file records its name (``seed 3 · cat.png``). `x`, `y` and `z` make an X/Y/Z
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are the settings of
     `nbbatch.settings.SETTINGS` (`Settings` fields): SETTING_NAMES. `on_progress` is called

@@ -186,6 +186,21 @@ SETTINGS: tuple[Setting, ...] = (
         panel="max_sequence_length",
     ),
     Setting(
+        "refiner",
+        "SDXL: the refiner model that takes the latents over at --refiner-at of the steps",
+        metavar="MODEL",
+        panel="not in the panel yet: an SDXL two-model option, in the magic and API",
+    ),
+    Setting(
+        "refiner_at",
+        "SDXL: when the refiner takes over, a fraction of the steps (default 0.8)",
+        "float",
+        metavar="F",
+        axis="float",
+        plot="Refiner switch at",
+        panel="not in the panel yet: an SDXL two-model option, in the magic and API",
+    ),
+    Setting(
         "loras",
         "a LoRA file or hub id, weight 1 unless given (repeat for more)",
         "repeat",

@@ -65,17 +65,19 @@ def test_pipeline_default_guidance_is_recorded(model):
     assert result[0].params["guidance_scale"] == (7.5 if model.endswith("tiny-sd") else 5.0)
 
 
-def test_image_to_image_batch_pairs_each_image_with_its_prompt(model):
+def test_image_to_image_makes_every_picture_with_every_prompt_and_seed(model):
     red = Image.new("RGB", (40, 40), (220, 30, 30))
     blue = Image.new("RGB", (40, 40), (30, 30, 220))
     result = nbbatch.generate(["warm", "cold"], "0-1", images=[red, blue], strength=0.5, model=model, steps=4)
-    assert len(result) == 4 and {item.image.size for item in result} == {(40, 40)}
-    assert result[0].init_image is result[1].init_image
+    assert len(result) == 8 and {item.image.size for item in result} == {(40, 40)}
+    assert [item.init_image for item in result] == [red] * 4 + [blue] * 4
     assert result[0].params["pipeline"].endswith("Img2ImgPipeline") and result[0].params["strength"] == 0.5
+    blue_cold = result[7]
+    assert (blue_cold.prompt, blue_cold.seed) == ("cold", 1)
     direct = direct_call(model, "cold", 1, image=blue, strength=0.5, num_inference_steps=4)
-    assert max_difference(direct, result.by_seed(1, prompt_index=1).image) <= 1
-    wrong_pair = direct_call(model, "cold", 1, image=red, strength=0.5, num_inference_steps=4)
-    assert max_difference(wrong_pair, result.by_seed(1, prompt_index=1).image) > 1, "the input image matters"
+    assert max_difference(direct, blue_cold.image) <= 1
+    wrong_picture = direct_call(model, "cold", 1, image=red, strength=0.5, num_inference_steps=4)
+    assert max_difference(wrong_picture, blue_cold.image) > 1, "the input image matters"
 
 
 def test_cpu_float16_runs_and_says_so():
@@ -291,7 +293,8 @@ def test_numpy_arrays_and_tensors_are_input_images_like_the_pil_image():
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("a string", "input image 0 is a str: give a PIL image, a NumPy array or a torch tensor"),
+        ("a string", "the input images: 'a string' is no picture file, folder or glob"),
+        ({"a": 1}, "input image 0 is a dict: give a PIL image, a NumPy array or a torch tensor"),
         (np.zeros((4, 4, 4, 3)), r"input image 0 is an array of shape \(4, 4, 4, 3\): pictures are HxWx3"),
         (np.full((16, 16, 3), 7.0), "values outside 0-1"),
     ],

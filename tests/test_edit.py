@@ -99,6 +99,19 @@ def test_an_edit_reproduces_from_its_png_and_its_code_makes_it_with_diffusers_al
     assert max_difference(run_codes({"edit": code}, tmp_path)["edit"], edited[0].image) <= 1
 
 
+def test_an_editing_model_edits_every_picture_of_a_folder_by_each_instruction(batch, kontext, tmp_path):
+    for item in batch:
+        item.image.save(tmp_path / f"cat-{item.seed}.png")
+    edited = nbbatch.generate(["make it green", "make it blue"], [9], images=tmp_path, model=KONTEXT, steps=2)
+    assert [(item.params["picture"], item.prompt) for item in edited] == [
+        (f"cat-{seed}.png", instruction) for seed in (4, 5) for instruction in ("make it green", "make it blue")
+    ]
+    assert edited[3].label == "seed 9 · cat-5.png" and "strength" not in edited[3].params
+    for item in edited:
+        picture = batch.by_seed(int(item.params["picture"][4]))
+        assert max_difference(item.image, raw_edit(kontext, picture.image, item.prompt, 9)) <= 1
+
+
 def test_an_edit_of_an_edit_counts_on(batch):
     first = batch.edit(5, "make it green", model=KONTEXT)
     second = first.edit(5, "now add a hat")

@@ -52,11 +52,14 @@ def test_image_to_image_from_a_variable_and_from_a_file(shell, tmp_path):
     shell.user_ns["pictures"] = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
     run(shell, "--image pictures --strength 0.5 --steps 4 --seeds 0-1", "warm\ncold")
     from_variable = shell.user_ns["_batch"]
-    assert len(from_variable) == 4 and from_variable[0].params["strength"] == 0.5
+    assert len(from_variable) == 8 and from_variable[0].params["strength"] == 0.5, "pictures x prompts x seeds"
+    blue_cold = from_variable[7]
+    assert (blue_cold.init_image, blue_cold.prompt, blue_cold.seed) == (shell.user_ns["pictures"][1], "cold", 1)
     path = tmp_path / "blue.png"
     Image.new("RGB", (32, 32), "blue").save(path)
     run(shell, f"--image {path} --strength 0.5 --steps 4 --seeds 1", "cold")
-    assert max_difference(shell.user_ns["_batch"][0].image, from_variable.by_seed(1, 1).image) <= 1
+    assert shell.user_ns["_batch"][0].label == "seed 1 · blue.png"
+    assert max_difference(shell.user_ns["_batch"][0].image, blue_cold.image) <= 1
 
 
 def test_refine_in_a_cell_makes_one_refinement_per_line_from_the_last_result(shell):
@@ -114,8 +117,11 @@ BAD = [
     ("--width 30", "a", "width must be a multiple of 8"),
     ("--model ./no/such/folder", "a", "model folder './no/such/folder' does not exist"),
     ("--model nbbatch:huge", "a", "unknown built-in model 'nbbatch:huge'"),
-    ("--image nothing_here", "a", "--image 'nothing_here' is neither a variable nor an image file"),
-    ("--image two --strength 0.5", "a\nb\nc", "2 input images for 3 prompts"),
+    (
+        "--image nothing_here",
+        "a",
+        "--image 'nothing_here' is neither a variable nor a picture file, a folder or a glob",
+    ),
     ("--strength 0.5", "a", "--strength is for image-to-image: give --image too"),
     ("--image one --steps 2 --strength 0.3", "a", "steps 2 x strength 0.3 leaves no denoising step"),
     ("", "a {unknown_name}", "prompt line 1: unknown variable {unknown_name}"),

@@ -47,7 +47,8 @@ def test_every_setting_has_a_panel_control_or_says_why_not(setting):
 def test_every_setting_is_a_keyword_of_generate(setting):
     value = {"int": 16, "float": 0.5, "switch": True, "repeat": [("x.safetensors", 0.5)]}.get(setting.kind, "euler")
     value = {**TEXT, "true_cfg": 2.5, "clip_skip": 2, "embeddings": [("x.safetensors", "tok")]}.get(setting.name, value)
-    given = {setting.name: value, **({"variation_seed": 1} if setting.name == "variation_strength" else {})}
+    needs = {"variation_strength": {"variation_seed": 1}, "refiner_at": {"refiner": "nbbatch:tiny-sdxl-refiner"}}
+    given = {setting.name: value, **needs.get(setting.name, {})}
     settings, jobs = nbbatch.plan("a red cat", [0], **given)
     assert getattr(settings, setting.name) == (tuple(value) if setting.kind == "repeat" else value)
     assert len(jobs) == 1

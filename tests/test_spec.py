@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 import nbbatch
+from nbbatch.core import spec
 from nbbatch.core.spec import Settings, build_jobs, parse_prompt_lines, prepare_images
 
 
@@ -59,14 +60,18 @@ def test_jobs_are_prompts_times_seeds_grouped_by_prompt():
     assert {j.negative_prompt for j in jobs} == {"blurry"}
 
 
-def test_input_images_pair_with_prompts_or_are_shared():
+def test_every_input_picture_is_made_with_every_prompt_and_seed_grouped_by_picture(monkeypatch):
     red, blue = Image.new("RGB", (16, 16), "red"), Image.new("RGB", (16, 16), "blue")
-    paired = build_jobs(["a", "b"], (0, 1), images=[red, blue])
-    assert [j.init_image for j in paired] == [red, red, blue, blue]
+    crossed = build_jobs(["a", "b"], (0, 1), images=[red, blue], names=["red.png", None])
+    assert [(j.init_image, j.prompt, j.seed) for j in crossed] == [
+        (picture, prompt, seed) for picture in (red, blue) for prompt in "ab" for seed in (0, 1)
+    ]
+    assert [j.extra.get("picture") for j in crossed] == ["red.png"] * 4 + [None] * 4
     shared = build_jobs(["a", "b"], (0,), images=[red])
     assert [j.init_image for j in shared] == [red, red]
-    with pytest.raises(ValueError, match="3 input images for 2 prompts"):
-        build_jobs(["a", "b"], (0,), images=[red, blue, red])
+    monkeypatch.setattr(spec, "MAX_IMAGES", 10)
+    with pytest.raises(ValueError, match="^3 pictures x 2 prompts x 2 seeds make 12 images; the most one batch"):
+        build_jobs(["a", "b"], (0, 1), images=[red, blue, red])
 
 
 @pytest.mark.parametrize(
@@ -103,8 +108,8 @@ def test_input_images_are_resized_to_the_asked_size_or_cut_to_multiples_of_8():
     assert [i.size for i in prepare_images([image], 16, 24)] == [(16, 24)]
     (cut,) = prepare_images([image], None, None)
     assert cut.size == (32, 48) and cut.mode == "RGB"
-    with pytest.raises(ValueError, match=re.escape("input images differ in size (16x16, 32x32)")):
-        prepare_images([Image.new("RGB", (16, 16)), Image.new("RGB", (32, 32))], None, None)
+    sizes = [i.size for i in prepare_images([Image.new("RGB", (16, 16)), Image.new("RGB", (33, 32))], None, None)]
+    assert sizes == [(16, 16), (32, 32)], "each keeps its own size (other sizes run in calls of their own)"
     with pytest.raises(ValueError, match="input image 0 is a str"):
         prepare_images(["cat.png"], None, None)
 

@@ -179,7 +179,7 @@ def test_a_folder_of_another_sweep_is_refused_and_left_as_it_was(spec, tmp_path,
         ("steps = 4\n", "has no prompts"),
         ('prompts = ["a cat"\n', "is not valid TOML"),
         ('prompts = ["a cat"]\nsteps = 0\n', "steps must be"),
-        ('prompts = ["a cat"]\nimages = "missing.png"\n', "missing.png' as an image"),
+        ('prompts = ["a cat"]\nimages = "missing.png"\n', "missing.png' is no picture file, folder or glob"),
     ],
 )
 def test_a_bad_sweep_file_is_one_line_and_nothing_is_made(tmp_path, text, message, cli):

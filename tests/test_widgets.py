@@ -48,7 +48,7 @@ def test_generate_shows_seed_labelled_thumbnails_in_rows_by_prompt(panel):
     assert panel.progress.value == 1000 and panel.status.value.startswith("6 images in ")
     assert not panel.generate_button.disabled and panel.cancel_button.disabled
     assert panel.message.value == ""
-    assert panel.batches.options == (("1: batch · 6 images", 0),)
+    assert panel.batches.options == (("1: batch · 'a red cube' · 6 images", 0),)
 
 
 def test_cancel_while_running_keeps_the_finished_images(panel):
@@ -111,6 +111,33 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     panel.batches.value = 0
     assert labels(panel) == [["seed 0", "seed 1", "seed 2"]] * 2
     assert panel.status.value.startswith("6 images in "), "the status speaks of the batch shown"
+
+
+def test_the_star_marks_the_selected_image_and_the_batch_list_names_each_batch(panel, monkeypatch):
+    from nbbatch.core import history
+
+    monkeypatch.setattr(history, "_favourites", [])
+    panel.generate_button.click()
+    panel.wait(60)
+    thumbs(panel)[1][2].children[1].click()
+    assert panel.favourite.value is False
+    panel.favourite.value = True
+    picked = panel.results[0].by_seed(2, prompt_index=1)
+    assert list(nbbatch.favourites()) == [picked] and picked.is_favourite
+    thumbs(panel)[0][0].children[1].click()
+    assert panel.favourite.value is False, "the star shows the selected image's mark"
+    thumbs(panel)[1][2].children[1].click()
+    assert panel.favourite.value is True
+    panel.favourite.value = False
+    assert list(nbbatch.favourites()) == []
+    panel.refine_prompts.value = "a blue ball on sand"
+    panel.refine_button.click()
+    panel.wait(60)
+    assert [name for name, _ in panel.batches.options] == [
+        "1: batch · 'a red cube' · 6 images",
+        "2: refine · 'a blue ball on sand' · 1 image",
+    ]
+    assert nbbatch.history().results[-2:] == panel.results, "the panel's results are in the kernel's history"
 
 
 @pytest.mark.parametrize(

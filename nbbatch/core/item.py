@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires")
+EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires", "picture")
 """The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
 
 
@@ -66,6 +66,8 @@ class Item:
     def label(self) -> str:
         """The grid caption: ``seed 5``, ``seed 5 · r2``, ``seed 12 · vary of 5``, ``seed 5 · steps: 20``.
 
+        An input picture read from a file adds its name: ``seed 3 · cat.png``.
+
         A refinement is ``r`` and its depth, with a letter where one refine made several
         (``r1a``, ``r1b``): distinct within the refinements of one image; an edit likewise
         ``edit e1`` (``edit e1b of 5`` from another seed's noise).
@@ -83,7 +85,21 @@ class Item:
             text = f"seed {self.seed} · vary of {self.parent.seed}"
         else:
             text = f"seed {self.seed}"
-        return "".join([text, *(f" · {axis_label(name, value)}" for name, value in self.cell.values())])
+        picture = [self.params["picture"]] if "picture" in self.params else []
+        return " · ".join([text, *picture, *(axis_label(name, value) for name, value in self.cell.values())])
+
+    def favourite(self, on: bool = True) -> None:
+        """Mark this image as a favourite (``on=False``: unmark it); `nbbatch.favourites()` gathers them."""
+        from nbbatch.core.history import mark
+
+        mark(self, on)
+
+    @property
+    def is_favourite(self) -> bool:
+        """Whether this image is marked as a favourite."""
+        from nbbatch.core.history import is_marked
+
+        return is_marked(self)
 
     def lineage(self) -> tuple[Item, ...]:
         """The ancestors of this item and itself, the first image first."""

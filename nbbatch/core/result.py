@@ -30,6 +30,7 @@ from nbbatch.core.grid import (
     preview_cell,
     stack,
 )
+from nbbatch.core.history import record
 from nbbatch.core.item import Item
 from nbbatch.core.masks import make_mask
 from nbbatch.core.spec import UPSCALERS, Job, Settings, choose_seeds
@@ -89,6 +90,7 @@ def run_batch(
         positions=run.positions,
         runner=runner,
     )
+    record(result)
     if raise_on_failure and result.status == "failed":
         raise BatchError(result.summary(), result)
     return result
@@ -414,10 +416,10 @@ class BatchResult(Sequence[Item]):
         return paths
 
     def groups(self) -> list[Group]:
-        """Grid rows: one group per prompt, titled with the prompt (and what it refines)."""
-        groups: dict[int, list[int]] = {}
+        """Grid rows: one group per prompt (and input picture file), titled with them (and what it refines)."""
+        groups: dict[tuple[str | None, int, str], list[int]] = {}
         for position, item in enumerate(self.items):
-            groups.setdefault(item.prompt_index, []).append(position)
+            groups.setdefault((item.params.get("picture"), item.prompt_index, item.prompt), []).append(position)
         return [Group(_title(self.items[positions[0]]), tuple(positions)) for positions in groups.values()]
 
     def grid(self, columns: int = 8, cell: int = 256, limit: int | None = None) -> Image.Image:
@@ -934,7 +936,8 @@ def _title(item: Item) -> str:
         return f"variations of {item.parent.label}: {item.prompt}"
     if item.origin == "edit" and item.parent is not None:
         return f"edits of {item.parent.label}: {item.prompt}"
-    return f"prompt {item.prompt_index}: {item.prompt}"
+    picture = f"{item.params['picture']} · " if "picture" in item.params else ""
+    return f"{picture}prompt {item.prompt_index}: {item.prompt}"
 
 
 def _seed_list(seeds: Sequence[int]) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from nbbatch.core.attention import MAX_PROMPT_CHARS, check_prompt, check_text
+from nbbatch.core.pictures import gather_pictures
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
 from nbbatch.core.templates import Prompt, expand, fill_variables
 
@@ -61,7 +62,9 @@ class Settings:
     opt-in speedups of the UNet (see `nbbatch.models.speedups`). `true_cfg` is real
     classifier-free guidance beside a distilled guidance (FLUX.1's ``true_cfg_scale``: above 1,
     with the negative prompt, empty when none is given); `max_sequence_length` how many tokens
-    a T5 or LLM text encoder reads of each prompt (None: the pipeline's default).
+    a T5 or LLM text encoder reads of each prompt (None: the pipeline's default). A `refiner`
+    (an SDXL model) takes the latents over at `refiner_at` of the steps (default 0.8), as
+    diffusers' ``denoising_end``/``denoising_start`` hand-off does.
     """
 
     model: str = field(default_factory=default_model)
@@ -83,6 +86,8 @@ class Settings:
     variation_strength: float = 0.0
     clip_skip: int | None = None
     max_sequence_length: int | None = None
+    refiner: str | None = None
+    refiner_at: float | None = None
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()
     compile: bool = False
@@ -135,6 +140,17 @@ class Settings:
                 raise ValueError(f"{name} is True or False, not {getattr(self, name)!r}")
         if self.variation_strength and self.variation_seed is None:
             raise ValueError("a variation strength needs a variation seed to blend towards")
+        if self.refiner is not None:
+            if not isinstance(self.refiner, str) or not self.refiner.strip():
+                raise ValueError(f"the refiner must be a model id or a folder, not {self.refiner!r}")
+            check_name(self.refiner, "the refiner")
+        if self.refiner_at is not None:
+            if self.refiner is None:
+                raise ValueError("refiner_at says when the refiner takes over: give a refiner too")
+            if not _is_number(self.refiner_at) or not 0 < self.refiner_at < 1:
+                raise ValueError(
+                    f"the refiner's switch must be a fraction of the steps above 0 and below 1, not {self.refiner_at!r}"
+                )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied and validated; unknown names raise ValueError."""
@@ -183,12 +199,14 @@ def build_jobs(
     prompts: Sequence[str | Prompt],
     seeds: tuple[int, ...] | list[int],
     negative_prompt: str = "",
-    images: list[Image.Image] | tuple[Image.Image, ...] = (),
+    images: Sequence[Image.Image] = (),
+    names: Sequence[str | None] = (),
 ) -> tuple[Job, ...]:
-    """Prompts x seeds, flattened: one job per image, grouped by prompt (p0 s0, p0 s1, ..., p1 s0).
+    """Pictures x prompts x seeds, flattened: one job per image, grouped by picture, then by prompt (p0 s0, p0 s1, ...).
 
     A prompt made from a template records the template and its choices with each image.
-    `images` (image-to-image) holds one picture for every prompt, or one shared by all.
+    `images` (image-to-image) are the input pictures, each made with every prompt and seed;
+    `names` their file names (recorded as ``picture``), where they came from files.
     """
     if isinstance(prompts, (str, Prompt)):
         prompts = [prompts]
@@ -204,28 +222,28 @@ def build_jobs(
         raise ValueError("no seeds given")
     if len(set(seeds)) != len(seeds):
         raise ValueError("a seed is given twice")
-    if len(prompts) * len(seeds) > MAX_IMAGES:
+    pictures = list(images) or [None]
+    count = len(pictures) * len(prompts) * len(seeds)
+    if count > MAX_IMAGES:
+        some = f"{len(pictures)} pictures x " if images else ""
         raise ValueError(
-            f"{len(prompts)} prompts x {len(seeds)} seeds make {len(prompts) * len(seeds)} images; "
+            f"{some}{len(prompts)} prompts x {len(seeds)} seeds make {count} images; "
             f"the most one batch may hold is {MAX_IMAGES}"
         )
     if not isinstance(negative_prompt, str):
         raise ValueError(f"the negative prompt must be text, not {type(negative_prompt).__name__}")
-    images = list(images)
-    if images and len(images) not in (1, len(prompts)):
-        raise ValueError(
-            f"{len(images)} input images for {len(prompts)} prompts: give one image per prompt, or one for all"
-        )
     for text in [*(p.text for p in prompts), negative_prompt]:
         check_prompt(text)
     jobs = []
-    for index, prompt in enumerate(prompts):
-        image = images[index if len(images) > 1 else 0] if images else None
-        extra = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
-        if prompt.template and prompt.seed is not None:
-            extra["template_seed"] = prompt.seed
-        for seed in seeds:
-            jobs.append(Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra))
+    for image, name in itertools.zip_longest(pictures, list(names)[: len(pictures)]):
+        for index, prompt in enumerate(prompts):
+            extra = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
+            if prompt.template and prompt.seed is not None:
+                extra["template_seed"] = prompt.seed
+            if name is not None:
+                extra["picture"] = name
+            for seed in seeds:
+                jobs.append(Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra))
     return tuple(jobs)
 
 
@@ -315,12 +333,12 @@ def _check_int(name: str, value: object, low: int, high: int, hint: str = "") ->
 
 
 def prepare_images(images: Sequence[Any], width: int | None, height: int | None) -> tuple[Image.Image, ...]:
-    """Input pictures for image-to-image, as RGB PIL images all of one size.
+    """Input pictures for image-to-image, as RGB PIL images.
 
     Each may be a PIL image, a NumPy array (HxWx3 or HxW, uint8 0-255 or float 0-1) or
     a torch tensor of the same layout (or 3xHxW). With `width` and `height` every
     picture is resized to that size; without, each keeps its size cut down to a multiple
-    of 8, and the sizes must then agree, since one pipeline call takes one size.
+    of 8 (pictures of other sizes run in calls of their own).
     """
     from PIL import Image as PILImage
 
@@ -333,10 +351,6 @@ def prepare_images(images: Sequence[Any], width: int | None, height: int | None)
         if min(size) < 8:
             raise ValueError(f"input image {index} is {image.width}x{image.height}: at least 8x8 is needed")
         prepared.append(image if image.size == size else image.resize(size, PILImage.Resampling.LANCZOS))
-    sizes = sorted({image.size for image in prepared})
-    if len(sizes) > 1:
-        shown = ", ".join(f"{w}x{h}" for w, h in sizes)
-        raise ValueError(f"input images differ in size ({shown}): pass width and height to resize them all")
     return tuple(prepared)
 
 
@@ -421,13 +435,18 @@ def make_jobs(
     for text in [*prompts, negative_prompt]:
         check_text(text)  # before templates are parsed: a huge text is refused at once
     expanded = expand([p.strip() for p in prompts], wildcards=wildcards, draws=random, seed=random_seed)
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    if images:
+    pictures = gather_pictures(images, "the input images") if _given(images) else []
+    if pictures:
         settings.image_to_image_steps()
-    check_variation(settings, image_to_image=bool(images))
+    check_variation(settings, image_to_image=bool(pictures))
+    images = [picture.image for picture in pictures]
     prepared = prepare_images(images, settings.width, settings.height) if images else ()
-    return build_jobs(expanded, seed_list, negative_prompt, prepared)
+    return build_jobs(expanded, seed_list, negative_prompt, prepared, [picture.name for picture in pictures])
+
+
+def _given(images: Any) -> bool:
+    """Whether `images` names any input: neither None nor an empty list (an array counts as one picture)."""
+    return not (images is None or (isinstance(images, (list, tuple)) and not images))
 
 
 def check_variation(settings: Settings, image_to_image: bool) -> None:

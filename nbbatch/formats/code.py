@@ -99,8 +99,19 @@ def item_code(item: _Exported) -> str:
         imports += ["from typing import Any", "from diffusers.utils.torch_utils import randn_tensor"]
         body += _variation(item)
         arguments["latents"] = "latents"
+    if params.get("refiner"):
+        imports.append("from diffusers import AutoPipelineForImage2Image")
+        body += _refiner(item, dtype)
+        arguments.update(denoising_end=_literal(_float(params["refiner_at"])), output_type="'latent'")
     call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
-    body.append(f"image = pipe(\n{call}).images[0]")
+    if params.get("refiner"):
+        body.append(f"latents = pipe(\n{call}).images  # the base's part of the steps")
+        handed = {name: arguments[name] for name in _HANDED if name in arguments}
+        handed.update(image="latents", denoising_start=arguments.pop("denoising_end"), generator="generator")
+        call = "".join(f"    {name}={value},\n" for name, value in handed.items())
+        body.append(f"image = refiner(\n{call}).images[0]  # the refiner's, from the base's latents")
+    else:
+        body.append(f"image = pipe(\n{call}).images[0]")
     if item.mask is not None:
         body.append("image = pipe.image_processor.apply_overlay(mask, init_image, image)  # the original outside")
     header = (
@@ -153,6 +164,11 @@ def _check(item: _Exported) -> None:
             "nbbatch upscaled this hires fix's latents itself: diffusers alone has no latent upscaler "
             "(a lanczos hires fix exports)"
         )
+    if item.params.get("refiner") and item.settings.scheduler is not None:
+        raise ValueError(
+            "the refiner ran with a scheduler made from its own config, which the record does not hold: no code "
+            "(a refiner with its own scheduler exports)"
+        )
     if item.params.get("encoded_by") == "compel":
         if (item.settings.clip_skip or 1) > 1:
             why = f"clip skip {item.settings.clip_skip}"
@@ -161,6 +177,28 @@ def _check(item: _Exported) -> None:
         else:
             why = "a prompt longer than 75 tokens"
         raise ValueError(f"nbbatch encoded this image's prompt itself with compel ({why}): diffusers alone cannot")
+
+
+_HANDED = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "clip_skip")
+"""The base call's arguments the refiner's call takes too."""
+
+
+def _refiner(item: _Exported, dtype: str) -> list[str]:
+    """The SDXL refiner loaded as the diffusers guide loads it: sharing the base's VAE and second text encoder."""
+    from nbbatch.models.pipelines import resolve_model
+
+    source = resolve_model(str(item.params["refiner"]))
+    placed = "refiner.enable_model_cpu_offload()" if item.settings.offload else "refiner.to(pipe.device)"
+    return [
+        "refiner = AutoPipelineForImage2Image.from_pretrained(",
+        f"    {source!r},",
+        "    text_encoder_2=pipe.text_encoder_2,",
+        "    vae=pipe.vae,",
+        f"    dtype=torch.{dtype},",
+        *([f"    variant={item.settings.variant!r},"] if item.settings.variant else []),
+        ")",
+        placed,
+    ]
 
 
 def _source(item: _Exported) -> str:

@@ -20,22 +20,20 @@ import json
 import os
 import secrets
 import stat
-import struct
 import sys
 import warnings
-import zlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from nbbatch import __version__
 from nbbatch.core.attention import check_text
 from nbbatch.core.axes import axis_value
-from nbbatch.core.errors import first_line
 from nbbatch.core.item import Item
+from nbbatch.core.pictures import read_picture
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
@@ -82,6 +80,8 @@ def a1111_parameters(item: Item) -> str:
         "Hires upscale": f"{hires['scale']:g}" if hires else None,
         "Hires upscaler": UPSCALERS[hires["upscaler"]] if hires else None,
         "Clip skip": params["clip_skip"] + 1 if params.get("clip_skip") else None,
+        "Refiner": model_short_name(params["refiner"]) if params.get("refiner") else None,
+        "Refiner switch at": params.get("refiner_at"),
         "RNG": RNG.get(str(params.get("generator_device", "")).split(":")[0]),
         "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
         "Variation seed strength": params.get("variation_strength") or None,
@@ -519,43 +519,8 @@ def link_parents(items: list[Item]) -> list[Item]:
     return result
 
 
-_PICTURE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    zlib.error,
-)
-"""What Pillow raises for a file that is no picture, a damaged one, a bomb (pixels or text chunks)."""
-
-
-def open_picture(source: str | os.PathLike | IO[bytes], name: str | None = None) -> Image.Image:
-    """The picture in a file (or an open binary file, called `name`) as RGB; any failure is a one-line ValueError.
-
-    Damaged files, files that are no picture and bombs (Pillow's pixel and text limits) all say the same line.
-    """
-    return _open_picture(source, name)[0]
-
-
-def _open_picture(
-    source: str | os.PathLike | IO[bytes], name: str | None = None
-) -> tuple[Image.Image, dict[str, str], str | None]:
-    """`open_picture`, with the picture's text chunks and its format."""
-    try:
-        with Image.open(source) as opened:
-            opened.load()
-            text = {key: value for key, value in dict(getattr(opened, "text", {})).items() if isinstance(value, str)}
-            return opened.convert("RGB"), text, opened.format
-    except _PICTURE_ERRORS as error:
-        shown = name if name is not None else os.fspath(source)  # type: ignore[arg-type]
-        raise ValueError(f"cannot read {shown!r} as an image: {first_line(error)}") from None
-
-
 def _load_png(path: Path) -> Item:
-    image, text, kind = _open_picture(path)
+    image, text, kind = read_picture(path)
     if kind != "PNG":
         raise ValueError(f"{str(path)!r} is a {kind} image: nbbatch reads parameters from PNGs")
     if "nbbatch" in text:
@@ -580,7 +545,7 @@ def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) 
         source = _inside(path.parent, entry["init_image"])
         if not source.is_file():
             raise ValueError(f"its image-to-image input {entry['init_image']!r} is missing from {str(path.parent)!r}")
-        init_image, _, _ = _open_picture(source)
+        init_image, _, _ = read_picture(source)
     mask = None
     if entry.get("mask"):
         source = _inside(path.parent, entry["mask"])

@@ -139,6 +139,9 @@ class Call(_Strict):
     template_seed: Seed | None = None
     step: Annotated[str, Field(pattern=r"^[re]\d{1,4}[a-z]{0,8}$")] | None = None
     hires: Hires | None = None
+    picture: FileName | None = None
+    refiner: Name | None = None
+    refiner_at: Annotated[float, Field(gt=0, lt=1)] | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 
 

@@ -42,6 +42,8 @@ def settings_to_remake(item: Item, overrides: Mapping[str, Any], allow_download:
     settings, refused, changes = item.settings, [], {}
     if "model" not in overrides:
         refused += _model_refusal(settings.model)
+    if "refiner" not in overrides and settings.refiner is not None:
+        refused += [f"refiner {what}" for what in _model_refusal(settings.refiner)]
     if "loras" not in overrides:
         loras = [(_beside(folder, source) or source, weight) for source, weight in settings.loras]
         refused += [f"LoRA {source!r}" for source, _ in loras if not _allowed(folder, source)]

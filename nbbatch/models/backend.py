@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -165,6 +166,8 @@ class DiffusersPass:
     steps: int
     conditioner: Conditioner | None
     previewer: StepPreviewer | None
+    refiner: Any = None
+    """The SDXL refiner that takes the latents over at ``settings.refiner_at`` (None: no hand-off)."""
 
     @property
     def generator_device(self) -> str:
@@ -268,9 +271,11 @@ class DiffusersPass:
                 kwargs.pop(key, None)
             kwargs.update(self.conditioner.arguments([job.prompt for job in jobs], negatives))
 
+        done = [0]  # steps of earlier calls of this chunk (the base's, before a refiner's)
+
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
             pictures = None if previewer is None else functools.partial(previewer.pictures, tensors["latents"])
-            if on_step(step + 1, pictures):
+            if on_step(done[0] + step + 1, pictures):
                 pipeline._interrupt = True  # diffusers skips the remaining steps of this call
             return tensors
 
@@ -282,8 +287,11 @@ class DiffusersPass:
         else:
             kwargs["callback_on_step_end"] = on_step_end
         kwargs["output_type"] = "np"
-        with previewer.capturing(pipe.scheduler) if previewer is not None else contextlib.nullcontext(), quiet_call():
-            pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+        if self.refiner is not None:
+            pixels = self._hand_over(kwargs, done)
+        else:
+            with previewer.capturing(pipe.scheduler) if previewer else contextlib.nullcontext(), quiet_call():
+                pixels = np.asarray(pipe(**kwargs).images, dtype=np.float32)
         broken = ~np.isfinite(pixels).all(axis=(1, 2, 3))
         pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
         images = VaeImageProcessor.numpy_to_pil(pixels)
@@ -292,6 +300,25 @@ class DiffusersPass:
             overlay = pipe.image_processor.apply_overlay
             made = [(overlay(job.mask, job.init_image, image), bad) for job, (image, bad) in zip(jobs, made)]
         return made
+
+    def _hand_over(self, kwargs: dict[str, Any], done: list[int]) -> Any:
+        """The base's call up to ``refiner_at`` of the steps, then the refiner's from its latents: the pixels.
+
+        As the diffusers SDXL guide's two calls (``denoising_end``, then ``denoising_start``),
+        with each image's generator carried on from the base to the refiner.
+        """
+        at = float(self.common["refiner_at"])
+        with quiet_call():
+            latents = self.pipe(**{**kwargs, "denoising_end": at, "output_type": "latent"}).images
+        if self.pipe.interrupt:  # a cancel: the engine drops this chunk
+            return np.zeros((latents.shape[0], 8, 8, 3), dtype=np.float32)
+        done[0] = self.pipe.num_timesteps  # the base's steps: the refiner's count on from there
+        passed = ("prompt", "negative_prompt", "guidance_scale", "clip_skip", "num_inference_steps", "generator")
+        refined = {name: kwargs[name] for name in passed if name in kwargs}
+        refined.update(image=latents, denoising_start=at, output_type="np")
+        refined["callback_on_step_end"] = kwargs["callback_on_step_end"]
+        with quiet_call():
+            return np.asarray(self.refiner(**refined).images, dtype=np.float32)
 
     def item(self, made: Made) -> Item:
         """The finished image as a result item, with the pass's settings and the call's parameters."""
@@ -320,8 +347,12 @@ class DiffusersBackend:
     """Makes `DiffusersPass`es: loads (or reuses) the pipeline and checks everything before any image."""
 
     def prepare(self, settings: Settings, jobs: list[Job]) -> list[DiffusersPass]:
-        """The passes for `jobs` with `settings`: one, or several where only prompts of one length share a call."""
-        return _prepare(settings, jobs).split()
+        """The passes for `jobs` with `settings`: one, or several where only prompts of one length share a call.
+
+        Input pictures of other sizes run in passes of their own (one call takes one size).
+        """
+        runs = itertools.groupby(jobs, key=lambda job: None if job.init_image is None else job.init_image.size)
+        return [part for _, run in runs for part in _prepare(settings, list(run)).split()]
 
 
 BACKEND = DiffusersBackend()
@@ -397,12 +428,28 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
     timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
+    refiner = None
+    if settings.refiner is not None:
+        if image_to_image or editor:
+            raise ValueError(
+                "a refiner takes a text-to-image batch's latents over: it does not go with input images, vary, "
+                "hires fix, inpaint or edit"
+            )
+        refiner = loaded.refiner(settings)
+        if conditioner is not None and any(
+            conditioner.needed([job.prompt], [job.negative_prompt or None]) for job in jobs
+        ):
+            raise ValueError(
+                "prompt weights, BREAK and prompts past 77 tokens do not go with a refiner yet: the refiner reads "
+                "the plain prompt with its own text encoder"
+            )
+        common.update(refiner=settings.refiner, refiner_at=settings.refiner_at or 0.8)
     previewer = None
     if loaded.latent_map is not None and family is not GENERIC:
         shape = family.noise_shape(pipe, height, width)
         unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
-    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer)
+    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer, refiner)
 
 
 def _is_number(value: object) -> bool:

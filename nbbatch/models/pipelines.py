@@ -135,6 +135,43 @@ class Loaded:
     latent_map: LatentMap | None = None
     speedups: set[str] = field(default_factory=set)
     vocabulary: dict[str, Any] | None = None
+    refiners: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
+
+    def refiner(self, settings: Settings) -> DiffusionPipeline:
+        """`settings.refiner` as an SDXL image-to-image pipeline sharing this one's VAE and second text encoder.
+
+        Loaded on first use and kept with this pipeline (released with it), as the diffusers
+        SDXL guide loads the refiner; with `settings.scheduler` where one is asked for.
+        """
+        model = settings.refiner or ""
+        if (model, None) not in self.refiners:
+            if family_of(self.pipe).name != "SDXL":
+                raise ValueError(
+                    f"a refiner takes SDXL latents over partway (denoising_end/denoising_start); "
+                    f"{settings.model} is {family_of(self.pipe).name}: leave --refiner out"
+                )
+            refiner = load_pipeline(
+                resolve_model(model),
+                self.placement,
+                model,
+                settings.variant,
+                image_to_image=True,
+                text_encoder_2=self.pipe.text_encoder_2,
+                vae=self.pipe.vae,
+            )
+            if family_of(refiner).name != "SDXL":
+                raise ValueError(f"the refiner {model} is {family_of(refiner).name}, not an SDXL model")
+            place(refiner, self.placement, settings.offload)
+            refiner.set_progress_bar_config(disable=True)
+            self.refiners[(model, None)] = refiner
+        key = (model, settings.scheduler)
+        if key not in self.refiners:
+            refiner = self.refiners[(model, None)]
+            with quiet_loading():
+                scheduler = make_scheduler(settings.scheduler or "", refiner.scheduler)
+                self.refiners[key] = type(refiner).from_pipe(refiner, scheduler=scheduler)
+            self.refiners[key].set_progress_bar_config(disable=True)
+        return self.refiners[key]
 
     def view(self, image_to_image: bool, scheduler: str | None, inpaint: bool = False) -> DiffusionPipeline:
         """The pipeline to call: text-to-image, image-to-image or inpaint, with the scheduler asked for."""
@@ -365,20 +402,30 @@ def model_notes(source: str) -> dict[str, Any]:
         return dict(json.load(file))
 
 
-def load_pipeline(source: str, placement: Placement, name: str, variant: str | None = None) -> DiffusionPipeline:
+def load_pipeline(
+    source: str,
+    placement: Placement,
+    name: str,
+    variant: str | None = None,
+    image_to_image: bool = False,
+    **components: Any,
+) -> DiffusionPipeline:
     """`AutoPipelineForText2Image.from_pretrained(source, dtype=..., variant=...)`, with the loading bars silenced.
 
     A `variant` such as ``"fp16"`` loads the weight files saved in that precision, where
     the model has them: half the download for an fp16 run. When the hub cannot be reached,
     only the download cache is tried, so the error comes at once rather than after retries.
+    `image_to_image` loads its image-to-image pipeline instead (an SDXL refiner), with
+    `components` taken from a loaded pipeline rather than from the files.
     """
     with quiet_loading():
-        from diffusers import AutoPipelineForText2Image
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
+        loader = AutoPipelineForImage2Image if image_to_image else AutoPipelineForText2Image
         offline = not os.path.isdir(source) and not hub_reachable()  # then only the download cache, no retries
         try:
-            return AutoPipelineForText2Image.from_pretrained(
-                source, dtype=placement.torch_dtype(), variant=variant, local_files_only=offline
+            return loader.from_pretrained(
+                source, dtype=placement.torch_dtype(), variant=variant, local_files_only=offline, **components
             )
         except (OSError, ValueError) as error:
             if offline:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 BUILTIN_MODELS = {
     "nbbatch:tiny-sd": "sd",
     "nbbatch:tiny-sdxl": "sdxl",
+    "nbbatch:tiny-sdxl-refiner": "sdxl-refiner",
     "nbbatch:tiny-flux": "flux",
     "nbbatch:tiny-flux-schnell": "flux-schnell",
     "nbbatch:tiny-flux-kontext": "flux-kontext",
@@ -33,6 +34,18 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-pixart": "pixart",
 }
 _VERSION = "v2"
+_UNET_SHAPE = {
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 4,
+    "attention_head_dim": 2,
+}
+"""The tiny SD, SDXL and SDXL refiner UNets' shape (their conditioning differs)."""
 _MAX_TOKENS = 77  # as real CLIP: prompts are cut after 77 tokens (here, bytes)
 
 
@@ -91,6 +104,8 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         "pixart",
     ):
         return _tiny_transformer(kind)
+    if kind == "sdxl-refiner":
+        return _sdxl_refiner()
     if kind not in ("sd", "sdxl"):
         raise ValueError(f"unknown tiny pipeline kind {kind!r}: choose {', '.join(BUILTIN_MODELS.values())}")
     tokenizer = byte_tokenizer()
@@ -107,30 +122,52 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
             norm_num_groups=4,
             sample_size=32,
         )
-        unet_shape = dict(
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=4,
-            attention_head_dim=2,
-        )
         if kind == "sd":
             encoder = CLIPTextModel(text_config)  # made in this order, so the weights are those of earlier builds
-            return assemble(vae, UNet2DConditionModel(cross_attention_dim=32, **unet_shape), tokenizer, encoder)
+            return assemble(vae, UNet2DConditionModel(cross_attention_dim=32, **_UNET_SHAPE), tokenizer, encoder)
         unet = UNet2DConditionModel(
             cross_attention_dim=64,  # both text encoders' hidden states, side by side
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids and the pooled text embedding
             use_linear_projection=True,
-            **unet_shape,
+            **_UNET_SHAPE,
         )
         encoder = CLIPTextModel(text_config)
         return assemble(vae, unet, tokenizer, encoder, CLIPTextModelWithProjection(text_config))
+
+
+def _sdxl_refiner() -> DiffusionPipeline:
+    """SDXL's refiner: image-to-image reading only the second text encoder, with an aesthetic score among its time ids.
+
+    Its VAE, second text encoder and tokenizer are ``nbbatch:tiny-sdxl``'s very ones (the
+    real refiner shares them with the base, as the diffusers SDXL guide loads it); its UNet is its own.
+    """
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    base = build_tiny_pipeline("sdxl")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        unet = UNet2DConditionModel(
+            cross_attention_dim=32,  # the second text encoder's hidden states alone
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=5 * 8 + 32,  # five time ids (an aesthetic score) and the pooled text
+            use_linear_projection=True,
+            **_UNET_SHAPE,
+        )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=base.vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=base.text_encoder_2,
+        tokenizer_2=base.tokenizer_2,
+        unet=unet,
+        scheduler=base.scheduler,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
 
 
 def assemble(

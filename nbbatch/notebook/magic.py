@@ -23,7 +23,7 @@ from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
-from nbbatch.formats.png import Saver, open_picture
+from nbbatch.formats.png import Saver
 from nbbatch.models.backend import execute
 from nbbatch.notebook.live import ProgressDisplay
 from nbbatch.scale.workers import RayRunner
@@ -58,7 +58,11 @@ class BatchMagics(Magics):
     @argument("--seeds", "-s", help="seeds: 0-7, 3,17,42 or 0-3,10 (default 0-3)")
     @argument("--num", "-n", type=int, help="draw this many random seeds instead (they are shown and kept)")
     @argument("--negative", help="negative prompt, for every image")
-    @argument("--image", help="image-to-image: a variable holding an image or a list (one per prompt), or a file")
+    @argument(
+        "--image",
+        help="image-to-image: a variable holding a picture or a list, a file, a folder or a glob; each picture is made "
+        "with every prompt and seed",
+    )
     @argument("--x", metavar="NAME=VALUES", help="X/Y/Z grid axis: steps=10,20,30, guidance=3-8 [3], prompt=red,blue")
     @argument("--y", metavar="NAME=VALUES", help="the grid's Y axis (rows)")
     @argument("--z", metavar="NAME=VALUES", help="the grid's Z axis (one table per value)")
@@ -344,26 +348,17 @@ class BatchMagics(Magics):
             raise ValueError(f"--from {name}: no batch result in a variable of that name")
         return value
 
-    def _images(self, name: str) -> list:
-        """--image: a namespace variable (a picture, or a list of pictures or paths) or an image file.
+    def _images(self, name: str) -> Any:
+        """--image: a namespace variable (a picture, a path, or a list of either), a picture file, a folder or a glob.
 
-        Pictures are PIL images, NumPy arrays or torch tensors; `prepare_images` checks them.
+        `nbbatch.core.pictures.gather_pictures` reads the files; `prepare_images` checks the pictures.
         """
         value = self.shell.user_ns.get(name, name)
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not values:
+        if isinstance(value, (list, tuple)) and not value:
             raise ValueError(f"--image {name}: the list is empty")
-        images = []
-        for entry in values:
-            if isinstance(entry, (str, os.PathLike)):
-                if entry is value and not os.path.isfile(entry):
-                    raise ValueError(f"--image {name!r} is neither a variable nor an image file")
-                if not os.path.isfile(entry):
-                    raise ValueError(f"--image {name}: {os.fspath(entry)!r} is not an image file")
-                images.append(open_picture(entry))
-            else:
-                images.append(entry)
-        return images
+        if value is name and not os.path.exists(os.path.expanduser(name)) and not any(c in name for c in "*?["):
+            raise ValueError(f"--image {name!r} is neither a variable nor a picture file, a folder or a glob")
+        return value
 
 
 def _whole_number(flag: str, text: str) -> int:

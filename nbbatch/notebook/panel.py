@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
+from nbbatch.core.pictures import open_picture
 from nbbatch.core.result import BatchResult, Filling, cell_label, changes, hires_jobs, refine_jobs, run_batch
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
-from nbbatch.formats.png import Saver, open_picture
+from nbbatch.formats.png import Saver
 from nbbatch.models.backend import execute
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
 from nbbatch.scale.workers import RayRunner
@@ -124,12 +125,15 @@ class Panel:
         self.hires_button = w.Button(
             description="Hires fix", icon="search-plus", tooltip="2x larger: upscaled, then denoised again (0.45)"
         )
+        self.favourite = w.ToggleButton(
+            False, description="Favourite", icon="star", tooltip="mark it: nbbatch.favourites() gathers them"
+        )
         self.code = w.Textarea(rows=14, layout=w.Layout(width="min(100%, 60em)", display="none"))
         self.refine_area = w.VBox(
             [
                 self.refine_title,
                 self.refine_prompts,
-                w.HBox([self.refine_button, self.hires_button, self.code_button]),
+                w.HBox([self.refine_button, self.hires_button, self.code_button, self.favourite]),
                 self.code,
             ],
             layout=w.Layout(display="none"),
@@ -148,6 +152,7 @@ class Panel:
             (self.refine_button, "refine"),
             (self.code_button, "code-button"),
             (self.hires_button, "hires"),
+            (self.favourite, "favourite"),
             (self.code, "code"),
             (self.batches, "batches"),
             (self.upload, "upload"),
@@ -172,6 +177,7 @@ class Panel:
         self.code_button.on_click(lambda _: self.show_code())
         self.hires_button.on_click(lambda _: self.hires())
         self.batches.observe(lambda change: self._show(change["new"]), names="value")
+        self.favourite.observe(self._mark, names="value")
         flow = w.Layout(flex_flow="row wrap")
         self.widget = w.VBox(
             [
@@ -285,8 +291,14 @@ class Panel:
             (box.add_class if box.item is item else box.remove_class)("nbbatch-selected")
         self.refine_title.value = f"Refine {item.label} (prompt {item.prompt_index}): same starting noise, new prompt"
         self.refine_prompts.value = item.prompt
+        self.favourite.value = item.is_favourite
         self.code.value, self.code.layout.display = "", "none"  # the code shown was another image's
         self.refine_area.layout.display = "flex"
+
+    def _mark(self, change: dict[str, Any]) -> None:
+        """The star: mark or unmark the selected image as a favourite."""
+        if self.selected is not None and self.selected.is_favourite != change["new"]:
+            self.selected.favourite(change["new"])
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -400,8 +412,7 @@ class Panel:
                 box.add_class("nbbatch-thumb")
                 box.item = item
                 label.on_click(lambda _, item=item: self.select(item))
-                key = row_index if result.is_story else item.prompt_index
-                rows.setdefault(key, (title, []))[1].append(box)
+                rows.setdefault(row_index, (title, []))[1].append(box)
                 self._thumbs.append(box)
         blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
         for _, job in result.not_made():  # a stopped batch: the rest, greyed
@@ -529,6 +540,8 @@ def _number(name: str, text: str, kind: type) -> Any:
 
 
 def _describe(result: BatchResult) -> str:
+    """A batch in the panel's list: what made it, its first prompt and how many images."""
     first = result[0] if len(result) else None
-    kind = "refine" if first is not None and first.origin == "refine" else "batch"
-    return f"{kind} · {result.count}"
+    kind = first.origin if first is not None and first.origin != "batch" else "batch"
+    prompt = f"{first.prompt[:40]!r}{'…' if len(first.prompt) > 40 else ''} · " if first is not None else ""
+    return f"{kind} · {prompt}{result.count}"

@@ -25,7 +25,7 @@ from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
-from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries, open_picture
+from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
 from nbbatch.formats.record import parse_record
 from nbbatch.models.backend import execute
 from nbbatch.scale.workers import RayRunner
@@ -72,14 +72,14 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"wildcards must be a folder name, not {spec['wildcards']!r}")
         spec["wildcards"] = str(path.parent / spec["wildcards"])
     if "images" in spec:
-        spec["images"] = [open_picture(path.parent / name) for name in _names(spec["images"])]
+        spec["images"] = [str(path.parent / name) for name in _names(spec["images"])]  # files, folders or globs
     return spec
 
 
 def _names(value: Any) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"images must be a file name or a list of them, not {value!r}")
+        raise ValueError(f"images must be a file, folder or glob name, or a list of them, not {value!r}")
     return names
 
 
