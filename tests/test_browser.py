@@ -3,7 +3,8 @@
 Starts JupyterLab on 127.0.0.1 with its own config folders, opens a notebook, runs the
 panel cell from the Run menu, types two prompts, clicks Generate, watches the grid fill
 chunk by chunk, picks a thumbnail,
-refines it, and checks the refined thumbnail; then the dark theme and a narrow window.
+refines it, and checks the refined thumbnail; inpaints a region of the original and hires-fixes it (each beside
+the original); then the dark theme and a narrow window.
 Screenshots are kept in out/test-output/ (and one of every failure).
 """
 
@@ -207,6 +208,23 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     assert labels == ["seed 1", "seed 1 · r1"]
     assert page.locator(".nbbatch-thumb img").last.evaluate("img => img.naturalWidth") == 128
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
+
+    page.locator(".nbbatch-thumb img").first.click(force=True)  # the original, in the story row
+    page.locator(".nbbatch-mask input").fill("box:0,32,64,64")
+    refine_text.fill("a yellow square on a white background")
+    page.locator("button.nbbatch-inpaint").click()
+    page.wait_for_function(
+        "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · inpaint')"
+    )
+    assert page.locator(".nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · inpaint"]
+    page.screenshot(path=str(OUTPUT / "panel-inpainted.png"), full_page=True)
+    page.locator(".nbbatch-thumb img").first.click(force=True)
+    page.locator("button.nbbatch-hires").click()
+    page.wait_for_function(
+        "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · hires x2')"
+    )
+    assert page.locator(".nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · hires x2"]
+    page.screenshot(path=str(OUTPUT / "panel-hires.png"), full_page=True)
 
     page.locator(".nbbatch-batches select").select_option(index=0)
     page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")

@@ -149,3 +149,26 @@ print(len(made), loaded)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "3 []"
+
+
+def test_the_time_left_counts_from_the_first_step_not_from_loading(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock[0])
+
+    class SlowLoading(FakeBackend):
+        def prepare(self, settings, jobs):
+            clock[0] += 60.0  # a minute to load the pipeline
+            return super().prepare(settings, jobs)
+
+    def stepping(jobs, states, on_step):
+        for step in range(1, 21):
+            clock[0] += 1.0  # a second a step
+            on_step(step, None)
+        return [(Image.new("RGB", (4, 4)), False) for _ in jobs]
+
+    seen = []
+    backend = SlowLoading(steps=20)
+    monkeypatch.setattr(FakePass, "call", lambda self, jobs, states, on_step: stepping(jobs, states, on_step))
+    engine.execute(Settings(), jobs(1), backend, on_progress=seen.append)
+    first = next(progress for progress in seen if progress.step == 1)
+    assert first.elapsed == 61.0 and first.eta == pytest.approx(19.0), "19 steps of a second left, not 19 minutes"

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, max_difference
+from conftest import FAST, max_difference, pixels
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image
@@ -120,7 +120,25 @@ def test_inpaint_on_a_family_without_an_inpaint_pipeline_is_refused_in_one_line(
         batch.inpaint(1, "box:0,0,32,32", "a dog")
 
 
-def test_the_built_in_model_s_nine_latent_channels_are_refused_for_inpaint_in_one_line_before_anything_runs():
-    batch = nbbatch.generate("a red circle on a white background", [1], model="nbbatch:shapes", steps=4)
-    with pytest.raises(ValueError, match=r"^nbbatch:shapes's UNet reads 9 latent channels, which diffusers' inpaint"):
-        batch.inpaint(1, "box:16,16,48,48", "a blue circle on a white background")
+def test_the_built_in_model_inpaints_by_blending_recolouring_the_shape_and_keeping_the_background(tmp_path):
+    from nbbatch.models.shapes.data import judge
+
+    batch = nbbatch.generate("a red circle on a white background", list(range(8)), model="nbbatch:shapes", steps=20)
+    prompts = ["a blue circle on a white background", "a green circle on a white background"]
+    asked, kept = [], []
+    for original in batch:
+        repainted = batch.inpaint(original.seed, "box:8,8,56,56", prompts)
+        assert [item.params["pipeline"] for item in repainted] == ["StableDiffusionImg2ImgPipeline"] * 2
+        asked += [judge(item.image).colour == colour for item, colour in zip(repainted, ("blue", "green"))]
+        outside = np.ones((64, 64), bool)
+        outside[8:56, 8:56] = False
+        kept += [int(np.abs(pixels(item.image) - pixels(original.image))[outside].max()) for item in repainted]
+    assert sum(asked) >= 14, f"{sum(asked)} of 16 take the colour asked for"
+    assert max(kept) == 0, "outside the mask, the original's pixels"
+    alone = batch.inpaint(3, "box:8,8,56,56", prompts[1])[0]
+    assert max_difference(alone.image, batch.inpaint(3, "box:8,8,56,56", prompts)[1].image) <= 1, "as in a batch"
+    (path,) = batch.inpaint(3, "box:8,8,56,56", prompts[1]).save(tmp_path, grid=False)
+    again = nbbatch.reproduce(path)[0]
+    assert max_difference(again.image, alone.image) == 0 and again.params["inpaint"] == "blend"
+    with pytest.raises(ValueError, match="^nbbatch inpainted this image by blending at every step itself"):
+        again.code()

@@ -2,8 +2,9 @@ import io
 import time
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
-from conftest import make_lora, max_difference
+from conftest import make_lora, max_difference, pixels
 from PIL import Image
 
 import nbbatch
@@ -66,6 +67,27 @@ def test_cancel_while_running_keeps_the_finished_images(panel):
     assert f"cancelled after {len(result)} of 16 images; they are kept" in panel.message.value
     reference = nbbatch.generate(["a red cube"], [0], steps=40, width=32, height=32)
     assert max_difference(reference[0].image, result[0].image) <= 1
+    assert panel.progress.value == round(1000 * len(result) / 16)
+    panel.seeds.value, panel.steps.value, panel.batch_size.value = "0", 4, ""
+    panel.generate_button.click()
+    panel.wait(60)
+    panel.batches.value = 0
+    assert f"cancelled after {len(result)} of 16 images" in panel.message.value, "shown again with its batch"
+    panel.batches.value = 1
+    assert panel.message.value == "" and panel.progress.value == 1000, "the message spoke of the other batch"
+    assert panel.status.value.startswith("2 images in ")
+
+
+def test_a_failed_generate_leaves_the_batch_shown_as_it_was(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    before = labels(panel)
+    panel.model.value = "./no/such/model"
+    panel.generate_button.click()
+    panel.wait(60)
+    assert "model folder &#x27;./no/such/model&#x27; does not exist" in panel.message.value
+    assert labels(panel) == before and all(hasattr(box, "item") for row in thumbs(panel) for box in row)
+    assert panel.status.value.startswith("6 images in "), "not 'loading the pipeline…' for ever"
 
 
 def test_a_second_generate_while_running_is_refused(panel):
@@ -113,6 +135,23 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     assert panel.status.value.startswith("6 images in "), "the status speaks of the batch shown"
 
 
+def test_inpaint_repaints_the_mask_s_region_of_the_selected_image_beside_it(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    thumbs(panel)[1][2].children[1].click()
+    panel.inpaint_button.click()
+    assert "give the region to repaint: mask box:x0,y0,x1,y1" in panel.message.value and len(panel.results) == 1
+    panel.mask.value, panel.refine_prompts.value = "box:0,0,16,16", "a green ball"
+    panel.inpaint_button.click()
+    panel.wait(60)
+    original, (repainted,) = panel.results[0].by_seed(2, prompt_index=1), panel.results[1]
+    assert (repainted.origin, repainted.prompt, repainted.parent) == ("inpaint", "a green ball", original)
+    assert labels(panel) == [["seed 2", "seed 2 · inpaint"]], "the story row: the original first"
+    outside = np.ones((32, 32), bool)
+    outside[:16, :16] = False
+    assert np.abs(pixels(repainted.image) - pixels(original.image))[outside].max() == 0
+
+
 def test_the_star_marks_the_selected_image_and_the_batch_list_names_each_batch(panel, monkeypatch):
     from nbbatch.core import history
 
@@ -138,6 +177,23 @@ def test_the_star_marks_the_selected_image_and_the_batch_list_names_each_batch(p
         "2: refine · 'a blue ball on sand' · 1 image",
     ]
     assert nbbatch.history().results[-2:] == panel.results, "the panel's results are in the kernel's history"
+
+
+def test_notices_of_a_batch_show_in_the_panel_not_in_the_kernel_log(panel):
+    import warnings
+
+    panel.model.value = "nbbatch:shapes"
+    panel.prompts.value = "a red zebra on a white background"
+    panel.width.value = panel.height.value = "64"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        panel.generate_button.click()
+        panel.wait(120)
+    assert len(panel.results) == 1 and [str(w.message) for w in caught if "zebra" in str(w.message)] == []
+    assert "nbbatch:shapes does not know &#x27;zebra&#x27;" in panel.message.value
+    assert "nbbatch-notice" in panel.message.value
+    with pytest.warns(UserWarning, match="nbbatch:shapes does not know 'zebra'"):  # elsewhere, still a warning
+        nbbatch.generate("a red zebra on a white background", [0], model="nbbatch:shapes", steps=2)
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from nbbatch.core.errors import OutOfMemory
+from nbbatch.core.notices import notice
 from nbbatch.core.seeds import generator_state, make_generator
 
 if TYPE_CHECKING:
@@ -52,7 +52,11 @@ class CancelFlag(Protocol):
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run stands: images `done` of `total`, and the step of the chunk in flight."""
+    """Where a run stands: images `done` of `total`, and the step of the chunk in flight.
+
+    `elapsed` counts from the start, loading the pipeline included; `working` from when the
+    pipelines were ready (None: the same), which is what the time left is reckoned from.
+    """
 
     done: int
     total: int
@@ -60,6 +64,7 @@ class Progress:
     step: int
     steps: int
     elapsed: float
+    working: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -69,10 +74,11 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the time so far; None before the first step."""
+        """Seconds left, extrapolated from the time spent denoising so far (not loading); None before the first step."""
         if self.fraction <= 0:
             return None
-        return max(0.0, self.elapsed * (1 - self.fraction) / self.fraction)
+        spent = self.elapsed if self.working is None else self.working
+        return max(0.0, spent * (1 - self.fraction) / self.fraction)
 
     def describe(self) -> str:
         """One line for a progress bar: images, step and time left."""
@@ -327,16 +333,19 @@ def _execute(
 ) -> Run:
     start = time.perf_counter()
     passes = [work for own, segment in _segments(settings, jobs) for work in backend.prepare(own, segment)]
+    ready = time.perf_counter()  # the pipelines are loaded: the time left counts from here
     items: list[Item] = []
     outcome = None
     for work in passes:  # each one pipeline view; a grid's cells with equal settings share one
         offset = len(items)
 
         def shifted(progress: Progress, offset: int = offset) -> None:
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
             if on_progress is not None:
                 on_progress(
-                    dataclasses.replace(progress, done=progress.done + offset, total=len(jobs), elapsed=elapsed)
+                    dataclasses.replace(
+                        progress, done=progress.done + offset, total=len(jobs), elapsed=now - start, working=now - ready
+                    )
                 )
 
         def collect(made: list[Made], work: Pass = work) -> None:
@@ -363,7 +372,7 @@ def _execute(
     assert outcome is not None  # there is at least one pass: jobs is not empty
     broken = [item.seed for item in items if item.broken]
     if broken:
-        warnings.warn(broken_message(broken, passes[0].dtype), RuntimeWarning, stacklevel=4)
+        notice(broken_message(broken, passes[0].dtype), RuntimeWarning, stacklevel=4)
     elapsed = time.perf_counter() - start
     return Run(items, outcome.status, outcome.error, elapsed, passes[0].placement, outcome.batch_size)
 

@@ -164,6 +164,11 @@ def _check(item: _Exported) -> None:
             "nbbatch upscaled this hires fix's latents itself: diffusers alone has no latent upscaler "
             "(a lanczos hires fix exports)"
         )
+    if item.params.get("inpaint") == "blend":
+        raise ValueError(
+            "nbbatch inpainted this image by blending at every step itself (diffusers' inpaint pipeline misreads "
+            "this model's UNet): no code"
+        )
     if item.params.get("refiner") and item.settings.scheduler is not None:
         raise ValueError(
             "the refiner ran with a scheduler made from its own config, which the record does not hold: no code "

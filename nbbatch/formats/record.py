@@ -141,6 +141,7 @@ class Call(_Strict):
     hires: Hires | None = None
     picture: FileName | None = None
     refiner: Name | None = None
+    inpaint: Literal["blend"] | None = None
     refiner_at: Annotated[float, Field(gt=0, lt=1)] | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 

@@ -14,7 +14,6 @@ import functools
 import inspect
 import itertools
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -26,6 +25,7 @@ from nbbatch.core import engine
 from nbbatch.core.attention import check_prompt, is_plain
 from nbbatch.core.errors import OutOfMemory
 from nbbatch.core.item import Item
+from nbbatch.core.notices import notice
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
@@ -103,6 +103,41 @@ def call_arguments(
     return arguments
 
 
+def masked_blend(pipe: Any, jobs: list[Job], generators: list[Any]) -> Callable[[Any, int, Any], Any]:
+    """Inpaint by blending in image-to-image: after each step, outside the mask, the original noised to the next step.
+
+    As diffusers' ``StableDiffusionInpaintPipeline`` does for a UNet that reads only latents:
+    ``latents = (1 - mask) * add_noise(original, noise, next timestep) + mask * latents``, the
+    original's own latents after the last step. The original is encoded with the VAE's mode,
+    the mask (white: repaint) is binarised and cut to the latents' size, and the noise is
+    drawn from each image's own generator at the first step, so an image is the same in any
+    batch as alone. For models whose UNet diffusers' inpaint pipeline misreads (the built-in one).
+    """
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    device = pipe._execution_device
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess([job.init_image for job in jobs]).to(device, vae.dtype)
+    with torch.no_grad():
+        original = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    mask = torch.stack([torch.from_numpy(np.asarray(job.mask.convert("L"), dtype=np.float32) / 255) for job in jobs])
+    mask = (mask[:, None] >= 0.5).to(device, original.dtype)
+    mask = torch.nn.functional.interpolate(mask, size=original.shape[-2:])  # nearest, as diffusers cuts it
+    noise: list[Any] = []
+
+    def blend(pipeline: Any, step: int, latents: Any) -> Any:
+        if not noise:
+            noise.append(randn_tensor(original.shape, generator=generators, device=device, dtype=original.dtype))
+        timesteps = pipeline.scheduler.timesteps[len(pipeline.scheduler.timesteps) - pipeline.num_timesteps :]
+        proper = original
+        if step + 1 < len(timesteps):
+            proper = pipeline.scheduler.add_noise(original, noise[0], timesteps[step + 1 : step + 2])
+        return (1 - mask) * proper.to(latents.dtype) + mask * latents
+
+    return blend
+
+
 def upscaled_latents(pipe: Any, pictures: list[Any], width: int | None, height: int | None) -> Any:
     """The pictures' latents upscaled to `width` x `height` (bilinear), as A1111's "Latent" hires upscaler does.
 
@@ -168,6 +203,8 @@ class DiffusersPass:
     previewer: StepPreviewer | None
     refiner: Any = None
     """The SDXL refiner that takes the latents over at ``settings.refiner_at`` (None: no hand-off)."""
+    blend: bool = False
+    """Whether nbbatch inpaints by blending at every step (a UNet diffusers' inpaint pipeline misreads)."""
 
     @property
     def generator_device(self) -> str:
@@ -252,7 +289,7 @@ class DiffusersPass:
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]  # else each pipeline's own default
         if jobs[0].init_image is not None:
             kwargs["image"] = [job.init_image for job in jobs]
-            if jobs[0].mask is not None:
+            if jobs[0].mask is not None and not self.blend:
                 kwargs["mask_image"] = [job.mask for job in jobs]
             if "height" in inspect.signature(pipe.__call__).parameters:  # else FLUX's and others' make 1024 px
                 kwargs["width"], kwargs["height"] = jobs[0].init_image.size
@@ -272,8 +309,11 @@ class DiffusersPass:
             kwargs.update(self.conditioner.arguments([job.prompt for job in jobs], negatives))
 
         done = [0]  # steps of earlier calls of this chunk (the base's, before a refiner's)
+        blend = masked_blend(pipe, jobs, kwargs["generator"]) if self.blend else None
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            if blend is not None:
+                tensors = {**tensors, "latents": blend(pipeline, step, tensors["latents"])}
             pictures = None if previewer is None else functools.partial(previewer.pictures, tensors["latents"])
             if on_step(done[0] + step + 1, pictures):
                 pipeline._interrupt = True  # diffusers skips the remaining steps of this call
@@ -372,7 +412,8 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
         )
     image_to_image = jobs[0].init_image is not None and not editor  # an editing model takes the picture as it is
     check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
-    pipe = loaded.view(image_to_image, settings.scheduler, inpaint=jobs[0].mask is not None)
+    blend = jobs[0].mask is not None and misread_by_inpaint(loaded.pipe)
+    pipe = loaded.view(image_to_image, settings.scheduler, inpaint=jobs[0].mask is not None and not blend)
     check_steps(pipe.scheduler, settings.steps)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
     common: dict[str, Any] = {
@@ -402,13 +443,6 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     if embeddings:
         common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
     family = family_of(pipe)
-    unet = getattr(pipe, "unet", None)
-    nine = unet is not None and unet.config.in_channels == 9 and pipe.vae.config.get("latent_channels") != 4
-    if jobs[0].mask is not None and nine:  # diffusers reads 9 UNet channels as an inpainting UNet's (4 + 1 + 4)
-        raise ValueError(
-            f"{settings.model}'s UNet reads 9 latent channels, which diffusers' inpaint pipeline takes for an "
-            "inpainting UNet's: no inpaint for it yet"
-        )
     upscaler = jobs[0].extra.get("hires", {}).get("upscaler")
     if upscaler == "latent" and (family.latents != "unet" or pipe.vae.config.get("latent_channels") != 4):
         raise ValueError(
@@ -449,7 +483,21 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
         shape = family.noise_shape(pipe, height, width)
         unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
-    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer, refiner)
+    if blend:
+        common["inpaint"] = "blend"  # made by nbbatch's blending: the code export says it cannot
+    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer, refiner, blend)
+
+
+def misread_by_inpaint(pipe: Any) -> bool:
+    """Whether diffusers' SD inpaint pipeline would misread `pipe`'s UNet: one of plain latents other than 4.
+
+    The built-in model's UNet reads its VAE's 9 latent channels, which that pipeline takes for an
+    inpainting UNet's (4 + 1 + 4); nbbatch then inpaints by blending (`masked_blend`).
+    """
+    unet, vae = getattr(pipe, "unet", None), getattr(pipe, "vae", None)
+    if unet is None or vae is None:
+        return False
+    return unet.config.in_channels == vae.config.get("latent_channels") != 4
 
 
 def _is_number(value: object) -> bool:
@@ -471,7 +519,7 @@ def check_vocabulary(vocabulary: dict[str, Any], jobs: list[Job], model: str) ->
     unknown = dict.fromkeys(word for text in texts for word in re.findall(r"[a-z]+", text.lower()) if word not in known)
     if unknown:
         shown = ", ".join(repr(word) for word in list(unknown)[:12]) + (" ..." if len(unknown) > 12 else "")
-        warnings.warn(
+        notice(
             f"{model} does not know {shown}: it draws only '{vocabulary.get('caption', '')}' with colours "
             f"{', '.join(vocabulary.get('colours', ()))} and shapes {', '.join(vocabulary.get('shapes', ()))} "
             "(the pictures are still made)",
@@ -504,7 +552,7 @@ def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None 
                 how = f"raise --max-sequence-length (up to {family.max_sequence})"
             else:
                 how = f"{asked} tokens is the most it reads"
-            warnings.warn(
+            notice(
                 f"prompt {text!r} is longer than the text encoder reads: {cut!r} is cut off "
                 f"({type(pipe).__name__}: {how})",
                 UserWarning,

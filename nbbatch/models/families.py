@@ -16,9 +16,10 @@ latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from nbbatch.core.notices import notice
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def check_family(pipe: Any) -> None:
     if name in UNCHECKED:
         if name not in _warned:
             _warned.add(name)
-            warnings.warn(
+            notice(
                 f"{name} runs with nbbatch's generic rules (its own family is not written yet): batches, refine "
                 "and code export match diffusers; variation seeds, step previews and image-to-image may not work",
                 UserWarning,

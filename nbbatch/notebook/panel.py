@@ -19,8 +19,18 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
+from nbbatch.core.notices import notices_to
 from nbbatch.core.pictures import open_picture
-from nbbatch.core.result import BatchResult, Filling, cell_label, changes, hires_jobs, refine_jobs, run_batch
+from nbbatch.core.result import (
+    BatchResult,
+    Filling,
+    cell_label,
+    changes,
+    hires_jobs,
+    inpaint_jobs,
+    refine_jobs,
+    run_batch,
+)
 from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
@@ -52,6 +62,7 @@ STYLE = """<style>
 .nbbatch-panel .nbbatch-thumb:hover { border-color: var(--jp-border-color1, #bdbdbd); }
 .nbbatch-panel .nbbatch-thumb.nbbatch-selected { border-color: var(--jp-brand-color1, #1976d2); }
 .nbbatch-panel .nbbatch-error { color: var(--jp-error-color1, #d32f2f); }
+.nbbatch-panel .nbbatch-notice { color: var(--jp-warn-color1, #f57c00); }
 .nbbatch-panel .nbbatch-row-title { color: var(--jp-ui-font-color1, inherit); font-weight: 600; }
 </style>"""
 
@@ -107,8 +118,11 @@ class Panel:
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
         )
         self.strength = w.FloatSlider(0.8, min=0.05, max=1.0, step=0.05, description="strength")
-        self.variation_seed = w.Text(description="variation seed", placeholder="none")
-        self.variation_strength = w.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="variation")
+        label = {"description_width": "initial"}  # the whole label, never cut to "variation …"
+        self.variation_seed = w.Text(description="variation seed", placeholder="none", style=label)
+        self.variation_strength = w.FloatSlider(
+            0.0, min=0.0, max=1.0, step=0.05, description="variation strength", style=label
+        )
         self.save_to = w.Text(description="save to", placeholder="folder (optional)")
         self.wildcards = w.Text(description="wildcards", placeholder="folder of name.txt (optional)")
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
@@ -125,6 +139,12 @@ class Panel:
         self.hires_button = w.Button(
             description="Hires fix", icon="search-plus", tooltip="2x larger: upscaled, then denoised again (0.45)"
         )
+        self.mask = w.Text(
+            placeholder="box:x0,y0,x1,y1 or ellipse:x0,y0,x1,y1 (pixels)", description="mask", layout=wide
+        )
+        self.inpaint_button = w.Button(
+            description="Inpaint", icon="paint-brush", tooltip="repaint the mask's region with the prompt above (0.75)"
+        )
         self.favourite = w.ToggleButton(
             False, description="Favourite", icon="star", tooltip="mark it: nbbatch.favourites() gathers them"
         )
@@ -133,7 +153,8 @@ class Panel:
             [
                 self.refine_title,
                 self.refine_prompts,
-                w.HBox([self.refine_button, self.hires_button, self.code_button, self.favourite]),
+                self.mask,
+                w.HBox([self.refine_button, self.inpaint_button, self.hires_button, self.code_button, self.favourite]),
                 self.code,
             ],
             layout=w.Layout(display="none"),
@@ -153,6 +174,8 @@ class Panel:
             (self.code_button, "code-button"),
             (self.hires_button, "hires"),
             (self.favourite, "favourite"),
+            (self.mask, "mask"),
+            (self.inpaint_button, "inpaint"),
             (self.code, "code"),
             (self.batches, "batches"),
             (self.upload, "upload"),
@@ -176,6 +199,7 @@ class Panel:
         self.refine_button.on_click(lambda _: self.refine())
         self.code_button.on_click(lambda _: self.show_code())
         self.hires_button.on_click(lambda _: self.hires())
+        self.inpaint_button.on_click(lambda _: self.inpaint())
         self.batches.observe(lambda change: self._show(change["new"]), names="value")
         self.favourite.observe(self._mark, names="value")
         flow = w.Layout(flex_flow="row wrap")
@@ -237,6 +261,17 @@ class Panel:
             lines = parse_prompt_lines(self.refine_prompts.value)
             prompts = [prompt.text for prompt in expand(lines, wildcards=self.wildcards.value.strip() or None)]
             return refine_jobs(item, prompts, None, {})
+
+        self._from_selected(plan)
+
+    def inpaint(self) -> None:
+        """Repaint the mask's region of the selected image with the prompt above, from its own noise."""
+
+        def plan(item: Item) -> tuple[Settings, tuple[Job, ...]]:
+            if not self.mask.value.strip():
+                raise ValueError("give the region to repaint: mask box:x0,y0,x1,y1 or ellipse:x0,y0,x1,y1, in pixels")
+            prompts = parse_prompt_lines(self.refine_prompts.value) or None
+            return inpaint_jobs(item, self.mask.value.strip(), prompts, None, {"strength": 0.75})
 
         self._from_selected(plan)
 
@@ -305,23 +340,32 @@ class Panel:
     def _start(self, work: Work) -> None:
         self._cancel.clear()
         self.message.value = ""
-        self.generate_button.disabled = self.refine_button.disabled = self.hires_button.disabled = True
+        self._busy(True)
         self.cancel_button.disabled = False
         self.progress.value = 0
         self.status.value = "loading the pipeline…"
         self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name="nbbatch-panel")
         self._thread.start()
 
+    def _busy(self, running: bool) -> None:
+        """While a batch runs, the buttons that start one are off."""
+        for button in (self.generate_button, self.refine_button, self.hires_button, self.inpaint_button):
+            button.disabled = running
+
     def _run(self, work: Work) -> None:
+        """The batch, in the panel's thread: its notices (a prompt cut off, ...) shown under the error, if any."""
+        notes: list[str] = []
         try:
-            work(self._progress, self._cancel)
-        except ValueError as error:
-            self._error(str(error))
+            with notices_to(notes.append):
+                work(self._progress, self._cancel)
         except Exception as error:  # shown in the panel as one line, never as a traceback
-            self._error(f"{type(error).__name__}: {first_line(error)}")
+            self._show(self.batches.value)  # the batch shown before, as it was (not the live grid's placeholders)
+            self._error(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {first_line(error)}")
         finally:
-            self.generate_button.disabled = self.refine_button.disabled = self.hires_button.disabled = False
+            self._busy(False)
             self.cancel_button.disabled = True
+            shown = "".join(f"<div class='nbbatch-notice'>{html.escape(note)}</div>" for note in dict.fromkeys(notes))
+            self.message.value += shown
 
     def _execute(
         self,
@@ -356,20 +400,14 @@ class Panel:
         )
         if not result.items:  # nothing made: the batches shown stay as they were
             why = f": {first_line(result.error)}" if result.error is not None else ""
-            self._error(f"the batch {result.status} before any image was made{why}")
-            self.progress.value = 0
             self._show(self.batches.value)
+            self._error(f"the batch {result.status} before any image was made{why}")
             return
         if saver is not None:
             saver.add_grid(result.grid(), result.items)
         self.results.append(result)
-        self.progress.value = 1000 if result.complete else self.progress.value
-        if result.status == "failed":
-            self._error(f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are kept")
-        elif not result.complete:
-            self.message.value = f"{result.status} after {len(result)} of {result.total} images; they are kept"
         self.batches.options = [(f"{n + 1}: {_describe(r)}", n) for n, r in enumerate(self.results)]
-        self.batches.value = len(self.results) - 1
+        self.batches.value = len(self.results) - 1  # shows it, with how it ended
 
     def _progress(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -388,11 +426,20 @@ class Panel:
     def _show(self, index: int | None) -> None:
         w = _widgets()
         self._thumbs = []
+        self.message.value = ""  # it spoke of another batch, or of a run that has ended
+        if index is not None and self.results[index].status == "failed":
+            failed = self.results[index]
+            self._error(f"the batch stopped: {first_line(failed.error)}; its {len(failed)} finished images are kept")
+        elif index is not None and not self.results[index].complete:
+            stopped = self.results[index]
+            self.message.value = f"{stopped.status} after {len(stopped)} of {stopped.total} images; they are kept"
         if index is None:
             self.grid.children = ()
+            self.status.value, self.progress.value = "", 0
             return
         result = self.results[index]
         self.status.value = f"{result.count} in {result.elapsed:.1f} s"  # the batch shown
+        self.progress.value = round(1000 * len(result) / max(result.total, 1))
         rows: dict[int, tuple[str, list]] = {}  # by prompt (or story row): the row's title and its cells
         if result.is_story:  # the original first, then what came from it, each selectable
             grouped = result.story_rows()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Run, Status
 from nbbatch.core.errors import first_line
+from nbbatch.core.notices import notice
 from nbbatch.models.backend import execute
 from nbbatch.scale.chunks import Chunk, Ledger, chunk_size, plan_chunks
 
@@ -370,7 +371,7 @@ class _Dispatch:
             return
         stop = self.ledger.failed(chunk, f"its worker died ({type(died).__name__})")
         again = "; another worker runs them again" if stop is None else ""
-        warnings.warn(f"a Ray worker died while making {chunk.describe()}{again}", RuntimeWarning, stacklevel=2)
+        notice(f"a Ray worker died while making {chunk.describe()}{again}", RuntimeWarning, stacklevel=2)
         if stop is not None:
             raise RuntimeError(stop)
 
