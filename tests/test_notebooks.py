@@ -29,8 +29,16 @@ def outputs(notebook):
     [
         (
             "quickstart",
-            ["quickstart-grid.png", "quickstart-refine-grid.png", "quickstart-img2img-grid.png"],
-            ["seed 5 | a red circle on a blue background"],
+            [
+                "quickstart-grid.png",
+                "quickstart-refine-grid.png",
+                "quickstart-img2img-grid.png",
+                "quickstart-folder-grid.png",
+            ],
+            [
+                "seed 5 | a red circle on a blue background",
+                "['seed 7 · seed-0.png', 'seed 7 · seed-0.png', 'seed 7 · seed-1.png', 'seed 7 · seed-1.png']",
+            ],
         ),
         (
             "explore",
@@ -43,10 +51,11 @@ def outputs(notebook):
         ),
         (
             "refine",
-            ["refine-variations.png"],
+            ["refine-variations.png", "refine-story.png"],
             [
                 within_one("largest pixel difference from the original image:"),
                 "seed 5 · r2 | an orange square on a black background",
+                "inpainted: outside the mask, largest pixel difference from the original: 0",
             ],
         ),
     ],
