@@ -28,6 +28,7 @@ def plan(
     num: int | None = None,
     negative_prompt: str = "",
     images: Any = (),
+    mask: Any = None,
     model: str | None = None,
     x: str | tuple[str, Sequence[Any]] | None = None,
     y: str | tuple[str, Sequence[Any]] | None = None,
@@ -56,6 +57,7 @@ def plan(
         wildcards=wildcards,
         random=random,
         random_seed=random_seed,
+        mask=mask,
     )
     return settings_, with_axes(settings_, jobs, x, y, z, seeds_given=seeds is not None or num is not None)
 
@@ -82,7 +84,9 @@ def generate(
     or 0-1 float array, tensor), a file, a folder or a glob (``"shots/*.png"``, sorted by
     name), or a list of any of these; every picture is made with every prompt and seed
     (pictures x prompts x seeds), each at its own size unless width and height are given,
-    and a picture read from a file records its name (``seed 3 · cat.png``). `x`, `y` and `z` make an X/Y/Z
+    and a picture read from a file records its name (``seed 3 · cat.png``). `mask` makes each
+    picture an inpaint: one mask for all (a picture, an array, a file, ``"box:x0,y0,x1,y1"``),
+    or a folder or glob of masks matched to the pictures by file name. `x`, `y` and `z` make an X/Y/Z
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are the settings of
     `nbbatch.settings.SETTINGS` (`Settings` fields): SETTING_NAMES. `on_progress` is called

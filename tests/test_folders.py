@@ -2,8 +2,9 @@
 
 import re
 
+import numpy as np
 import pytest
-from conftest import direct_call, max_difference
+from conftest import direct_call, max_difference, pixels
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image
@@ -89,3 +90,37 @@ def test_the_magic_takes_a_folder_for_image(shell, folder):
     assert [item.params["picture"] for item in shell.user_ns["shots"]] == sorted(COLOURS)
     with pytest.raises(UsageError, match="^the input images: the glob .* holds no pictures"):
         shell.run_cell_magic("batchgen", f"-m nbbatch:tiny-sd --image {folder / 'inner' / 'none'}*", "a")
+
+
+def test_a_folder_inpaints_each_picture_with_the_mask_of_its_name_and_keeps_the_outside(folder, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, box in (
+        ("a-red.png", (0, 0, 16, 16)),
+        ("b-green.png", (16, 16, 32, 32)),
+        ("c-blue.png", (0, 16, 32, 32)),
+    ):
+        mask = Image.new("L", (32, 32))
+        mask.paste(255, box)
+        mask.save(masks / name)  # c-blue.jpg's mask is a PNG of the same stem
+    result = nbbatch.generate("a cat", [4], images=folder, mask=masks, strength=0.9, model="nbbatch:tiny-sd", **STEPS)
+    assert [item.params["pipeline"] for item in result] == ["StableDiffusionInpaintPipeline"] * 3
+    for item in result:
+        picture = Image.open(folder / item.params["picture"]).convert("RGB")
+        inside = np.asarray(item.mask) > 127
+        assert np.abs(pixels(item.image) - pixels(picture))[~inside].max() == 0, "outside: the picture's pixels"
+        assert np.abs(pixels(item.image) - pixels(picture))[inside].max() > 8, "inside: repainted"
+        alone = nbbatch.generate("a cat", [4], images=picture, mask=item.mask, strength=0.9, model="nbbatch:tiny-sd",
+                                 **STEPS)[0]  # fmt: skip
+        assert max_difference(alone.image, item.image) <= 1
+    path = result.save(tmp_path / "out", grid=False)[0]
+    assert max_difference(nbbatch.reproduce(path)[0].image, result[0].image) == 0, "its mask is saved beside it"
+
+
+def test_a_mask_folder_without_a_picture_s_mask_is_one_line(folder, tmp_path):
+    (tmp_path / "masks").mkdir()
+    Image.new("L", (32, 32), 255).save(tmp_path / "masks" / "a-red.png")
+    with pytest.raises(ValueError, match=r"^the masks: none for 'b-green.png' in '.*masks' \(a mask of the picture's"):
+        nbbatch.plan("a cat", [1], images=folder, mask=tmp_path / "masks", model="nbbatch:tiny-sd")
+    with pytest.raises(ValueError, match=r"^a mask marks what to repaint in input pictures: give images"):
+        nbbatch.plan("a cat", [1], mask="box:0,0,8,8", model="nbbatch:tiny-sd")

@@ -107,7 +107,7 @@ def test_the_magic_inpaints_a_seed_of_the_last_result_with_a_mask_variable_or_a_
     assert shell.user_ns["boxed"][0].prompt == "a cat", "the line form keeps the image's prompt"
     for line, message in [
         ("--inpaint 2", "--inpaint needs --mask: a variable holding a picture or array, a file, or box:x0,y0,x1,y1"),
-        ("--mask box:0,0,4,4", "--mask goes with --inpaint SEED"),
+        ("--mask box:0,0,4,4", "--mask goes with --inpaint SEED or --image"),
         ("--inpaint 1 --mask box:0,0,64,64", "the box 0,0,64,64 is not inside the 32x32 picture"),
     ]:
         with pytest.raises(UsageError, match=f"^{re.escape(message)}"):

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from nbbatch.core.attention import MAX_PROMPT_CHARS, check_prompt, check_text
-from nbbatch.core.pictures import gather_pictures
+from nbbatch.core.masks import make_mask
+from nbbatch.core.pictures import Picture, gather_pictures
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
 from nbbatch.core.templates import Prompt, expand, fill_variables
 
@@ -201,12 +202,14 @@ def build_jobs(
     negative_prompt: str = "",
     images: Sequence[Image.Image] = (),
     names: Sequence[str | None] = (),
+    masks: Sequence[Image.Image] = (),
 ) -> tuple[Job, ...]:
     """Pictures x prompts x seeds, flattened: one job per image, grouped by picture, then by prompt (p0 s0, p0 s1, ...).
 
     A prompt made from a template records the template and its choices with each image.
     `images` (image-to-image) are the input pictures, each made with every prompt and seed;
-    `names` their file names (recorded as ``picture``), where they came from files.
+    `names` their file names (recorded as ``picture``), where they came from files; `masks`,
+    one per picture, make each an inpaint of its picture.
     """
     if isinstance(prompts, (str, Prompt)):
         prompts = [prompts]
@@ -235,7 +238,9 @@ def build_jobs(
     for text in [*(p.text for p in prompts), negative_prompt]:
         check_prompt(text)
     jobs = []
-    for image, name in itertools.zip_longest(pictures, list(names)[: len(pictures)]):
+    for image, name, mask in itertools.zip_longest(
+        pictures, list(names)[: len(pictures)], list(masks)[: len(pictures)]
+    ):
         for index, prompt in enumerate(prompts):
             extra = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
             if prompt.template and prompt.seed is not None:
@@ -243,7 +248,9 @@ def build_jobs(
             if name is not None:
                 extra["picture"] = name
             for seed in seeds:
-                jobs.append(Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra))
+                jobs.append(
+                    Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra, mask=mask)
+                )
     return tuple(jobs)
 
 
@@ -419,11 +426,14 @@ def make_jobs(
     wildcards: str | os.PathLike | None = None,
     random: int | None = None,
     random_seed: int | None = None,
+    mask: Any = None,
 ) -> tuple[Job, ...]:
     """Validate prompts, seeds and input images into jobs, before any model is loaded.
 
     Templates in the prompts are expanded (every combination, or `random` draws from
-    `random_seed`; see `nbbatch.core.templates.expand`).
+    `random_seed`; see `nbbatch.core.templates.expand`). A `mask` makes every picture an
+    inpaint: one mask for all (see `nbbatch.core.masks.make_mask`), or a folder or glob of
+    masks matched to the pictures by file name (``cat.png`` with ``masks/cat.png``).
     """
     seed_list = choose_seeds(seeds, num)
     if isinstance(prompts, str):
@@ -441,7 +451,39 @@ def make_jobs(
     check_variation(settings, image_to_image=bool(pictures))
     images = [picture.image for picture in pictures]
     prepared = prepare_images(images, settings.width, settings.height) if images else ()
-    return build_jobs(expanded, seed_list, negative_prompt, prepared, [picture.name for picture in pictures])
+    masks = match_masks(mask, pictures, prepared) if mask is not None else ()
+    return build_jobs(expanded, seed_list, negative_prompt, prepared, [picture.name for picture in pictures], masks)
+
+
+def match_masks(mask: Any, pictures: Sequence[Picture], prepared: Sequence[Image.Image]) -> list[Image.Image]:
+    """The inpaint mask of each picture: `mask` itself for all, or from a folder or glob by the picture's file name.
+
+    A mask the size of its picture as given follows the picture's resize (nearest, so it stays
+    black and white); a picture with no mask of its name is a one-line ValueError.
+    """
+    from PIL import Image as PILImage
+
+    if not pictures:
+        raise ValueError("a mask marks what to repaint in input pictures: give images (--image) too")
+    text = os.fspath(mask) if isinstance(mask, str | os.PathLike) else None
+    if text is None or not (os.path.isdir(os.path.expanduser(text)) or any(c in text for c in "*?[")):
+        given = [mask] * len(pictures)
+    else:
+        found = {os.path.splitext(entry.name or "")[0]: entry.image for entry in gather_pictures(text, "the masks")}
+        given = []
+        for picture in pictures:
+            stem = os.path.splitext(picture.name or "")[0]
+            if picture.name is None or stem not in found:
+                what = repr(picture.name) if picture.name else "a picture given as a picture, not a file"
+                raise ValueError(f"the masks: none for {what} in {text!r} (a mask of the picture's file name)")
+            given.append(found[stem])
+    masks = []
+    for picture, image, each in zip(pictures, prepared, given):
+        original = getattr(picture.image, "size", None)
+        if isinstance(each, PILImage.Image) and each.size == original and original != image.size:
+            each = each.resize(image.size, PILImage.Resampling.NEAREST)
+        masks.append(make_mask(each, image.size))
+    return masks
 
 
 def _given(images: Any) -> bool:

@@ -79,7 +79,12 @@ class BatchMagics(Magics):
         metavar="SEED",
         help="edit this seed's picture by the cell's instructions with an editing --model (FLUX.1 Kontext)",
     )
-    @argument("--mask", metavar="MASK", help="--inpaint: a variable (picture or array), a file, or box:x0,y0,x1,y1")
+    @argument(
+        "--mask",
+        metavar="MASK",
+        help="--inpaint or --image: a variable (picture or array), a file, box:x0,y0,x1,y1, or (--image) a folder of "
+        "masks named as the pictures",
+    )
     @argument("--scale", type=float, metavar="X", help="--hires: how much larger (default 2)")
     @argument("--hires-strength", type=float, metavar="S", help="--hires: denoising strength (default 0.45)")
     @argument("--hires-upscaler", choices=tuple(UPSCALERS), help="--hires: lanczos (pixels; default) or latent (SD)")
@@ -234,8 +239,8 @@ class BatchMagics(Magics):
         hires_options = [flag for flag, value in HIRES_OPTIONS.items() if getattr(args, value) is not None]
         if hires_options and args.hires is None:
             raise ValueError(f"{', '.join(hires_options)} go with --hires SEED")
-        if args.mask is not None and args.inpaint is None:
-            raise ValueError("--mask goes with --inpaint SEED")
+        if args.mask is not None and args.inpaint is None and args.image is None:
+            raise ValueError("--mask goes with --inpaint SEED or --image")
         if not operations:
             if args.source is not None or args.prompt_index is not None or args.allow_download:
                 raise ValueError(
@@ -255,6 +260,7 @@ class BatchMagics(Magics):
                 wildcards=args.wildcards,
                 random=args.random,
                 random_seed=args.random_seed,
+                mask=self._mask(args.mask) if args.mask is not None else None,
             )
             given_seeds = args.seeds is not None or args.num is not None
             return settings, with_axes(settings, jobs, args.x, args.y, args.z, seeds_given=given_seeds), None
@@ -280,7 +286,7 @@ class BatchMagics(Magics):
                     "--inpaint reuses the saved generator state of its seed: --seeds and --num don't apply"
                 )
             item = parent.by_seed(args.inpaint, args.prompt_index)
-            mask = self.shell.user_ns.get(args.mask, args.mask) if args.mask.isidentifier() else args.mask
+            mask = self._mask(args.mask)
             settings, jobs = inpaint_jobs(item, mask, prompts or None, args.negative, given, args.allow_download)
             return settings, jobs, parent
         if args.edit is not None:
@@ -347,6 +353,10 @@ class BatchMagics(Magics):
         if not isinstance(value, BatchResult):
             raise ValueError(f"--from {name}: no batch result in a variable of that name")
         return value
+
+    def _mask(self, name: str) -> Any:
+        """--mask: a namespace variable (a picture or an array), else the text itself (a file, folder, glob or box)."""
+        return self.shell.user_ns.get(name, name) if name.isidentifier() else name
 
     def _images(self, name: str) -> Any:
         """--image: a namespace variable (a picture, a path, or a list of either), a picture file, a folder or a glob.

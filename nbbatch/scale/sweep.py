@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.api import plan
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
+from nbbatch.core.masks import SHAPES
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
 from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
@@ -73,6 +74,8 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         spec["wildcards"] = str(path.parent / spec["wildcards"])
     if "images" in spec:
         spec["images"] = [str(path.parent / name) for name in _names(spec["images"])]  # files, folders or globs
+    if isinstance(spec.get("mask"), str) and not spec["mask"].lstrip().startswith(SHAPES):
+        spec["mask"] = str(path.parent / spec["mask"])  # a mask file, or a folder or glob of masks
     return spec
 
 
