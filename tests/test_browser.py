@@ -3,8 +3,8 @@
 Starts JupyterLab on 127.0.0.1 with its own config folders, opens a notebook, runs the
 panel cell from the Run menu, types two prompts, clicks Generate, watches the grid fill
 chunk by chunk, picks a thumbnail,
-refines it, and checks the refined thumbnail; inpaints a region of the original and hires-fixes it (each beside
-the original); then the dark theme and a narrow window.
+refines it, and checks the refined thumbnail; draws a mask on the original with the mouse, inpaints it and hires-fixes
+the original (each beside it); then the dark theme and a narrow window.
 Screenshots are kept in out/test-output/ (and one of every failure).
 """
 
@@ -210,7 +210,19 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
 
     page.locator(".nbbatch-thumb img").first.click(force=True)  # the original, in the story row
-    page.locator(".nbbatch-mask input").fill("box:0,32,64,64")
+    pad = page.locator(".nbbatch-maskpad canvas")
+    pad.scroll_into_view_if_needed()
+    page.wait_for_function(  # the picture is drawn on the pad: its middle pixel is not blank
+        "(() => { const c = document.querySelector('.nbbatch-maskpad canvas');"
+        " return c && c.getContext('2d').getImageData(128, 128, 1, 1).data[3] > 0; })()"
+    )
+    box = pad.bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + box["height"] * 0.75)
+    page.mouse.down()
+    for step in range(1, 11):  # a stroke across the lower quarter of the picture
+        page.mouse.move(box["x"] + 10 + step * (box["width"] - 20) / 10, box["y"] + box["height"] * 0.75)
+    page.mouse.up()
+    page.screenshot(path=str(OUTPUT / "panel-mask-drawn.png"), full_page=True)
     refine_text.fill("a yellow square on a white background")
     page.locator("button.nbbatch-inpaint").click()
     page.wait_for_function(

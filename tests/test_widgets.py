@@ -1,3 +1,4 @@
+import base64
 import io
 import time
 from datetime import datetime, timezone
@@ -140,8 +141,15 @@ def test_inpaint_repaints_the_mask_s_region_of_the_selected_image_beside_it(pane
     panel.wait(60)
     thumbs(panel)[1][2].children[1].click()
     panel.inpaint_button.click()
-    assert "give the region to repaint: mask box:x0,y0,x1,y1" in panel.message.value and len(panel.results) == 1
-    panel.mask.value, panel.refine_prompts.value = "box:0,0,16,16", "a green ball"
+    assert "draw the region to repaint on the picture, or give mask box:" in panel.message.value
+    assert len(panel.results) == 1
+    drawn = Image.new("L", (32, 32))
+    drawn.paste(255, (0, 0, 16, 16))
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG")
+    assert panel.maskpad.width == 32 and panel.maskpad.picture.startswith("data:image/png;base64,")
+    panel.maskpad.mask = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()  # as a stroke sends it
+    panel.refine_prompts.value = "a green ball"
     panel.inpaint_button.click()
     panel.wait(60)
     original, (repainted,) = panel.results[0].by_seed(2, prompt_index=1), panel.results[1]

@@ -36,6 +36,7 @@ from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.models.backend import execute
 from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
+from nbbatch.notebook.maskpad import MaskPad
 from nbbatch.scale.workers import RayRunner
 
 if TYPE_CHECKING:
@@ -139,8 +140,9 @@ class Panel:
         self.hires_button = w.Button(
             description="Hires fix", icon="search-plus", tooltip="2x larger: upscaled, then denoised again (0.45)"
         )
+        self.maskpad = MaskPad()
         self.mask = w.Text(
-            placeholder="box:x0,y0,x1,y1 or ellipse:x0,y0,x1,y1 (pixels)", description="mask", layout=wide
+            placeholder="or box:x0,y0,x1,y1 / ellipse:x0,y0,x1,y1 (pixels)", description="mask", layout=wide
         )
         self.inpaint_button = w.Button(
             description="Inpaint", icon="paint-brush", tooltip="repaint the mask's region with the prompt above (0.75)"
@@ -153,6 +155,7 @@ class Panel:
             [
                 self.refine_title,
                 self.refine_prompts,
+                self.maskpad,
                 self.mask,
                 w.HBox([self.refine_button, self.inpaint_button, self.hires_button, self.code_button, self.favourite]),
                 self.code,
@@ -175,6 +178,7 @@ class Panel:
             (self.hires_button, "hires"),
             (self.favourite, "favourite"),
             (self.mask, "mask"),
+            (self.maskpad, "maskpad"),
             (self.inpaint_button, "inpaint"),
             (self.code, "code"),
             (self.batches, "batches"),
@@ -265,13 +269,16 @@ class Panel:
         self._from_selected(plan)
 
     def inpaint(self) -> None:
-        """Repaint the mask's region of the selected image with the prompt above, from its own noise."""
+        """Repaint the region drawn on the pad (or the mask field's box) of the selected image, from its own noise."""
 
         def plan(item: Item) -> tuple[Settings, tuple[Job, ...]]:
-            if not self.mask.value.strip():
-                raise ValueError("give the region to repaint: mask box:x0,y0,x1,y1 or ellipse:x0,y0,x1,y1, in pixels")
+            mask = self.mask.value.strip() or self.maskpad.mask_image()
+            if mask is None:
+                raise ValueError(
+                    "draw the region to repaint on the picture, or give mask box:x0,y0,x1,y1 or ellipse:x0,y0,x1,y1"
+                )
             prompts = parse_prompt_lines(self.refine_prompts.value) or None
-            return inpaint_jobs(item, self.mask.value.strip(), prompts, None, {"strength": 0.75})
+            return inpaint_jobs(item, mask, prompts, None, {"strength": 0.75})
 
         self._from_selected(plan)
 
@@ -327,6 +334,7 @@ class Panel:
         self.refine_title.value = f"Refine {item.label} (prompt {item.prompt_index}): same starting noise, new prompt"
         self.refine_prompts.value = item.prompt
         self.favourite.value = item.is_favourite
+        self.maskpad.show(item.image)
         self.code.value, self.code.layout.display = "", "none"  # the code shown was another image's
         self.refine_area.layout.display = "flex"
 
