@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (the quickstart notebook, executed) and `make test`.
+# The two commands of the README: `make demo` (the quickstart and refine notebooks, executed) and `make test`.
 # Each makes its own virtual environment in .venv with the pinned versions of constraints.txt.
 
 PYTHON ?= python3
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) notebooks/execute.py notebooks/quickstart.ipynb --out $(OUT)
+	$(PY) notebooks/execute.py notebooks/quickstart.ipynb notebooks/refine.ipynb --out $(OUT)
 
 test: $(VENV)/.installed $(READER)/.installed chromium
 	$(PY) -m ruff check nbbatch tests benchmarks notebooks

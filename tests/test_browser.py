@@ -199,14 +199,16 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.wait_for_function(
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · r1')"
     )
-    assert page.locator(".nbbatch-thumb").count() == 2, "the original and its refinement, side by side"
+    assert page.locator(".nbbatch-grid .nbbatch-thumb").count() == 2, "the original and its refinement, side by side"
+    assert page.locator(".nbbatch-origin .nbbatch-thumb").count() == 8, "the batch it came from stays on screen"
     assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")
     assert (
-        page.locator(".nbbatch-row-title").inner_text() == "the story of seed 1: a yellow square on a black background"
+        page.locator(".nbbatch-grid .nbbatch-row-title").inner_text()
+        == "the story of seed 1: a yellow square on a black background"
     )
-    labels = page.locator(".nbbatch-thumb-label").all_inner_texts()
+    labels = page.locator(".nbbatch-grid .nbbatch-thumb-label").all_inner_texts()
     assert labels == ["seed 1", "seed 1 · r1"]
-    assert page.locator(".nbbatch-thumb img").last.evaluate("img => img.naturalWidth") == 128
+    assert page.locator(".nbbatch-grid .nbbatch-thumb img").last.evaluate("img => img.naturalWidth") == 128
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
 
     page.locator(".nbbatch-thumb img").first.click(force=True)  # the original, in the story row
@@ -228,14 +230,14 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     page.wait_for_function(
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · inpaint')"
     )
-    assert page.locator(".nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · inpaint"]
+    assert page.locator(".nbbatch-grid .nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · inpaint"]
     page.screenshot(path=str(OUTPUT / "panel-inpainted.png"), full_page=True)
     page.locator(".nbbatch-thumb img").first.click(force=True)
     page.locator("button.nbbatch-hires").click()
     page.wait_for_function(
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · hires x2')"
     )
-    assert page.locator(".nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · hires x2"]
+    assert page.locator(".nbbatch-grid .nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · hires x2"]
     page.screenshot(path=str(OUTPUT / "panel-hires.png"), full_page=True)
 
     page.locator(".nbbatch-batches select").select_option(index=0)

@@ -122,6 +122,8 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     panel.wait(60)
     first, refined = panel.results
     assert labels(panel) == [["seed 1", "seed 1 · r1a", "seed 1 · r1b"]], "the story row: the original first"
+    below = [[box.children[1].description for box in row.children[1].children] for row in panel.origin.children[1:]]
+    assert below == [["seed 0", "seed 1", "seed 2"]] * 2, "the batch it came from stays on screen, below"
     assert max_difference(refined[0].image, first.by_seed(1, 0).image) <= 1
     assert refined.parent is first and refined[1].lineage()[0] is first.by_seed(1, 0)
     thumbs(panel)[0][2].children[1].click()  # r1b, in the story row
@@ -129,6 +131,7 @@ def test_refine_runs_the_core_refine_and_shows_lineage_labels(panel):
     panel.refine_button.click()
     panel.wait(60)
     assert labels(panel) == [["seed 1", "seed 1 · r1b", "seed 1 · r2"]]
+    assert len(panel.origin.children) == 3, "a refinement of a refinement: still the batch it all began in"
     assert [r for _, r in panel.batches.options] == [0, 1, 2]
     assert panel.status.value.startswith("1 image in ")
     panel.batches.value = 0

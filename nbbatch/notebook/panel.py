@@ -65,6 +65,7 @@ STYLE = """<style>
 .nbbatch-panel .nbbatch-error { color: var(--jp-error-color1, #d32f2f); }
 .nbbatch-panel .nbbatch-notice { color: var(--jp-warn-color1, #f57c00); }
 .nbbatch-panel .nbbatch-row-title { color: var(--jp-ui-font-color1, inherit); font-weight: 600; }
+.nbbatch-panel .nbbatch-origin-title { color: var(--jp-ui-font-color2, #616161); font-size: 110%; }
 </style>"""
 
 
@@ -133,6 +134,7 @@ class Panel:
         self.message = w.HTML("")
         self.batches = w.Dropdown(options=[], description="batch", layout=w.Layout(width="min(100%, 40em)"))
         self.grid = w.VBox()
+        self.origin = w.VBox()
         self.refine_title = w.Label("")
         self.refine_prompts = w.Textarea(rows=2, placeholder="follow-up prompt(s), one per line", layout=wide)
         self.refine_button = w.Button(description="Refine", button_style="info", icon="magic")
@@ -171,6 +173,7 @@ class Panel:
             (self.status, "status"),
             (self.message, "message"),
             (self.grid, "grid"),
+            (self.origin, "origin"),
             (self.refine_area, "refine-area"),
             (self.refine_prompts, "refine-prompts"),
             (self.refine_button, "refine"),
@@ -224,6 +227,7 @@ class Panel:
                 self.batches,
                 self.grid,
                 self.refine_area,
+                self.origin,
             ],
             layout=w.Layout(max_width="100%"),
         )
@@ -389,6 +393,7 @@ class Panel:
         self._thumbs, self.selected = [], None
         self.refine_area.layout.display = "none"
         self.grid.children = live.rows
+        self._show_origin(parent)  # a refinement runs under the batch it comes from
 
         def finished(items: list[Item], start: int) -> None:
             live.add(items, start)
@@ -455,20 +460,7 @@ class Panel:
             grouped = [(group.title, [result[position] for position in group.indices]) for group in result.groups()]
         for row_index, (title, members) in enumerate(grouped):
             for item in members:
-                changed = f" ({changes(item.parent, item)})" if item.parent is not None and result.is_story else ""
-                label = w.Button(
-                    description=item.label,
-                    layout=w.Layout(width=f"{THUMBNAIL + 8}px"),
-                    tooltip=f"select {item.label}: {item.prompt}{changed}",
-                )
-                label.add_class("nbbatch-thumb-label")
-                picture = w.Image(value=_jpeg(thumbnail(item.image, THUMBNAIL)), format="jpeg", width=THUMBNAIL)
-                box = w.VBox([picture, label])
-                box.add_class("nbbatch-thumb")
-                box.item = item
-                label.on_click(lambda _, item=item: self.select(item))
-                rows.setdefault(row_index, (title, []))[1].append(box)
-                self._thumbs.append(box)
+                rows.setdefault(row_index, (title, []))[1].append(self._thumb(item, story=result.is_story))
         blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
         for _, job in result.not_made():  # a stopped batch: the rest, greyed
             label = w.Label(cell_label(job, "not made"), layout=w.Layout(width=f"{THUMBNAIL + 8}px"))
@@ -476,14 +468,40 @@ class Panel:
             box.add_class("nbbatch-thumb")
             box.add_class("nbbatch-not-made")
             rows.setdefault(job.prompt_index, (job.prompt, []))[1].append(box)
-        shown = []
-        for title, cells in rows.values():
-            row = w.Box(cells)
-            row.add_class("nbbatch-thumbs")
-            shown.append(w.VBox([w.HTML(f"<span class='nbbatch-row-title'>{html.escape(title)}</span>"), row]))
-        self.grid.children = shown
+        self.grid.children = [_row(title, cells) for title, cells in rows.values()]
+        self._show_origin(result.parent if result.is_story else None)
         self.selected = None
         self.refine_area.layout.display = "none"
+
+    def _show_origin(self, origin: BatchResult | None) -> None:
+        """Below the story rows, the batch they came from, still selectable (nothing for a batch of its own)."""
+        w = _widgets()
+        while origin is not None and origin.is_story:  # a refinement of a refinement: the batch it all began in
+            origin = origin.parent
+        if origin is None:
+            self.origin.children = ()
+            return
+        kept = [(group.title, [origin[p] for p in group.indices]) for group in origin.groups()]
+        heading = w.HTML("<span class='nbbatch-origin-title'>the batch it came from</span>")
+        self.origin.children = [heading, *(_row(title, [self._thumb(i) for i in items]) for title, items in kept)]
+
+    def _thumb(self, item: Item, story: bool = False) -> Any:
+        """A selectable thumbnail of `item`, labelled by it; in a story row its tooltip says what changed."""
+        w = _widgets()
+        changed = f" ({changes(item.parent, item)})" if item.parent is not None and story else ""
+        label = w.Button(
+            description=item.label,
+            layout=w.Layout(width=f"{THUMBNAIL + 8}px"),
+            tooltip=f"select {item.label}: {item.prompt}{changed}",
+        )
+        label.add_class("nbbatch-thumb-label")
+        picture = w.Image(value=_jpeg(thumbnail(item.image, THUMBNAIL)), format="jpeg", width=THUMBNAIL)
+        box = w.VBox([picture, label])
+        box.add_class("nbbatch-thumb")
+        box.item = item
+        label.on_click(lambda _: self.select(item))
+        self._thumbs.append(box)
+        return box
 
     def _error(self, text: str) -> None:
         self.message.value = f"<span class='nbbatch-error'>{html.escape(text)}</span>"
@@ -592,6 +610,14 @@ def _number(name: str, text: str, kind: type) -> Any:
         return kind(text)
     except ValueError:
         raise ValueError(f"{name} must be a {'number' if kind is float else 'whole number'}, not {text!r}") from None
+
+
+def _row(title: str, cells: list[Any]) -> Any:
+    """A titled row of thumbnails (it wraps in a narrow window)."""
+    w = _widgets()
+    row = w.Box(cells)
+    row.add_class("nbbatch-thumbs")
+    return w.VBox([w.HTML(f"<span class='nbbatch-row-title'>{html.escape(title)}</span>"), row])
 
 
 def _describe(result: BatchResult) -> str:
