@@ -88,6 +88,11 @@ def test_the_magic_takes_a_folder_for_image(shell, folder):
     with capture_output():
         shell.run_cell_magic("batchgen", f"-m nbbatch:tiny-sd --seeds 1 --steps 4 --image {folder} --out shots", "a")
     assert [item.params["picture"] for item in shell.user_ns["shots"]] == sorted(COLOURS)
+    with capture_output():
+        shell.run_cell_magic(
+            "batchgen", f"-m nbbatch:tiny-sd --seeds 1 --steps 4 --image {folder} --mask box:0,0,16,16 --out fixed", "a"
+        )
+    assert [item.params["pipeline"] for item in shell.user_ns["fixed"]] == ["StableDiffusionInpaintPipeline"] * 3
     with pytest.raises(UsageError, match="^the input images: the glob .* holds no pictures"):
         shell.run_cell_magic("batchgen", f"-m nbbatch:tiny-sd --image {folder / 'inner' / 'none'}*", "a")
 

@@ -66,6 +66,13 @@ def test_the_hand_off_is_recorded_as_a1111_writes_it_reproduces_and_exports_its_
         with_scheduler.code(3)
 
 
+def test_an_x_y_grid_varies_when_the_refiner_takes_over(raw):
+    grid = nbbatch.generate("a red cat", [1], model=BASE, refiner=REFINER, x=("refiner_at", [0.5, 0.9]), **SIZE)
+    assert [item.label for item in grid] == ["seed 1 · refiner at: 0.5", "seed 1 · refiner at: 0.9"]
+    for item, at in zip(grid, (0.5, 0.9)):
+        assert max_difference(item.image, raw("a red cat", 1, at=at)) <= 1
+
+
 def test_the_progress_counts_the_base_s_steps_then_the_refiner_s():
     seen = []
     nbbatch.generate("a red cat", [1], model=BASE, refiner=REFINER, on_progress=seen.append, **SIZE)
