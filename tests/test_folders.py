@@ -129,3 +129,13 @@ def test_a_mask_folder_without_a_picture_s_mask_is_one_line(folder, tmp_path):
         nbbatch.plan("a cat", [1], images=folder, mask=tmp_path / "masks", model="nbbatch:tiny-sd")
     with pytest.raises(ValueError, match=r"^a mask marks what to repaint in input pictures: give images"):
         nbbatch.plan("a cat", [1], mask="box:0,0,8,8", model="nbbatch:tiny-sd")
+
+
+def test_a_file_name_a_record_cannot_hold_is_left_out_and_the_picture_still_saves_and_reproduces(tmp_path):
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(odd / "bell\x07.png")
+    made = nbbatch.generate("a boat", [2], images=odd, model="nbbatch:tiny-sd", **STEPS)
+    assert made[0].label == "seed 2" and "picture" not in made[0].params
+    (path,) = made.save(tmp_path / "out", grid=False)
+    assert max_difference(nbbatch.reproduce(path)[0].image, made[0].image) == 0

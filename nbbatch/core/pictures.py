@@ -1,9 +1,11 @@
 """Input pictures: one file, a folder, a glob or a list, read safely, each with the file name it came from.
 
 A folder (or a glob such as ``"shots/*.png"``) is every picture in it, sorted by name, not
-descending into sub-folders; each keeps its file name, which the record and the label
-carry. Damaged files, files that are no picture and bombs (Pillow's pixel and text limits)
-are one ValueError line naming the file.
+descending into sub-folders nor reading hidden (dot) files; each keeps its file name, which
+the record and the label carry (a name a record cannot hold, with unprintable characters,
+a backslash or a leading dot, is left out of both).
+Damaged files, files that are no picture and bombs (Pillow's pixel and text limits) are one
+ValueError line naming the file.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ def gather_pictures(source: Any, what: str = "images") -> list[Picture]:
             pictures.append(Picture(entry))
             continue
         for path in _paths(os.fspath(entry), what):
-            pictures.append(Picture(open_picture(path), os.path.basename(path)))
+            name = os.path.basename(path)
+            plain = name.isprintable() and "\\" not in name and not name.startswith(".") and len(name) <= 255
+            pictures.append(Picture(open_picture(path), name if plain else None))
             if len(pictures) > MAX_IMAGES:
                 break
         if len(pictures) > MAX_IMAGES:
@@ -104,7 +108,12 @@ def _paths(text: str, what: str) -> list[str]:
     else:
         raise ValueError(f"{what}: {text!r} is no picture file, folder or glob")
     pictures = sorted(
-        (name for name in found if name.lower().endswith(SUFFIXES) and os.path.isfile(name)), key=os.path.basename
+        (
+            name
+            for name in found
+            if name.lower().endswith(SUFFIXES) and not os.path.basename(name).startswith(".") and os.path.isfile(name)
+        ),
+        key=os.path.basename,
     )
     if not pictures:
         raise ValueError(f"{what}: {where} holds no pictures ({', '.join(SUFFIXES)})")
