@@ -34,6 +34,22 @@ def test_groups_start_new_rows_under_their_title_and_wrap():
     assert wrapped.width == one_row.width
 
 
+def test_short_groups_share_a_row_each_under_its_own_title():
+    images = [Image.new("RGB", (16, 16), "gray")] * 18
+    labels = [f"seed {i % 2}" for i in range(18)]
+    one = make_grid(images[:2], labels[:2], [Group("prompt 0", (0, 1))], cell=32, columns=8)
+    packed = make_grid(images, labels, [Group(f"prompt {i}", (2 * i, 2 * i + 1)) for i in range(9)], cell=32, columns=8)
+    assert packed.height == 4 + 3 * (one.height - 4), "nine prompts of two seeds: three rows of four, then one"
+    assert packed.width == 4 + 8 * (32 + 4), "eight cells across"
+    full = make_grid(images[:10], labels[:10], [Group("a", tuple(range(8))), Group("b", (8, 9))], cell=32, columns=8)
+    assert full.height == 4 + 2 * (one.height - 4), "a full group keeps its row to itself"
+
+
+def test_the_preview_cell_is_one_size_whatever_the_count():
+    lone = picture_result([synthetic_picture(0)]).preview()
+    assert Image.open(io.BytesIO(lone)).height < 200, "a lone image is not blown up to 256 px"
+
+
 def test_a_long_title_widens_a_narrow_grid_and_is_cut_to_fit():
     image = Image.new("RGB", (16, 16), "gray")
     short = make_grid([image], ["seed 1"], [Group("a", (0,))], cell=32)
@@ -56,7 +72,7 @@ def test_inline_preview_of_8_images_of_1024_pixels_stays_under_50_kb_each():
 
 def test_preview_of_64_images_is_small_and_at_display_size():
     images = [synthetic_picture(i, 256) for i in range(64)]
-    grid = make_grid(images, [f"seed {i}" for i in range(64)], cell=preview_cell(64))
+    grid = make_grid(images, [f"seed {i}" for i in range(64)], cell=preview_cell())
     data = encode_preview(grid)
     assert len(data) < 64 * 50_000
     assert grid.width <= 1100

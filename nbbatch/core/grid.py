@@ -43,8 +43,9 @@ def make_grid(
 ) -> Image.Image:
     """Draw `images` in cells of `cell` pixels, `labels` under them, each group under its title.
 
-    A group with more images than `columns` wraps onto further rows. Images keep their
-    aspect ratio inside the cell.
+    A group with more images than `columns` wraps onto further rows; groups of a third of a
+    row or less share a row, side by side, each under its own title (nine prompts of two
+    seeds fill three rows, not nine). Images keep their aspect ratio inside the cell.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -52,36 +53,59 @@ def make_grid(
         groups = [Group("", tuple(range(len(images))))]
     if not images:
         return Image.new("RGB", (cell, cell // 4), BACKGROUND)
-    columns = max(1, min(columns, max(len(g.indices) for g in groups)))
-    font_size = max(10, cell // 12)
+    columns = max(1, columns)
+    font_size = max(12, cell // 10)
     font = ImageFont.load_default(size=font_size)
     caption = font_size + 8
     title_band = font_size + 10 if any(g.title for g in groups) else 0
     pad = 4
-    titles = math.ceil(max((_text_width(g.title, font) for g in groups), default=0))
-    width = max(columns * (cell + pad) + pad, min(titles + 3 * pad, 4 * (cell + pad)))
+    shelves = _shelves(groups, columns)
+    span = max(min(sum(len(group.indices) for group in shelf), columns) for shelf in shelves)  # cells across
+    alone = [shelf[0] for shelf in shelves if len(shelf) == 1]
+    titles = math.ceil(max((_text_width(g.title, font) for g in alone), default=0))
+    width = max(span * (cell + pad) + pad, min(titles + 3 * pad, 4 * (cell + pad)))
     height = pad
-    for group in groups:
-        rows = -(-len(group.indices) // columns)
+    for shelf in shelves:
+        rows = max(-(-len(group.indices) // columns) for group in shelf)
         height += title_band + rows * (cell + caption + pad)
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     y = pad
-    for group in groups:
-        if title_band:
-            draw.text((pad + 2, y + 4), _fit(group.title, font, width - 2 * pad), fill=INK, font=font)
-            y += title_band
-        for position, index in enumerate(group.indices):
-            row, column = divmod(position, columns)
-            x0 = pad + column * (cell + pad)
-            y0 = y + row * (cell + caption + pad)
-            thumb = thumbnail(images[index], cell)
-            canvas.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
-            text = _fit(labels[index], font, cell)
-            text_width = _text_width(text, font)
-            draw.text((x0 + (cell - text_width) / 2, y0 + cell + 3), text, fill=MUTED, font=font)
-        y += -(-len(group.indices) // columns) * (cell + caption + pad)
+    for shelf in shelves:
+        x = 0  # in cells, from the left: the groups of a shelf sit side by side
+        for group in shelf:
+            room = width - 2 * pad if len(shelf) == 1 else len(group.indices) * (cell + pad) - pad
+            if title_band:
+                draw.text((pad + x * (cell + pad) + 2, y + 4), _fit(group.title, font, room), fill=INK, font=font)
+            for position, index in enumerate(group.indices):
+                row, column = divmod(position, columns)
+                x0 = pad + (x + column) * (cell + pad)
+                y0 = y + title_band + row * (cell + caption + pad)
+                thumb = thumbnail(images[index], cell)
+                canvas.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
+                text = _fit(labels[index], font, cell)
+                text_width = _text_width(text, font)
+                draw.text((x0 + (cell - text_width) / 2, y0 + cell + 3), text, fill=MUTED, font=font)
+            x += len(group.indices)
+        rows = max(-(-len(group.indices) // columns) for group in shelf)
+        y += title_band + rows * (cell + caption + pad)
     return canvas
+
+
+def _shelves(groups: Sequence[Group], columns: int) -> list[list[Group]]:
+    """The groups laid out in rows: each alone, except short ones (a third of a row or less) together while they fit."""
+    shelves: list[list[Group]] = []
+    used = columns  # cells taken in the last shelf: full, so the first group starts one
+    for group in groups:
+        size = len(group.indices)
+        short = 3 * size <= columns
+        if short and used + size <= columns and all(3 * len(g.indices) <= columns for g in shelves[-1]):
+            shelves[-1].append(group)
+            used += size
+        else:
+            shelves.append([group])
+            used = size
+    return shelves
 
 
 def _text_width(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> float:
@@ -102,10 +126,12 @@ def placeholder(size: tuple[int, int], shade: int = 232) -> Image.Image:
     return Image.new("RGB", size, (shade, shade, shade))
 
 
-def preview_cell(count: int, columns: int = 8, width: int = PREVIEW_WIDTH) -> int:
-    """The cell size that fits `count` images, `columns` to a row, into `width` pixels (96 to 256)."""
-    shown = max(1, min(count, columns))
-    return max(96, min(256, width // shown - 4))
+def preview_cell(columns: int = 8, width: int = PREVIEW_WIDTH) -> int:
+    """The cell size of the inline preview: `columns` to a row in `width` pixels (96 to 256), whatever the count.
+
+    One size for every batch, so a lone image is not blown up beside a full row of small ones.
+    """
+    return max(96, min(256, width // max(1, columns) - 4))
 
 
 def encode_preview(grid: Image.Image, quality: int = 80) -> bytes:

@@ -503,7 +503,7 @@ class BatchResult(Sequence[Item]):
         shown = min(self.total if self.not_made() else len(self.items), PREVIEW_LIMIT)  # not-made cells drawn too
         if any(item.cell for item in self.items):
             columns = max(len(table[1]) + bool(table[2]) for table in _tables(self.items[:shown]))
-        return encode_preview(self.grid(columns, preview_cell(shown, columns), limit=shown))
+        return encode_preview(self.grid(columns, preview_cell(columns), limit=shown))
 
     @property
     def count(self) -> str:

@@ -45,7 +45,7 @@ class ProgressDisplay:
     def __init__(self, jobs: Sequence[Job] = ()) -> None:
         self.jobs = tuple(jobs)
         self._filling = Filling(self.jobs)
-        self._cell = preview_cell(len(self.jobs))
+        self._cell = preview_cell()
         self._pictures: dict[int, Image.Image] = {}
         self._labels: dict[int, str] = {}
         self._grid_handle: Any = None
