@@ -2,20 +2,30 @@
 
 `nbbatch.core.spec.Settings` holds and checks the values; this table says how each is
 asked for: the magic's flag, its help (``%batchgen?``), the kind of value it takes, whether
-an X/Y/Z grid can vary it, and the panel's control for it (or why the panel has none).
-The magic's options and the grid axes are made from it, so a new setting is one row here
-plus its field and its use. Pure data: no front end and no model code is imported.
+an X/Y/Z grid can vary it, and the panel's control for it (its label, its section, a slider's
+range, the names it suggests). The magic's options, the panel's controls and the grid axes
+are made from it, so a new setting is one row here plus its field and its use. Pure data: no
+front end and no model code is imported.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from nbbatch.core.spec import DEFAULT_MODEL, DTYPES
 
 Kind = Literal["int", "float", "text", "switch", "repeat"]
 """How the value is typed: a whole number, a number, text, an on switch, or a repeatable ``PATH[:X]``."""
+
+
+Section = Literal[
+    "", "guidance and text", "image-to-image", "variation", "LoRAs and embeddings", "SDXL refiner", "hardware"
+]
+"""Where the panel puts a setting's control: "" on the panel's face, else under that heading of its "more" list."""
+
+SECTIONS: tuple[str, ...] = get_args(Section)
+"""The panel's sections, in the order it shows them."""
 
 
 @dataclass(frozen=True)
@@ -24,8 +34,10 @@ class Setting:
 
     `flags` are the magic's options (default ``--name-with-dashes``); `axis` is the kind of
     value an X/Y/Z grid axis over it takes (None: not an axis) and `plot` the ``X Type`` A1111's
-    X/Y/Z plot writes for it; `panel` names the panel's control, or says why the panel has
-    none (text with a space).
+    X/Y/Z plot writes for it. The panel shows it as `label` in `section`: a slider over
+    `slider` (low, high, step) where one is given, a list to pick from for `choices`, a box
+    that suggests `suggestions`, a tick box for a switch, one line per value for a repeatable
+    one, else a text box whose `placeholder` says what empty means (`wide` for a model id or path).
     """
 
     name: str
@@ -36,7 +48,40 @@ class Setting:
     choices: tuple[str, ...] = ()
     axis: Literal["int", "float", "text"] | None = None
     plot: str = ""
-    panel: str = ""
+    section: Section = ""
+    label: str = ""
+    placeholder: str = "model default"
+    slider: tuple[float, float, float] | None = None
+    suggestions: tuple[str, ...] = ()
+    wide: bool = False
+
+    @property
+    def title(self) -> str:
+        """The panel's label for it: `label`, else its name in words (``true cfg``)."""
+        return self.label or self.name.replace("_", " ")
+
+    def read(self, value: Any) -> Any:
+        """What a panel control holding `value` gives `Settings`, or None when it is left empty.
+
+        Text is read as the magic reads its option (a number for a number, one value per
+        line for a repeatable setting); bad text is a one-line error naming the control.
+        """
+        if self.kind == "switch":
+            return True if value else None
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return None
+        if self.kind == "repeat":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        if self.kind in ("int", "float"):
+            try:
+                return int(text) if self.kind == "int" else float(text)
+            except ValueError:
+                what = "a whole number" if self.kind == "int" else "a number"
+                raise ValueError(f"{self.title} must be {what}, not {text!r}") from None
+        return text
 
     @property
     def flag(self) -> str:
@@ -69,9 +114,10 @@ SETTINGS: tuple[Setting, ...] = (
         "model",
         f"model id, local folder or built-in name (default {DEFAULT_MODEL} or $NBBATCH_MODEL)",
         flags=("--model", "-m"),
-        panel="model",
+        placeholder=f"{DEFAULT_MODEL} or $NBBATCH_MODEL",
+        wide=True,
     ),
-    Setting("steps", "denoising steps (default 30)", "int", axis="int", plot="Steps", panel="steps"),
+    Setting("steps", "denoising steps (default 30)", "int", axis="int", plot="Steps", placeholder="30"),
     Setting(
         "guidance",
         "guidance scale as the model card uses it (default: the pipeline's)",
@@ -79,33 +125,26 @@ SETTINGS: tuple[Setting, ...] = (
         flags=("--guidance", "-g"),
         axis="float",
         plot="CFG Scale",
-        panel="guidance",
     ),
     Setting(
         "true_cfg",
         "FLUX.1: real CFG beside its distilled guidance (above 1)",
         "float",
         metavar="SCALE",
-        panel="true_cfg",
+        section="guidance and text",
+        label="true CFG",
+        placeholder="off (FLUX.1, Chroma: above 1)",
     ),
-    Setting(
-        "width", "image width, a multiple of 8 (default: the model's)", "int", axis="int", plot="Width", panel="width"
-    ),
-    Setting(
-        "height",
-        "image height, a multiple of 8 (default: the model's)",
-        "int",
-        axis="int",
-        plot="Height",
-        panel="height",
-    ),
+    Setting("width", "image width, a multiple of 8 (default: the model's)", "int", axis="int", plot="Width"),
+    Setting("height", "image height, a multiple of 8 (default: the model's)", "int", axis="int", plot="Height"),
     Setting(
         "strength",
         "image-to-image strength, above 0 to 1 (default 0.8; 0.3 with --vary)",
         "float",
         axis="float",
         plot="Denoising",
-        panel="strength",
+        section="image-to-image",
+        slider=(0.05, 1.0, 0.05),
     ),
     Setting(
         "scheduler",
@@ -113,45 +152,44 @@ SETTINGS: tuple[Setting, ...] = (
         "add -karras, -exponential or -beta for the schedule (dpm++2m-karras)",
         axis="text",
         plot="Sampler",
-        panel="scheduler",
+        suggestions=(
+            "euler",
+            "euler-a",
+            "ddim",
+            "dpm++2m",
+            "dpm++2m-sde",
+            "unipc",
+            "heun",
+            "pndm",
+            "lms",
+            "dpm++2m-karras",
+            "euler-karras",
+            "dpm++2m-sde-karras",
+        ),
     ),
-    Setting(
-        "dtype",
-        "auto: fp16 on CUDA, fp32 on CPU",
-        choices=DTYPES,
-        panel="not in the panel: auto picks the GPU's half precision; the magic and API choose another",
-    ),
-    Setting(
-        "device",
-        "auto, cpu, cuda, cuda:N or mps (default auto)",
-        panel="not in the panel: auto places the model on the GPU where there is one",
-    ),
+    Setting("dtype", "auto: fp16 on CUDA, fp32 on CPU", choices=DTYPES, section="hardware"),
+    Setting("device", "auto, cpu, cuda, cuda:N or mps (default auto)", section="hardware", placeholder="auto"),
     Setting(
         "generator_device",
         "where the per-image generators live: cpu (default) or cuda",
-        panel="not in the panel: CPU generators make the same images on any machine",
+        section="hardware",
+        label="generators on",
+        placeholder="cpu",
     ),
     Setting(
         "batch_size",
         "images per pipeline call, or auto (halves on out-of-memory; default: all)",
-        panel="batch_size",
+        placeholder="all, auto or N",
     ),
+    Setting("offload", "model CPU offload (needs CUDA; saves GPU memory)", "switch", section="hardware"),
     Setting(
-        "offload",
-        "model CPU offload (needs CUDA; saves GPU memory)",
-        "switch",
-        panel="not in the panel yet: a GPU memory option, in the magic and API",
-    ),
-    Setting(
-        "vae_tiling",
-        "decode in tiles: less memory for large images",
-        "switch",
-        panel="not in the panel yet: a GPU memory option, in the magic and API",
+        "vae_tiling", "decode in tiles: less memory for large images", "switch", section="hardware", label="VAE tiling"
     ),
     Setting(
         "variant",
         "weight files to load, e.g. fp16 (half the download, where the model has them)",
-        panel="not in the panel yet: a download option, in the magic and API",
+        section="hardware",
+        placeholder="fp16, ... (optional)",
     ),
     Setting(
         "variation_seed",
@@ -160,7 +198,8 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SEED",
         axis="int",
         plot="Var. seed",
-        panel="variation_seed",
+        section="variation",
+        placeholder="none",
     ),
     Setting(
         "variation_strength",
@@ -169,27 +208,33 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="W",
         axis="float",
         plot="Var. strength",
-        panel="variation_strength",
+        section="variation",
+        slider=(0.0, 1.0, 0.05),
     ),
     Setting(
         "clip_skip",
         "as A1111 counts: 1 the last CLIP layer (default), 2 the one before",
         "int",
         metavar="N",
-        panel="clip_skip",
+        section="guidance and text",
+        label="CLIP skip",
+        placeholder="1",
     ),
     Setting(
         "max_sequence_length",
         "tokens a T5 or LLM text encoder reads of each prompt (FLUX.1: up to 512)",
         "int",
         metavar="N",
-        panel="max_sequence_length",
+        section="guidance and text",
+        label="max tokens",
     ),
     Setting(
         "refiner",
         "SDXL: the refiner model that takes the latents over at --refiner-at of the steps",
         metavar="MODEL",
-        panel="not in the panel yet: an SDXL two-model option, in the magic and API",
+        section="SDXL refiner",
+        placeholder="none",
+        wide=True,
     ),
     Setting(
         "refiner_at",
@@ -198,7 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="F",
         axis="float",
         plot="Refiner switch at",
-        panel="not in the panel yet: an SDXL two-model option, in the magic and API",
+        section="SDXL refiner",
+        label="refiner at",
+        placeholder="0.8",
     ),
     Setting(
         "loras",
@@ -206,7 +253,9 @@ SETTINGS: tuple[Setting, ...] = (
         "repeat",
         flags=("--lora",),
         metavar="PATH[:WEIGHT]",
-        panel="lora",
+        section="LoRAs and embeddings",
+        label="LoRAs",
+        placeholder="file or hub id[:weight], one per line",
     ),
     Setting(
         "embeddings",
@@ -214,25 +263,15 @@ SETTINGS: tuple[Setting, ...] = (
         "repeat",
         flags=("--embedding",),
         metavar="PATH[:TOKEN]",
-        panel="not in the panel yet: textual-inversion files, in the magic and API",
+        section="LoRAs and embeddings",
+        placeholder="file[:token], one per line",
+    ),
+    Setting("compile", "regional torch.compile of the denoiser (slow first)", "switch", section="hardware"),
+    Setting(
+        "channels_last", "the UNet in channels-last memory format", "switch", section="hardware", label="channels last"
     ),
     Setting(
-        "compile",
-        "regional torch.compile of the denoiser (slow first)",
-        "switch",
-        panel="not in the panel yet: GPU speedups, in the magic and API",
-    ),
-    Setting(
-        "channels_last",
-        "the UNet in channels-last memory format",
-        "switch",
-        panel="not in the panel yet: GPU speedups, in the magic and API",
-    ),
-    Setting(
-        "fuse_qkv",
-        "fused query/key/value projections (diffusers)",
-        "switch",
-        panel="not in the panel yet: GPU speedups, in the magic and API",
+        "fuse_qkv", "fused query/key/value projections (diffusers)", "switch", section="hardware", label="fused QKV"
     ),
 )
 """Every setting, in the order the magic's help lists them."""

@@ -4,7 +4,9 @@ Starts JupyterLab on 127.0.0.1 with its own config folders, opens a notebook, ru
 panel cell from the Run menu, types two prompts, clicks Generate, watches the grid fill
 chunk by chunk, picks a thumbnail,
 refines it, and checks the refined thumbnail; draws a mask on the original with the mouse, inpaints it and hires-fixes
-the original (each beside it); then the dark theme and a narrow window.
+the original (each beside it); a mistyped model keeps the batch shown; the status follows the batch list; no
+horizontal scroll bar or cut label at 1100 and 1600 px with every section open; then the dark theme and a narrow
+window.
 Screenshots are kept in out/test-output/ (and one of every failure).
 """
 
@@ -65,6 +67,7 @@ def lab(tmp_path):
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
         "IPYTHONDIR": str(home / "ipython"),
+        "HF_HUB_OFFLINE": "1",  # a mistyped hub id fails at once, as on a machine without network
     }
     notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
@@ -183,6 +186,22 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
         "prompt 1: a yellow square on a black background",
     ]
     assert page.locator("button.nbbatch-generate").is_enabled()
+    nulls = page.locator(".nbbatch-panel [title='null']").evaluate_all(
+        "els => els.map(e => e.className + ' ' + e.innerText.slice(0, 30))"
+    )
+    assert nulls == [], "no tooltip reads null"
+
+    model = page.locator(".nbbatch-model input")
+    shipped = model.input_value()
+    model.fill("someone/no-such-model")  # a typo: loading fails after Generate
+    page.locator("button.nbbatch-generate").click()
+    page.locator(".nbbatch-message .nbbatch-error").wait_for()
+    assert "could not load model 'someone/no-such-model'" in page.locator(".nbbatch-message").inner_text()
+    page.wait_for_function("!document.querySelector('button.nbbatch-generate').disabled")
+    assert page.locator(".nbbatch-status").inner_text().startswith("8 images in "), "the batch shown, not loading…"
+    assert thumbs.count() == 8 and page.locator(".nbbatch-live").count() == 0, "its thumbnails, not placeholders"
+    page.screenshot(path=str(OUTPUT / "panel-failed-load.png"), full_page=True)
+    model.fill(shipped)
 
     thumbs.nth(5).locator("img").click(force=True)  # on the picture of prompt 1, seed 1 (under its label's overlay)
     page.locator(".nbbatch-thumb.nbbatch-selected").wait_for()
@@ -242,6 +261,36 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
 
     page.locator(".nbbatch-batches select").select_option(index=0)
     page.wait_for_function("document.querySelectorAll('.nbbatch-thumb').length === 8")
+    assert page.locator(".nbbatch-status").inner_text().startswith("8 images in "), "the status of the batch shown"
+    assert page.locator(".nbbatch-message").inner_text() == ""
+
+    thumbs.first.locator("img").click(force=True)  # the refine box open, and each section of "more" in turn
+    page.locator(".nbbatch-refine-area").wait_for()
+    headers = page.locator(".nbbatch-more .jupyter-widget-Collapse-header")
+    assert headers.all_inner_texts() == [
+        "guidance and text", "image-to-image", "variation", "LoRAs and embeddings", "SDXL refiner", "hardware",
+        "X/Y/Z grid and templates", "saving and workers",
+    ]  # fmt: skip
+    for width in (1100, 1600):
+        page.set_viewport_size({"width": width, "height": 900})
+        for index in range(headers.count()):
+            if "jupyter-mod-active" not in (headers.nth(index).get_attribute("class") or ""):
+                headers.nth(index).click()
+            page.locator(".nbbatch-more .jupyter-widget-Collapse-contents:visible").wait_for()
+            page.wait_for_timeout(100)  # let Lab lay out again
+            wide = page.evaluate(
+                """() => [...document.querySelectorAll(
+                    '.jp-WindowedPanel-outer, .jp-OutputArea-output, .nbbatch-panel'
+                )].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className)"""
+            )
+            assert wide == [], f"a horizontal scroll bar at {width} px, section {index} open: {wide}"
+            cut = page.evaluate(
+                """() => [...document.querySelectorAll('.nbbatch-panel .widget-label')]
+                    .filter(e => e.offsetWidth > 0 && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""
+            )
+            assert cut == [], f"labels cut at {width} px, section {index} open: {cut}"
+        page.screenshot(path=str(OUTPUT / f"panel-{width}px.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
     page.wait_for_selector("#jupyterlab-splash", state="detached")  # the theme change's splash screen

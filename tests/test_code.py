@@ -144,7 +144,7 @@ def test_panel_code_shows_the_selected_images_code_and_hides_it_for_another():
     from nbbatch.notebook.panel import Panel
 
     panel = Panel(prompts="a red cat", seeds="0-1", steps=4)
-    panel.width.value = panel.height.value = "32"
+    panel.set(width=32, height=32)
     panel.generate()
     panel.wait(120)
     first, second = panel._current().items

@@ -126,7 +126,7 @@ BAD = [
     ("--image one --steps 2 --strength 0.3", "a", "steps 2 x strength 0.3 leaves no denoising step"),
     ("", "a {unknown_name}", "prompt line 1: unknown variable {unknown_name}"),
     ("--out 'not a name'", "a", "--out needs a variable name"),
-    ("--batch-size lots", "a", "--batch-size must be a whole number or auto, not 'lots'"),
+    ("--batch-size lots", "a", "--batch-size must be a whole number from 1 to 100000 (or auto), not 'lots'"),
     ("--dtype fp8", "a", "argument --dtype: invalid choice: 'fp8'"),
     ("--device cuda", "a", "device 'cuda' asked for, but CUDA is not available here"),
     ("--generator-device cuda", "a", "--generator-device cuda needs CUDA"),

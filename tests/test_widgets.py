@@ -15,7 +15,7 @@ from nbbatch.notebook.panel import Panel
 @pytest.fixture
 def panel():
     panel = Panel(prompts="a red cube\na blue ball", seeds="0-2", steps=4)
-    panel.width.value = panel.height.value = "32"
+    panel.set(width=32, height=32)
     yield panel
     panel.cancel()
     panel.wait(60)
@@ -54,7 +54,8 @@ def test_generate_shows_seed_labelled_thumbnails_in_rows_by_prompt(panel):
 
 
 def test_cancel_while_running_keeps_the_finished_images(panel):
-    panel.seeds.value, panel.steps.value, panel.batch_size.value = "0-7", 40, "1"
+    panel.seeds.value = "0-7"
+    panel.set(steps=40, batch_size=1)
     panel.generate_button.click()
     wait_for(lambda: panel.progress.value >= 250)  # about two images done, the widgets still live
     panel.cancel_button.click()
@@ -69,7 +70,8 @@ def test_cancel_while_running_keeps_the_finished_images(panel):
     reference = nbbatch.generate(["a red cube"], [0], steps=40, width=32, height=32)
     assert max_difference(reference[0].image, result[0].image) <= 1
     assert panel.progress.value == round(1000 * len(result) / 16)
-    panel.seeds.value, panel.steps.value, panel.batch_size.value = "0", 4, ""
+    panel.seeds.value = "0"
+    panel.set(steps=4, batch_size=None)
     panel.generate_button.click()
     panel.wait(60)
     panel.batches.value = 0
@@ -83,7 +85,7 @@ def test_a_failed_generate_leaves_the_batch_shown_as_it_was(panel):
     panel.generate_button.click()
     panel.wait(60)
     before = labels(panel)
-    panel.model.value = "./no/such/model"
+    panel.controls["model"].value = "./no/such/model"
     panel.generate_button.click()
     panel.wait(60)
     assert "model folder &#x27;./no/such/model&#x27; does not exist" in panel.message.value
@@ -92,7 +94,7 @@ def test_a_failed_generate_leaves_the_batch_shown_as_it_was(panel):
 
 
 def test_a_second_generate_while_running_is_refused(panel):
-    panel.steps.value = 30
+    panel.set(steps=30)
     panel.generate_button.click()
     panel.generate()  # what a second click would do, were the button not disabled
     assert "a batch is already running: wait for it, or Cancel it" in panel.message.value
@@ -193,9 +195,9 @@ def test_the_star_marks_the_selected_image_and_the_batch_list_names_each_batch(p
 def test_notices_of_a_batch_show_in_the_panel_not_in_the_kernel_log(panel):
     import warnings
 
-    panel.model.value = "nbbatch:shapes"
+    panel.controls["model"].value = "nbbatch:shapes"
     panel.prompts.value = "a red zebra on a white background"
-    panel.width.value = panel.height.value = "64"
+    panel.set(width=64, height=64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         panel.generate_button.click()
@@ -214,20 +216,21 @@ def test_notices_of_a_batch_show_in_the_panel_not_in_the_kernel_log(panel):
         ("prompts", "", "no prompt given"),
         ("width", "30", "width must be a multiple of 8"),
         ("guidance", "lots", "guidance must be a number, not &#x27;lots&#x27;"),
-        ("batch_size", "x", "batch size must be a whole number, not &#x27;x&#x27;"),
+        ("batch_size", "x", "batch size must be a whole number from 1 to 100000 (or auto), not &#x27;x&#x27;"),
         ("model", "./no/such/model", "model folder &#x27;./no/such/model&#x27; does not exist"),
         ("variation_seed", "near", "variation seed must be a whole number, not &#x27;near&#x27;"),
         ("prompts", "a {red|blue", "prompt line 1: the braces do not balance"),
     ],
 )
 def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, value, message):
-    getattr(panel, field).value = value
+    control = panel.controls[field] if field in panel.controls.widgets else getattr(panel, field)
+    control.value = value
     panel.generate_button.click()
     panel.wait(60)
     assert message in panel.message.value and "nbbatch-error" in panel.message.value
     assert "Traceback" not in panel.message.value
     assert not panel.generate_button.disabled and panel.results == []
-    getattr(panel, field).value = {
+    control.value = {
         "seeds": "0-2",
         "prompts": "a",
         "width": "32",
@@ -243,7 +246,7 @@ def test_errors_show_in_the_panel_as_one_line_and_leave_it_usable(panel, field, 
 
 def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
     panel.prompts.value, panel.seeds.value = "a red cube", "3"
-    panel.scheduler.value, panel.clip_skip.value, panel.guidance.value = "dpm++2m-karras", 2, "7"
+    panel.set(scheduler="dpm++2m-karras", clip_skip=2, guidance=7)
     panel.generate_button.click()
     panel.wait(60)
     (result,) = panel.results
@@ -252,7 +255,7 @@ def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
     )
     assert max_difference(result[0].image, expected[0].image) <= 1
     assert result[0].params["scheduler_config"]["use_karras_sigmas"] and result[0].params["clip_skip"] == 1
-    panel.scheduler.value = "ddim-karras"
+    panel.controls["scheduler"].value = "ddim-karras"
     panel.generate_button.click()
     panel.wait(60)
     assert "scheduler DDIMScheduler has no karras schedule" in panel.message.value and len(panel.results) == 1
@@ -261,14 +264,14 @@ def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
 def test_a_lora_from_the_panel_equals_generate_and_a_missing_one_is_an_error(panel, tmp_path):
     lora = make_lora("nbbatch:tiny-sd", tmp_path)
     panel.prompts.value, panel.seeds.value = "a red cube", "3"
-    panel.lora.value, panel.lora_weight.value = lora, 0.6
+    panel.set(loras=[(lora, 0.6)])
     panel.generate_button.click()
     panel.wait(60)
     (result,) = panel.results
     expected = nbbatch.generate("a red cube", seeds=[3], loras=[(lora, 0.6)], steps=4, width=32, height=32)
     assert max_difference(result[0].image, expected[0].image) <= 1
     assert result[0].params["loras"][0]["weight"] == 0.6
-    panel.lora.value = str(tmp_path / "gone.safetensors")
+    panel.set(loras=[str(tmp_path / "gone.safetensors")])
     panel.generate_button.click()
     panel.wait(60)
     assert "LoRA file" in panel.message.value and "does not exist" in panel.message.value
@@ -277,7 +280,8 @@ def test_a_lora_from_the_panel_equals_generate_and_a_missing_one_is_an_error(pan
 
 def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):
     (tmp_path / "colour.txt").write_text("red\ngreen\n", encoding="utf-8")
-    panel.prompts.value, panel.seeds.value, panel.steps.value = "a __colour__ cube", "0", 2
+    panel.prompts.value, panel.seeds.value = "a __colour__ cube", "0"
+    panel.set(steps=2)
     panel.generate_button.click()
     panel.wait(60)
     assert "unknown wildcard __colour__" in panel.message.value and panel.results == []
@@ -290,7 +294,8 @@ def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):
 
 def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel):
     panel.prompts.value = "a {red|blue} cube"
-    panel.seeds.value, panel.variation_seed.value, panel.variation_strength.value = "4", "11", 0.4
+    panel.seeds.value = "4"
+    panel.set(variation_seed=11, variation_strength=0.4)
     panel.generate_button.click()
     panel.wait(60)
     (result,) = panel.results
@@ -300,7 +305,7 @@ def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel
     assert [item.prompt for item in result] == ["a red cube", "a blue cube"]
     assert all(max_difference(a.image, b.image) <= 1 for a, b in zip(result, expected))
     assert result[0].params["variation_seed"] == 11 and result[0].params["choices"] == ["red"]
-    panel.variation_seed.value = ""
+    panel.controls["variation_seed"].value = ""
     panel.generate_button.click()
     panel.wait(60)
     assert "a variation strength needs a variation seed" in panel.message.value and len(panel.results) == 1
@@ -311,7 +316,7 @@ def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch)
     from conftest import fail_on_call
 
     fail_on_call(monkeypatch, 2, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB"))
-    panel.batch_size.value, panel.guidance.value = "2", "7"
+    panel.controls["batch_size"].value, panel.controls["guidance"].value = "2", "7"
     panel.generate_button.click()
     panel.wait(60)
     assert "the batch stopped: CUDA out of memory. Tried to allocate 1 GiB; its 2 finished images are kept" in (
@@ -322,23 +327,44 @@ def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch)
     assert len([box for box in cells if "nbbatch-not-made" in box._dom_classes]) == 4, "the rest, greyed"
 
 
-def test_image_to_image_from_an_upload(panel):
+def _upload(picture, name):
     buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), "orange").save(buffer, format="PNG")
-    panel.upload.value = (
+    picture.save(buffer, format="PNG")
+    content = buffer.getvalue()
+    when = datetime.now(timezone.utc)
+    return (
         {
-            "name": "orange.png",
+            "name": name,
             "type": "image/png",
-            "size": len(buffer.getvalue()),
-            "content": memoryview(buffer.getvalue()),
-            "last_modified": datetime.now(timezone.utc),
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": when,
         },
     )
-    panel.strength.value = 0.5
+
+
+def test_image_to_image_from_an_upload_and_an_inpaint_with_an_uploaded_mask(panel):
+    panel.upload.value = _upload(Image.new("RGB", (32, 32), "orange"), "orange.png")
+    panel.set(strength=0.5)
     panel.generate_button.click()
     panel.wait(60)
     (result,) = panel.results
     assert result[0].params["strength"] == 0.5 and result[0].init_image.getpixel((0, 0)) == (255, 165, 0)
+    assert result[0].label == "seed 0 · orange.png"
+    mask = Image.new("L", (32, 32))
+    mask.paste(255, (16, 0, 32, 32))  # the right half repainted
+    panel.image_mask.value = _upload(mask, "right.png")
+    panel.generate_button.click()
+    panel.wait(60)
+    inpainted = panel.results[1]
+    alone = nbbatch.generate(
+        ["a red cube", "a blue ball"], "0-2", images=result[0].init_image, mask=mask, strength=0.5, steps=4
+    )
+    assert [item.origin for item in inpainted] == [item.origin for item in alone]
+    for made, expected in zip(inpainted, alone):
+        assert max_difference(made.image, expected.image) <= 1
+    left = pixels(inpainted[0].image)[:, :16]
+    assert np.abs(left - pixels(result[0].init_image)[:, :16]).max() <= 3, "outside the mask: the picture kept"
 
 
 def test_save_to_a_folder_from_the_panel(panel, tmp_path):
@@ -386,8 +412,8 @@ def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel
 
     monkeypatch.setattr(_LiveGrid, "preview", watching(_LiveGrid.preview))
     monkeypatch.setattr(_LiveGrid, "add", watching(_LiveGrid.add))
-    panel.model.value, panel.steps.value, panel.batch_size.value = "nbbatch:shapes", 3, "2"
-    panel.width.value = panel.height.value = ""
+    panel.set(model="nbbatch:shapes", steps=3, batch_size=2)
+    panel.set(width=None, height=None)
     panel.prompts.value, panel.seeds.value = "a red circle on a blue background", "0-3"
     panel.generate_button.click()
     panel.wait(120)
@@ -411,3 +437,70 @@ def test_hires_fix_makes_the_selected_image_twice_as_large_keeping_the_original(
     first, hires = panel.results
     assert hires[0].image.size == tuple(2 * side for side in first.by_seed(1, 0).image.size)
     assert hires[0].parent is first.by_seed(1, 0) and labels(panel) == [["seed 1", "seed 1 · hires x2"]]
+    assert max_difference(hires[0].image, first.upscale(1, prompt_index=0)[0].image) <= 1, "equals the result's own"
+    panel.batches.value = 0
+    thumbs(panel)[0][2].children[1].click()
+    panel.hires_scale.value, panel.hires_strength.value, panel.hires_upscaler.value = 1.5, 0.3, "latent"
+    panel.hires_button.click()
+    panel.wait(60)
+    assert labels(panel) == [["seed 2", "seed 2 · hires x1.5"]] and panel.results[2][0].image.size == (48, 48)
+    again = first.upscale(2, scale=1.5, strength=0.3, upscaler="latent", prompt_index=0)
+    assert max_difference(panel.results[2][0].image, again[0].image) <= 1
+
+
+def test_vary_makes_variations_of_the_selected_image_at_the_vary_strength_with_its_seeds(panel):
+    panel.generate_button.click()
+    panel.wait(60)
+    thumbs(panel)[1][0].children[1].click()  # prompt 1, seed 0
+    panel.vary_seeds.value, panel.vary_strength.value = "5,6", 0.4
+    panel.vary_button.click()
+    panel.wait(60)
+    first, varied = panel.results
+    expected = first.vary(0, strength=0.4, seeds=[5, 6], prompt_index=1)
+    assert [item.seed for item in varied] == [5, 6] and varied[0].parent is first.by_seed(0, 1)
+    for made, alone in zip(varied, expected):
+        assert max_difference(made.image, alone.image) <= 1
+    assert labels(panel)[0][0] == "seed 0" and len(labels(panel)[0]) == 3, "the original, then its variations"
+    thumbs(panel)[0][0].children[1].click()  # the original again: a finished run clears the selection
+    panel.vary_seeds.value = "7-"
+    panel.vary_button.click()
+    assert "7-" in panel.message.value and len(panel.results) == 2
+
+
+def test_x_y_axes_random_draws_and_several_loras_from_the_panel_equal_generate(panel, tmp_path):
+    first, second = make_lora("nbbatch:tiny-sd", tmp_path / "a"), make_lora("nbbatch:tiny-sd", tmp_path / "b")
+    panel.prompts.value, panel.seeds.value = "a {red|green|blue} cube", "3"
+    panel.axes[0].value, panel.axes[1].value = "steps=2,4", "guidance=3,7"
+    panel.draws.value, panel.draw_seed.value = 2, "11"
+    panel.set(loras=[(first, 0.6), second])
+    panel.generate_button.click()
+    panel.wait(120)
+    (result,) = panel.results
+    expected = nbbatch.generate(
+        "a {red|green|blue} cube", [3], x="steps=2,4", y="guidance=3,7", random=2, random_seed=11,
+        loras=[(first, 0.6), (second, 1.0)], steps=4, width=32, height=32,
+    )  # fmt: skip
+    assert len(result) == len(expected) == 8 and result[0].params["loras"] == expected[0].params["loras"]
+    for made, alone in zip(result, expected):
+        assert (made.prompt, made.params["axes"]) == (alone.prompt, alone.params["axes"])
+        assert max_difference(made.image, alone.image) <= 1
+    panel.draw_seed.value = "soon"
+    panel.generate_button.click()
+    assert panel.message.value.endswith("draw seed must be a whole number, not &#x27;soon&#x27;</span>")
+
+
+def test_edit_the_selected_image_with_an_editing_model_equals_the_result_s_edit():
+    panel = Panel(prompts="a red cat on a mat", seeds="4", model="nbbatch:tiny-flux", steps=2, width=64, height=64)
+    panel.generate_button.click()
+    panel.wait(120)
+    thumbs(panel)[0][0].children[1].click()
+    panel.refine_prompts.value = "make it green"
+    panel.edit_button.click()
+    assert "give the edit model" in panel.message.value and len(panel.results) == 1
+    panel.edit_model.value = "nbbatch:tiny-flux-kontext"
+    panel.edit_button.click()
+    panel.wait(120)
+    first, edited = panel.results
+    assert labels(panel) == [["seed 4", "seed 4 · edit e1"]]
+    alone = first.edit(4, "make it green", model="nbbatch:tiny-flux-kontext")
+    assert max_difference(edited[0].image, alone[0].image) <= 1

@@ -140,7 +140,7 @@ def test_the_magic_runs_on_workers_and_checks_its_options(shell):
 
 def test_the_panel_runs_on_workers_and_fills_its_thumbnails():
     panel = Panel(prompts="a red cube\na blue ball", seeds="0-2", steps=4)
-    panel.width.value = panel.height.value = "32"
+    panel.set(width=32, height=32)
     panel.workers.value = 2
     panel.generate_button.click()
     panel.wait(120)

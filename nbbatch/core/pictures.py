@@ -70,8 +70,16 @@ def open_picture(source: str | os.PathLike | IO[bytes], name: str | None = None)
     return read_picture(source, name)[0]
 
 
+def plain_name(name: str) -> str | None:
+    """A picture file's `name` as a record may hold it, or None (unprintable, a backslash, a leading dot, too long)."""
+    plain = name.isprintable() and "\\" not in name and not name.startswith(".") and len(name) <= 255
+    return name if plain else None
+
+
 def gather_pictures(source: Any, what: str = "images") -> list[Picture]:
     """Every picture `source` names, in order: a picture, a file, a folder, a glob, or a list of any of these.
+
+    A `Picture` passes as it is, with its name (an upload's file name).
 
     Pictures (PIL images, arrays, tensors) pass as they are, for `nbbatch.core.spec.as_image`
     to check; files are read here. An empty folder, a glob matching nothing, a path that is
@@ -81,12 +89,10 @@ def gather_pictures(source: Any, what: str = "images") -> list[Picture]:
     pictures: list[Picture] = []
     for entry in entries:
         if not isinstance(entry, (str, os.PathLike)):
-            pictures.append(Picture(entry))
+            pictures.append(entry if isinstance(entry, Picture) else Picture(entry))
             continue
         for path in _paths(os.fspath(entry), what):
-            name = os.path.basename(path)
-            plain = name.isprintable() and "\\" not in name and not name.startswith(".") and len(name) <= 255
-            pictures.append(Picture(open_picture(path), name if plain else None))
+            pictures.append(Picture(open_picture(path), plain_name(os.path.basename(path))))
             if len(pictures) > MAX_IMAGES:
                 break
         if len(pictures) > MAX_IMAGES:

@@ -122,6 +122,8 @@ class Settings:
             raise ValueError(f"unknown device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         if not isinstance(self.generator_device, str) or not _GENERATOR_DEVICE.match(self.generator_device):
             raise ValueError(f"unknown generator device {self.generator_device!r}: choose cpu, cuda or cuda:N")
+        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # as the magic and panel read it
+            object.__setattr__(self, "batch_size", int(self.batch_size))
         if self.batch_size not in (None, "auto"):
             _check_int("batch size", self.batch_size, 1, MAX_IMAGES, hint=" (or auto)")
         if self.variant is not None and (not isinstance(self.variant, str) or not self.variant.isidentifier()):

@@ -18,10 +18,10 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from nbbatch.core.axes import with_axes
+from nbbatch.api import plan
 from nbbatch.core.errors import first_line
 from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
-from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, make_jobs, parse_prompt_lines
+from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.models.backend import execute
@@ -227,8 +227,6 @@ class BatchMagics(Magics):
         prompts = parse_prompt_lines(cell, self.shell.user_ns)
         given = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
         given = {name: value for name, value in given.items() if value is not None}
-        if "batch_size" in given and given["batch_size"] != "auto":
-            given["batch_size"] = _whole_number("--batch-size", given["batch_size"])
         if args.save and args.autosave:
             raise ValueError("--save and --autosave do not go together: choose one")
         operations = [
@@ -248,22 +246,22 @@ class BatchMagics(Magics):
                 )
             if "strength" in given and args.image is None:
                 raise ValueError("--strength is for image-to-image: give --image too")
-            settings = Settings(**given)
-            images = self._images(args.image) if args.image is not None else ()
-            jobs = make_jobs(
+            settings, jobs = plan(
                 prompts,
                 args.seeds,
-                args.num,
-                args.negative or "",
-                images,
-                settings,
+                num=args.num,
+                negative_prompt=args.negative or "",
+                images=self._images(args.image) if args.image is not None else (),
+                mask=self._mask(args.mask) if args.mask is not None else None,
+                x=args.x,
+                y=args.y,
+                z=args.z,
                 wildcards=args.wildcards,
                 random=args.random,
                 random_seed=args.random_seed,
-                mask=self._mask(args.mask) if args.mask is not None else None,
+                **given,
             )
-            given_seeds = args.seeds is not None or args.num is not None
-            return settings, with_axes(settings, jobs, args.x, args.y, args.z, seeds_given=given_seeds), None
+            return settings, jobs, None
         if args.x or args.y or args.z or args.random is not None:
             raise ValueError(f"--x, --y, --z and --random make a new batch: they do not go with {operations[0]}")
         prompts = [prompt.text for prompt in expand(prompts, wildcards=args.wildcards)]
@@ -369,13 +367,6 @@ class BatchMagics(Magics):
         if value is name and not os.path.exists(os.path.expanduser(name)) and not any(c in name for c in "*?["):
             raise ValueError(f"--image {name!r} is neither a variable nor a picture file, a folder or a glob")
         return value
-
-
-def _whole_number(flag: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{flag} must be a whole number or auto, not {text!r}") from None
 
 
 HIRES_OPTIONS = {"--scale": "scale", "--hires-strength": "hires_strength", "--hires-upscaler": "hires_upscaler"}

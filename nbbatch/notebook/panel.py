@@ -16,28 +16,32 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.api import plan
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.notices import notices_to
-from nbbatch.core.pictures import open_picture
+from nbbatch.core.pictures import Picture, open_picture, plain_name
 from nbbatch.core.result import (
     BatchResult,
     Filling,
     cell_label,
     changes,
+    edit_jobs,
     hires_jobs,
     inpaint_jobs,
     refine_jobs,
     run_batch,
+    vary_jobs,
 )
-from nbbatch.core.spec import Settings, default_model, make_jobs, parse_prompt_lines
+from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
 from nbbatch.models.backend import execute
-from nbbatch.models.pipelines import SAMPLER_VARIANTS, SCHEDULERS
+from nbbatch.notebook.controls import Controls
 from nbbatch.notebook.maskpad import MaskPad
 from nbbatch.scale.workers import RayRunner
+from nbbatch.settings import SECTIONS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -65,6 +69,8 @@ STYLE = """<style>
 .nbbatch-panel .nbbatch-error { color: var(--jp-error-color1, #d32f2f); }
 .nbbatch-panel .nbbatch-notice { color: var(--jp-warn-color1, #f57c00); }
 .nbbatch-panel .nbbatch-row-title { color: var(--jp-ui-font-color1, inherit); font-weight: 600; }
+.nbbatch-panel .nbbatch-more .jupyter-widget-Collapse-header { padding: 3px 10px; }
+.nbbatch-panel .nbbatch-more .jupyter-widget-Collapse-contents { padding: 6px 10px; }
 .nbbatch-panel .nbbatch-origin-title { color: var(--jp-ui-font-color2, #616161); font-size: 110%; }
 </style>"""
 
@@ -81,9 +87,12 @@ class Panel:
     """Widgets for the whole loop: batch, watch, pick, refine. Show it by leaving it last in a cell.
 
     `results` lists this panel's batches (refinements included), each a `BatchResult`.
+    Keywords are the first prompts, the seeds and any setting of `nbbatch.settings.SETTINGS`
+    (``Panel(steps=20, model="nbbatch:tiny-flux")``); `controls` holds each setting's widget
+    by name and `set` fills them later.
     """
 
-    def __init__(self, model: str | None = None, prompts: str = "", seeds: str = "0-3", steps: int = 30) -> None:
+    def __init__(self, prompts: str = "", seeds: str = "0-3", **settings: Any) -> None:
         w = _widgets()
         self.results: list[BatchResult] = []
         self.selected: Item | None = None
@@ -91,57 +100,57 @@ class Panel:
         self._cancel = threading.Event()
         self._last_draw = 0.0
         self._thumbs: list = []
-        wide = w.Layout(width="100%")
+        wide = w.Layout(width="auto")  # across the panel; "100%" adds the margins and overflows
+        label = {"description_width": "initial"}  # whole labels, never cut to "variation …"
+        self.controls = Controls(settings)
         self.prompts = w.Textarea(prompts, placeholder="one prompt per line", rows=3, layout=wide)
         self.negative = w.Text(placeholder="negative prompt (optional)", layout=wide)
-        self.seeds = w.Text(seeds, description="seeds", placeholder="0-7, 3,17 or 0-3,10")
-        self.random = w.BoundedIntText(0, min=0, max=4096, description="or random")
-        self.steps = w.BoundedIntText(steps, min=1, max=1000, description="steps")
-        self.guidance = w.Text(description="guidance", placeholder="model default")
-        self.true_cfg = w.Text(description="true CFG", placeholder="off (FLUX.1)")
-        self.max_sequence_length = w.Text(description="max tokens", placeholder="model default")
-        self.width = w.Text(description="width", placeholder="model default")
-        self.height = w.Text(description="height", placeholder="model default")
-        self.batch_size = w.Text(description="batch size", placeholder="all, auto or N")
-        self.workers = w.BoundedIntText(
-            0, min=0, max=4096, description="Ray workers", tooltip="0: this kernel; N: a pool of N Ray workers"
-        )
-        self.scheduler = w.Combobox(
-            options=[*SCHEDULERS, *SAMPLER_VARIANTS, "dpm++2m-karras", "euler-karras", "dpm++2m-sde-karras"],
-            description="scheduler",
-            placeholder="model default",
-            ensure_option=False,
-        )
-        self.clip_skip = w.BoundedIntText(1, min=1, max=12, description="clip skip")
-        self.lora = w.Text(description="LoRA", placeholder="file or hub id (optional)")
-        self.lora_weight = w.FloatText(1.0, step=0.05, description="weight")
-        self.model = w.Text(model or default_model(), description="model", layout=w.Layout(width="min(100%, 40em)"))
+        self.seeds = w.Text(seeds, description="seeds", placeholder="0-7, 3,17 or 0-3,10", style=label)
+        self.num = w.BoundedIntText(0, min=0, max=4096, description="or random", style=label)
         self.upload = w.FileUpload(
             accept="image/*", multiple=True, description="image-to-image", layout=w.Layout(width="auto")
         )
-        self.strength = w.FloatSlider(0.8, min=0.05, max=1.0, step=0.05, description="strength")
-        label = {"description_width": "initial"}  # the whole label, never cut to "variation …"
-        self.variation_seed = w.Text(description="variation seed", placeholder="none", style=label)
-        self.variation_strength = w.FloatSlider(
-            0.0, min=0.0, max=1.0, step=0.05, description="variation strength", style=label
+        self.image_mask = w.FileUpload(
+            accept="image/*", description="mask (inpaint)", layout=w.Layout(width="auto"), icon="paint-brush"
         )
-        self.save_to = w.Text(description="save to", placeholder="folder (optional)")
-        self.wildcards = w.Text(description="wildcards", placeholder="folder of name.txt (optional)")
+        self.axes = [
+            w.Text(description=f"{letter} axis", placeholder=example, style=label)
+            for letter, example in (("X", "steps=10,20,30"), ("Y", "guidance=3-8 [3]"), ("Z", "prompt=red,blue"))
+        ]
+        self.wildcards = w.Text(description="wildcards", placeholder="folder of name.txt (optional)", style=label)
+        self.draws = w.BoundedIntText(
+            0, min=0, max=4096, description="random prompts", style=label, tooltip="0: every combination of a template"
+        )
+        self.draw_seed = w.Text(description="draw seed", placeholder="random, kept", style=label)
+        self.save_to = w.Text(description="save to", placeholder="folder (optional)", style=label)
+        self.workers = w.BoundedIntText(
+            0, min=0, max=4096, description="Ray workers", style=label, tooltip="0: this kernel; N: N Ray workers"
+        )
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = w.IntProgress(0, min=0, max=1000, layout=w.Layout(width="min(100%, 30em)"))
-        self.status = w.Label("")
+        self.status = w.Label("", tooltip="")
         self.message = w.HTML("")
         self.batches = w.Dropdown(options=[], description="batch", layout=w.Layout(width="min(100%, 40em)"))
         self.grid = w.VBox()
         self.origin = w.VBox()
-        self.refine_title = w.Label("")
+        self.refine_title = w.Label("", tooltip="")
         self.refine_prompts = w.Textarea(rows=2, placeholder="follow-up prompt(s), one per line", layout=wide)
         self.refine_button = w.Button(description="Refine", button_style="info", icon="magic")
-        self.code_button = w.Button(description="Code", icon="code", tooltip="diffusers code that makes it again")
-        self.hires_button = w.Button(
-            description="Hires fix", icon="search-plus", tooltip="2x larger: upscaled, then denoised again (0.45)"
+        self.show_code_button = w.Button(description="Code", icon="code", tooltip="diffusers code that makes it again")
+        self.vary_button = w.Button(
+            description="Vary", icon="random", tooltip="variations of its picture: image-to-image at the vary strength"
         )
+        self.vary_seeds = w.Text(description="vary seeds", placeholder="4 random", style=label)
+        self.vary_strength = w.FloatSlider(0.3, min=0.05, max=1.0, step=0.05, description="vary strength", style=label)
+        self.hires_button = w.Button(
+            description="Hires fix", icon="search-plus", tooltip="larger: upscaled, then denoised again"
+        )
+        self.hires_scale = w.BoundedFloatText(2.0, min=1.05, max=4.0, step=0.25, description="scale", style=label)
+        self.hires_strength = w.FloatSlider(
+            0.45, min=0.05, max=1.0, step=0.05, description="hires strength", style=label
+        )
+        self.hires_upscaler = w.Dropdown(options=tuple(UPSCALERS), value="lanczos", description="upscaler", style=label)
         self.maskpad = MaskPad()
         self.mask = w.Text(
             placeholder="or box:x0,y0,x1,y1 / ellipse:x0,y0,x1,y1 (pixels)", description="mask", layout=wide
@@ -149,79 +158,66 @@ class Panel:
         self.inpaint_button = w.Button(
             description="Inpaint", icon="paint-brush", tooltip="repaint the mask's region with the prompt above (0.75)"
         )
+        self.edit_button = w.Button(
+            description="Edit", icon="edit", tooltip="edit its picture by the instructions above with the edit model"
+        )
+        self.edit_model = w.Text(
+            description="edit model", placeholder="an editing model (FLUX.1 Kontext)", style=label, layout=wide
+        )
         self.favourite = w.ToggleButton(
             False, description="Favourite", icon="star", tooltip="mark it: nbbatch.favourites() gathers them"
         )
         self.code = w.Textarea(rows=14, layout=w.Layout(width="min(100%, 60em)", display="none"))
+        flow = w.Layout(flex_flow="row wrap")
         self.refine_area = w.VBox(
             [
                 self.refine_title,
                 self.refine_prompts,
                 self.maskpad,
                 self.mask,
-                w.HBox([self.refine_button, self.inpaint_button, self.hires_button, self.code_button, self.favourite]),
+                w.HBox(
+                    [self.refine_button, self.inpaint_button, self.hires_button, self.show_code_button, self.favourite],
+                    layout=flow,
+                ),
+                w.HBox([self.hires_scale, self.hires_strength, self.hires_upscaler], layout=flow),
+                w.HBox([self.vary_button, self.vary_seeds, self.vary_strength], layout=flow),
+                w.HBox([self.edit_button, self.edit_model], layout=flow),
                 self.code,
             ],
             layout=w.Layout(display="none"),
         )
-        for widget, name in [
-            (self.prompts, "prompts"),
-            (self.seeds, "seeds"),
-            (self.generate_button, "generate"),
-            (self.cancel_button, "cancel"),
-            (self.progress, "progress"),
-            (self.status, "status"),
-            (self.message, "message"),
-            (self.grid, "grid"),
-            (self.origin, "origin"),
-            (self.refine_area, "refine-area"),
-            (self.refine_prompts, "refine-prompts"),
-            (self.refine_button, "refine"),
-            (self.code_button, "code-button"),
-            (self.hires_button, "hires"),
-            (self.favourite, "favourite"),
-            (self.mask, "mask"),
-            (self.maskpad, "maskpad"),
-            (self.inpaint_button, "inpaint"),
-            (self.code, "code"),
-            (self.batches, "batches"),
-            (self.upload, "upload"),
-            (self.random, "random"),
-            (self.steps, "steps"),
-            (self.variation_seed, "variation-seed"),
-            (self.variation_strength, "variation-strength"),
-            (self.wildcards, "wildcards"),
-            (self.scheduler, "scheduler"),
-            (self.clip_skip, "clip-skip"),
-            (self.true_cfg, "true-cfg"),
-            (self.max_sequence_length, "max-sequence-length"),
-            (self.lora, "lora"),
-            (self.lora_weight, "lora-weight"),
-            (self.batch_size, "batch-size"),
-            (self.workers, "workers"),
-        ]:
-            widget.add_class(f"nbbatch-{name}")
+        for name, widget in vars(self).items():  # class nbbatch-refine-prompts for self.refine_prompts, ...
+            if isinstance(widget, w.DOMWidget):
+                widget.add_class(f"nbbatch-{name.removesuffix('_button').replace('_', '-')}")
+        for letter, axis in zip("xyz", self.axes):
+            axis.add_class(f"nbbatch-{letter}-axis")
         self.generate_button.on_click(lambda _: self.generate())
         self.cancel_button.on_click(lambda _: self.cancel())
         self.refine_button.on_click(lambda _: self.refine())
-        self.code_button.on_click(lambda _: self.show_code())
+        self.show_code_button.on_click(lambda _: self.show_code())
         self.hires_button.on_click(lambda _: self.hires())
         self.inpaint_button.on_click(lambda _: self.inpaint())
+        self.vary_button.on_click(lambda _: self.vary())
+        self.edit_button.on_click(lambda _: self.edit())
         self.batches.observe(lambda change: self._show(change["new"]), names="value")
         self.favourite.observe(self._mark, names="value")
-        flow = w.Layout(flex_flow="row wrap")
+        more = {  # the table's sections, with the inputs of a batch that are not settings beside them
+            **{section: self.controls.section(section) for section in SECTIONS if section},
+            "image-to-image": [self.upload, self.image_mask, *self.controls.section("image-to-image")],
+            "X/Y/Z grid and templates": [*self.axes, self.wildcards, self.draws, self.draw_seed],
+            "saving and workers": [self.save_to, self.workers],
+        }
+        self.more = w.Accordion(
+            children=[w.HBox(widgets, layout=flow) for widgets in more.values()], titles=tuple(more)
+        )
+        self.more.add_class("nbbatch-more")
         self.widget = w.VBox(
             [
                 w.HTML(STYLE),
                 self.prompts,
                 self.negative,
-                w.HBox([self.seeds, self.random, self.steps, self.guidance], layout=flow),
-                w.HBox([self.width, self.height, self.batch_size, self.save_to], layout=flow),
-                w.HBox([self.model, self.scheduler, self.clip_skip, self.workers], layout=flow),
-                w.HBox([self.true_cfg, self.max_sequence_length], layout=flow),
-                w.HBox([self.lora, self.lora_weight], layout=flow),
-                w.HBox([self.upload, self.strength], layout=flow),
-                w.HBox([self.variation_seed, self.variation_strength, self.wildcards], layout=flow),
+                w.HBox([self.seeds, self.num, *self.controls.section("")], layout=flow),
+                self.more,
                 w.HBox([self.generate_button, self.cancel_button, self.progress, self.status], layout=flow),
                 self.message,
                 self.batches,
@@ -232,6 +228,11 @@ class Panel:
             layout=w.Layout(max_width="100%"),
         )
         self.widget.add_class("nbbatch-panel")
+        _tooltips(self.widget)
+
+    def set(self, **settings: Any) -> None:
+        """Fill the settings' controls from Python values: ``panel.set(steps=20, guidance=7)`` (`Controls.set`)."""
+        self.controls.set(**settings)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -247,13 +248,20 @@ class Panel:
             self._error("a batch is already running: wait for it, or Cancel it")
             return
         try:
-            settings = self._settings()
-            images = self._uploaded_images()
-            prompts = parse_prompt_lines(self.prompts.value)
-            seeds = None if self.random.value else self.seeds.value
-            wildcards = self.wildcards.value.strip() or None
-            jobs = make_jobs(
-                prompts, seeds, self.random.value or None, self.negative.value, images, settings, wildcards=wildcards
+            settings, jobs = plan(
+                parse_prompt_lines(self.prompts.value),
+                None if self.num.value else self.seeds.value,
+                num=self.num.value or None,
+                negative_prompt=self.negative.value,
+                images=self._uploaded(self.upload),
+                mask=next((mask.image for mask in self._uploaded(self.image_mask)), None),
+                x=self.axes[0].value.strip() or None,
+                y=self.axes[1].value.strip() or None,
+                z=self.axes[2].value.strip() or None,
+                wildcards=self.wildcards.value.strip() or None,
+                random=self.draws.value or None,
+                random_seed=_whole("draw seed", self.draw_seed.value),
+                **self.controls.given(),
             )
             saver = self._saver()
             runner = RayRunner(self.workers.value) if self.workers.value else execute
@@ -264,18 +272,35 @@ class Panel:
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
+        self._from_selected(lambda item: refine_jobs(item, self._follow_ups(), None, {}))
 
-        def plan(item: Item) -> tuple[Settings, tuple[Job, ...]]:
-            lines = parse_prompt_lines(self.refine_prompts.value)
-            prompts = [prompt.text for prompt in expand(lines, wildcards=self.wildcards.value.strip() or None)]
-            return refine_jobs(item, prompts, None, {})
+    def vary(self) -> None:
+        """Variations of the selected image's picture: image-to-image at the vary strength, one per vary seed."""
 
-        self._from_selected(plan)
+        def jobs_for(item: Item) -> tuple[Settings, tuple[Job, ...]]:
+            prompts = self._follow_ups()
+            if len(prompts) > 1:
+                raise ValueError("Vary takes one prompt (or the picture's own): leave one line")
+            seeds = choose_seeds(self.vary_seeds.value.strip() or None, None, default=None)
+            return vary_jobs(item, prompts[0] if prompts else None, seeds, None, {"strength": self.vary_strength.value})
+
+        self._from_selected(jobs_for)
+
+    def edit(self) -> None:
+        """Edit the selected image's picture by each instruction line with the edit model, from its own noise."""
+
+        def jobs_for(item: Item) -> tuple[Settings, tuple[Job, ...]]:
+            model = self.edit_model.value.strip()
+            if not model:
+                raise ValueError("give the edit model: an editing model such as FLUX.1 Kontext")
+            return edit_jobs(item, self._follow_ups(), model, None, {})
+
+        self._from_selected(jobs_for)
 
     def inpaint(self) -> None:
         """Repaint the region drawn on the pad (or the mask field's box) of the selected image, from its own noise."""
 
-        def plan(item: Item) -> tuple[Settings, tuple[Job, ...]]:
+        def jobs_for(item: Item) -> tuple[Settings, tuple[Job, ...]]:
             mask = self.mask.value.strip() or self.maskpad.mask_image()
             if mask is None:
                 raise ValueError(
@@ -284,11 +309,12 @@ class Panel:
             prompts = parse_prompt_lines(self.refine_prompts.value) or None
             return inpaint_jobs(item, mask, prompts, None, {"strength": 0.75})
 
-        self._from_selected(plan)
+        self._from_selected(jobs_for)
 
     def hires(self) -> None:
-        """A hires fix of the selected image: twice as large, from its own noise (A1111's defaults, lanczos)."""
-        self._from_selected(lambda item: hires_jobs(item, 2.0, 0.45, None, "lanczos", {}))
+        """A hires fix of the selected image at the hires scale and strength (A1111's 2, 0.45), from its own noise."""
+        scale, strength, upscaler = self.hires_scale.value, self.hires_strength.value, self.hires_upscaler.value
+        self._from_selected(lambda item: hires_jobs(item, scale, strength, None, upscaler, {}))
 
     def _from_selected(self, plan: Callable[[Item], tuple[Settings, tuple[Job, ...]]]) -> None:
         """Run what `plan` makes of the selected image, as a child of the batch shown; errors in the status."""
@@ -393,6 +419,7 @@ class Panel:
         self._thumbs, self.selected = [], None
         self.refine_area.layout.display = "none"
         self.grid.children = live.rows
+        _tooltips(self.grid)
         self._show_origin(parent)  # a refinement runs under the batch it comes from
 
         def finished(items: list[Item], start: int) -> None:
@@ -469,6 +496,7 @@ class Panel:
             box.add_class("nbbatch-not-made")
             rows.setdefault(job.prompt_index, (job.prompt, []))[1].append(box)
         self.grid.children = [_row(title, cells) for title, cells in rows.values()]
+        _tooltips(self.grid)
         self._show_origin(result.parent if result.is_story else None)
         self.selected = None
         self.refine_area.layout.display = "none"
@@ -484,6 +512,7 @@ class Panel:
         kept = [(group.title, [origin[p] for p in group.indices]) for group in origin.groups()]
         heading = w.HTML("<span class='nbbatch-origin-title'>the batch it came from</span>")
         self.origin.children = [heading, *(_row(title, [self._thumb(i) for i in items]) for title, items in kept)]
+        _tooltips(self.origin)
 
     def _thumb(self, item: Item, story: bool = False) -> Any:
         """A selectable thumbnail of `item`, labelled by it; in a story row its tooltip says what changed."""
@@ -509,41 +538,21 @@ class Panel:
     # -- inputs ----------------------------------------------------------------------------------------
 
     def _settings(self) -> Settings:
-        given: dict[str, Any] = {
-            "model": self.model.value.strip(),
-            "steps": self.steps.value,
-            "strength": self.strength.value,
-        }
-        for name, widget, kind in (
-            ("guidance", self.guidance, float),
-            ("true_cfg", self.true_cfg, float),
-            ("width", self.width, int),
-            ("height", self.height, int),
-            ("max_sequence_length", self.max_sequence_length, int),
-        ):
-            text = widget.value.strip()
-            if text:
-                given[name] = _number(name.replace("_", " "), text, kind)
-        size = self.batch_size.value.strip().lower()
-        if size and size != "all":
-            given["batch_size"] = "auto" if size == "auto" else _number("batch size", size, int)
-        scheduler = self.scheduler.value.strip()
-        if scheduler:
-            given["scheduler"] = scheduler
-        if self.clip_skip.value > 1:
-            given["clip_skip"] = self.clip_skip.value
-        lora = self.lora.value.strip()
-        if lora:
-            given["loras"] = [(lora, self.lora_weight.value)]
-        variation = self.variation_seed.value.strip()
-        if variation:
-            given["variation_seed"] = _number("variation seed", variation, int)
-        if self.variation_strength.value:
-            given["variation_strength"] = self.variation_strength.value
-        return Settings(**given)
+        """The settings the controls hold (what is left empty is the model's or `Settings`' default)."""
+        return Settings(**self.controls.given())
 
-    def _uploaded_images(self) -> list:
-        return [open_picture(io.BytesIO(bytes(upload["content"])), upload["name"]) for upload in self.upload.value]
+    def _follow_ups(self) -> list[str]:
+        """The refine box's lines, templates expanded (``{red|green}`` refines twice)."""
+        lines = parse_prompt_lines(self.refine_prompts.value)
+        return [prompt.text for prompt in expand(lines, wildcards=self.wildcards.value.strip() or None)]
+
+    @staticmethod
+    def _uploaded(upload: Any) -> list[Picture]:
+        """An upload's pictures, each with its file name (the label's ``seed 3 · cat.png``)."""
+        return [
+            Picture(open_picture(io.BytesIO(bytes(file["content"])), file["name"]), plain_name(file["name"]))
+            for file in upload.value
+        ]
 
     def _saver(self) -> Saver | None:
         folder = self.save_to.value.strip()
@@ -605,11 +614,23 @@ def _jpeg(picture: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _number(name: str, text: str, kind: type) -> Any:
+def _whole(name: str, text: str) -> int | None:
+    """A whole number typed in a text box (None when it is left empty), or a one-line error naming the box."""
     try:
-        return kind(text)
+        return int(text) if text.strip() else None
     except ValueError:
-        raise ValueError(f"{name} must be a {'number' if kind is float else 'whole number'}, not {text!r}") from None
+        raise ValueError(f"{name} must be a whole number, not {text.strip()!r}") from None
+
+
+def _tooltips(widget: Any) -> None:
+    """Give `widget` and those inside it a tooltip where they have none: their label, else no tooltip at all.
+
+    ipywidgets writes a missing tooltip into the page as the text "null" (``title="null"``).
+    """
+    if getattr(widget, "tooltip", "") is None:
+        widget.tooltip = getattr(widget, "description", "")
+    for child in getattr(widget, "children", ()):
+        _tooltips(child)
 
 
 def _row(title: str, cells: list[Any]) -> Any:
