@@ -245,6 +245,7 @@ def test_variation_strength_0_and_1_equal_raw_diffusers_images_of_the_seed_and_t
     assert max_difference(sweep[2].image, variation_image) <= 1
     assert max_difference(sweep[1].image, seed_image) > 10 and max_difference(sweep[1].image, variation_image) > 10
     assert [item.params["variation_strength"] for item in sweep] == [0, 0.5, 1]
+    assert " · variation seed 9 at several strengths · " in sweep.summary(), "the caption says so"
     with pytest.raises(ValueError, match=re.escape("seed 3 is in 3 cells of this grid: pick a cell first, e.g. ")):
         sweep.refine(3, "a blue cat")
     half = sweep.cell(x=0.5)
@@ -268,6 +269,7 @@ def test_the_starting_noise_is_a1111s_slerp_of_the_two_seeds_noise():
 
 def test_a_variation_image_is_made_again_from_its_png_and_refines_from_the_same_noise(tmp_path):
     made = nbbatch.generate("a red cat", seeds="2-3", variation_seed=7, variation_strength=0.3, **TINY)
+    assert " · variation seed 7 at 0.3 · " in made.summary() and "variation seed 7" in made._repr_html_()
     paths = made.save(tmp_path)
     with Image.open(paths[1]) as png:
         assert "Variation seed: 7, Variation seed strength: 0.3" in png.text["parameters"]

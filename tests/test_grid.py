@@ -76,3 +76,12 @@ def test_preview_of_64_images_is_small_and_at_display_size():
     data = encode_preview(grid)
     assert len(data) < 64 * 50_000
     assert grid.width <= 1100
+
+
+def test_a_long_label_takes_a_second_line_under_its_cell_instead_of_being_cut():
+    picture = Image.new("RGB", (32, 32), "red")
+    short = make_grid([picture], ["seed 4005471049"], cell=128)
+    long = make_grid([picture], ["seed 4005471050 · vary of 4005471049"], cell=128)
+    assert long.height > short.height and long.width == short.width
+    below = np.asarray(long)[short.height - 4 :, :, :]  # the band of the second line
+    assert (below.min(axis=2) < 200).sum() > 30, "the second line is written"

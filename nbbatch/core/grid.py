@@ -56,7 +56,8 @@ def make_grid(
     columns = max(1, columns)
     font_size = max(12, cell // 10)
     font = ImageFont.load_default(size=font_size)
-    caption = font_size + 8
+    lines = [_wrap(label, font, cell, lines=2) for label in labels]  # "seed 4005471050 ·" over "vary of 4005471049"
+    caption = max(len(label_lines) for label_lines in lines) * (font_size + 4) + 4
     title_band = font_size + 10 if any(g.title for g in groups) else 0
     pad = 4
     shelves = _shelves(groups, columns)
@@ -83,9 +84,9 @@ def make_grid(
                 y0 = y + title_band + row * (cell + caption + pad)
                 thumb = thumbnail(images[index], cell)
                 canvas.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
-                text = _fit(labels[index], font, cell)
-                text_width = _text_width(text, font)
-                draw.text((x0 + (cell - text_width) / 2, y0 + cell + 3), text, fill=MUTED, font=font)
+                for line, text in enumerate(lines[index]):
+                    left = x0 + (cell - _text_width(text, font)) / 2
+                    draw.text((left, y0 + cell + 3 + line * (font_size + 4)), text, fill=MUTED, font=font)
             x += len(group.indices)
         rows = max(-(-len(group.indices) // columns) for group in shelf)
         y += title_band + rows * (cell + caption + pad)
@@ -245,7 +246,10 @@ def stack(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont, width: float, lines: int = 3) -> list[str]:
-    """`text` broken into at most `lines` lines that fit `width` pixels; the last is cut if need be."""
+    """`text` broken into at most `lines` lines that fit `width` pixels; the last is cut if need be.
+
+    No line ends in a label's separator ``·``.
+    """
     words = " ".join(text.split()).split(" ")
     wrapped: list[str] = []
     for word in words:
@@ -255,4 +259,4 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, width: float, lines: int = 3)
             wrapped.append(word)
     if len(wrapped) > lines:
         wrapped = [*wrapped[: lines - 1], " ".join(wrapped[lines - 1 :])]
-    return [_fit(text, font, width) for text in wrapped]
+    return [_fit(text.removesuffix(" ·"), font, width) for text in wrapped]

@@ -512,8 +512,16 @@ class BatchResult(Sequence[Item]):
         return f"{made} of {self.total} images" if not self.complete else f"{made} image{'s' * (made != 1)}"
 
     def summary(self) -> str:
-        """One line: how many images, how the batch ended, where it ran and how long it took."""
-        text = f"{self.count} · {self.settings.model} · {self.placement} · {self.elapsed:.1f} s"
+        """One line: how many images, a variation seed, how the batch ended, where it ran and how long it took."""
+        text = f"{self.count} · {self.settings.model}"
+        blends = {
+            (i.params["variation_seed"], i.params["variation_strength"]) for i in self if "variation_seed" in i.params
+        }
+        if blends:  # its images are their seeds' noise blended towards another seed's
+            seeds, strengths = sorted({seed for seed, _ in blends}), {strength for _, strength in blends}
+            at = f"{next(iter(strengths)):g}" if len(strengths) == 1 else "several strengths"
+            text += f" · variation seed{'s' * (len(seeds) > 1)} {_seed_list(seeds)} at {at}"
+        text += f" · {self.placement} · {self.elapsed:.1f} s"
         if self.settings.batch_size == "auto":
             text += f" · batch size {self.batch_size} (auto)"
         if not self.complete:

@@ -56,12 +56,12 @@ if TYPE_CHECKING:
 THUMBNAIL = 128
 STYLE = """<style>
 .nbbatch-panel .nbbatch-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
-.nbbatch-panel .nbbatch-thumb { border: 3px solid transparent; border-radius: 4px; padding: 2px 2px 30px;
+.nbbatch-panel .nbbatch-thumb { border: 3px solid transparent; border-radius: 4px; padding: 2px 2px 34px;
   position: relative; cursor: pointer; }
 /* the seed label is a button stretched over the whole thumbnail: a click anywhere on it selects it */
 .nbbatch-panel .nbbatch-thumb .nbbatch-thumb-label { position: absolute; inset: 0; width: auto; height: auto;
   margin: 0; background: transparent; display: flex; align-items: flex-end; justify-content: center;
-  padding-bottom: 6px; }
+  padding-bottom: 4px; white-space: normal; line-height: 1.15; text-align: center; }
 .nbbatch-panel .nbbatch-thumb.nbbatch-selected .nbbatch-thumb-label { color: var(--jp-brand-color1, #1976d2);
   font-weight: bold; }
 .nbbatch-panel .nbbatch-thumb:hover { border-color: var(--jp-border-color1, #bdbdbd); }
