@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 OUT := out
 READER := .venv-reader
 
-.PHONY: demo test bench chromium clean
+.PHONY: demo notebooks test docs bench chromium clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: $(VENV)/.installed
 	$(PY) notebooks/execute.py notebooks/quickstart.ipynb notebooks/refine.ipynb --out $(OUT)
 
+# The repository's notebooks with their outputs (pictures included), run again: after a notebook changes.
+notebooks: $(VENV)/.installed
+	$(PY) notebooks/execute.py notebooks/quickstart.ipynb notebooks/refine.ipynb notebooks/explore.ipynb --out $(OUT) --update
+
 test: $(VENV)/.installed $(READER)/.installed chromium
-	$(PY) -m ruff check nbbatch tests benchmarks notebooks
-	$(PY) -m ruff format --check nbbatch tests benchmarks notebooks
+	$(PY) -m ruff check nbbatch tests benchmarks notebooks docs
+	$(PY) -m ruff format --check nbbatch tests benchmarks notebooks docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(PY) -m pytest
+
+# The docs site (README pages, rendered notebooks, the settings and API reference) in out/site.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py

@@ -1,7 +1,9 @@
 """Execute notebooks headless (nbclient) and keep the executed copies and what they write in one folder.
 
-Usage: python notebooks/execute.py notebooks/quickstart.ipynb [more.ipynb ...] --out out
+Usage: python notebooks/execute.py notebooks/quickstart.ipynb [more.ipynb ...] --out out [--update]
 The kernel runs inside the output folder, so the files a notebook saves land beside its executed copy.
+``--update`` also writes the outputs back into the notebooks themselves (``make notebooks``), so the
+repository's copies show their pictures to a reader on the web.
 """
 
 from __future__ import annotations
@@ -34,9 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--update", action="store_true", help="write the outputs back into the notebooks too")
     args = parser.parse_args()
     for notebook in args.notebooks:
         target = execute(notebook, args.out)
+        if args.update:
+            document = nbformat.read(target, as_version=4)
+            document.metadata.pop("widgets", None)  # live widgets' state: nothing a static page can show
+            nbformat.write(document, notebook)
         written = sorted(p.name for p in args.out.iterdir() if p.suffix == ".png")
         print(f"executed {notebook} -> {target}; images in {args.out}/: {', '.join(written)}")
 
