@@ -135,6 +135,16 @@ SETTINGS: tuple[Setting, ...] = (
         label="true CFG",
         placeholder="off (FLUX.1, Chroma: above 1)",
     ),
+    Setting(
+        "guidance_rescale",
+        "SD 1.x/2.x, SDXL: rescale CFG towards the unguided prediction, 0 (off) to 1 (0.7 for zero-terminal SNR)",
+        "float",
+        metavar="PHI",
+        axis="float",
+        plot="CFG Rescale",
+        section="guidance and text",
+        placeholder="off",
+    ),
     Setting("width", "image width, a multiple of 8 (default: the model's)", "int", axis="int", plot="Width"),
     Setting("height", "image height, a multiple of 8 (default: the model's)", "int", axis="int", plot="Height"),
     Setting(

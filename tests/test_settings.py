@@ -3,7 +3,10 @@
 import dataclasses
 
 import pytest
+from conftest import direct_call, max_difference
+from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
+from test_code import run_codes
 
 import nbbatch
 from nbbatch.core.axes import AXES
@@ -45,6 +48,7 @@ PANEL_VALUES = {
     "refiner_at": 0.7,
     "embeddings": [("x.safetensors", "tok")],
     "clip_skip": 2,
+    "guidance_rescale": 0.7,
     **TEXT,
     "generator_device": "cuda",
 }
@@ -94,3 +98,45 @@ def test_text_a_panel_control_cannot_read_is_a_one_line_error_naming_it():
     assert panel._settings().max_sequence_length == 64
     with pytest.raises(ValueError, match="^unknown setting 'stpes': the settings are model, steps, "):
         Panel(stpes=20)
+
+
+# guidance_rescale is the example of a setting added as one row of the table plus its use (the call argument,
+# the record's field, the code export): the magic's flag, the panel's control, generate's keyword, the X/Y axis,
+# the A1111 plot name and the docs' reference line all come from its row.
+
+
+@pytest.mark.parametrize("model", ["nbbatch:tiny-sd", "nbbatch:tiny-sdxl"])
+def test_guidance_rescale_equals_diffusers_guidance_rescale_alone(model):
+    made = nbbatch.generate(["a red cat", "a much longer prompt of a blue dog"], [3, 4], model=model,
+                            guidance=7.5, guidance_rescale=0.7, steps=3, width=32, height=32)  # fmt: skip
+    for item in made:
+        alone = direct_call(model, item.prompt, item.seed, guidance_scale=7.5, guidance_rescale=0.7,
+                            num_inference_steps=3, width=32, height=32)  # fmt: skip
+        assert max_difference(item.image, alone) <= 1
+    plain = direct_call(model, "a red cat", 3, guidance_scale=7.5, num_inference_steps=3, width=32, height=32)
+    assert max_difference(made[0].image, plain) > 2, "it changes the picture"
+    assert made[0].params["guidance_rescale"] == 0.7
+
+
+def test_guidance_rescale_is_an_axis_a_magic_flag_and_reproduces_from_its_png_and_code(shell, tmp_path):
+    shell.run_cell_magic(
+        "batchgen",
+        "--seeds 5 --steps 3 --width 32 --height 32 -g 7.5 --x guidance_rescale=0,0.7 --no-display",
+        "a red cat",
+    )
+    grid = shell.user_ns["_batch"]
+    assert [item.params.get("guidance_rescale") for item in grid] == [None, 0.7], "0 is diffusers' default: off"
+    path = grid.save(tmp_path / "saved", grid=False)[1]
+    again = nbbatch.reproduce(path)
+    assert max_difference(again[0].image, grid[1].image) == 0
+    assert "guidance_rescale=0.7" in grid.cell(x=0.7).code(5)
+    assert max_difference(run_codes({"rescaled": grid[1].code()}, tmp_path)["rescaled"], grid[1].image) <= 1
+    with pytest.raises(UsageError, match=r"^--guidance-rescale must be a number from 0 \(off\) to 1, not 1.5$"):
+        shell.run_cell_magic("batchgen", "--guidance-rescale 1.5", "a red cat")
+
+
+def test_guidance_rescale_on_a_pipeline_without_it_is_a_one_line_error_before_anything_runs():
+    with pytest.raises(ValueError, match=r"^--guidance-rescale: diffusers' FluxPipeline has no guidance rescale"):
+        nbbatch.generate(
+            "a red cat", [0], model="nbbatch:tiny-flux", guidance_rescale=0.7, steps=2, width=64, height=64
+        )

@@ -62,7 +62,9 @@ class Settings:
     (see `parse_lora` and `parse_embedding`). `compile`, `channels_last` and `fuse_qkv` are
     opt-in speedups of the UNet (see `nbbatch.models.speedups`). `true_cfg` is real
     classifier-free guidance beside a distilled guidance (FLUX.1's ``true_cfg_scale``: above 1,
-    with the negative prompt, empty when none is given); `max_sequence_length` how many tokens
+    with the negative prompt, empty when none is given); `guidance_rescale` rescales CFG's
+    prediction towards its unguided spread (diffusers' ``guidance_rescale``, 0 off; 0.7 for
+    v-prediction and zero-terminal-SNR models); `max_sequence_length` how many tokens
     a T5 or LLM text encoder reads of each prompt (None: the pipeline's default). A `refiner`
     (an SDXL model) takes the latents over at `refiner_at` of the steps (default 0.8), as
     diffusers' ``denoising_end``/``denoising_start`` hand-off does.
@@ -72,6 +74,7 @@ class Settings:
     steps: int = 30
     guidance: float | None = None
     true_cfg: float | None = None
+    guidance_rescale: float | None = None
     width: int | None = None
     height: int | None = None
     strength: float = 0.8
@@ -106,6 +109,10 @@ class Settings:
             raise ValueError(f"guidance must be a number from 0 to 100, not {self.guidance!r}")
         if self.true_cfg is not None and (not _is_number(self.true_cfg) or not 1 <= self.true_cfg <= 100):
             raise ValueError(f"true CFG must be a number from 1 (off) to 100, not {self.true_cfg!r}")
+        if self.guidance_rescale is not None and (
+            not _is_number(self.guidance_rescale) or not 0 <= self.guidance_rescale <= 1
+        ):
+            raise ValueError(f"guidance rescale must be a number from 0 (off) to 1, not {self.guidance_rescale!r}")
         if self.max_sequence_length is not None:
             _check_int("max sequence length", self.max_sequence_length, 1, 4096)
         for name in ("width", "height"):

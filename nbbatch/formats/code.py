@@ -265,7 +265,14 @@ def _arguments(item: _Exported) -> dict[str, str]:
     arguments = {"prompt": repr(item.prompt)}
     if item.negative_prompt or (params.get("true_cfg_scale") or 0) > 1:  # true CFG runs only with one, if empty
         arguments["negative_prompt"] = repr(item.negative_prompt)
-    for name in ("num_inference_steps", "guidance_scale", "true_cfg_scale", "max_sequence_length", "strength"):
+    for name in (
+        "num_inference_steps",
+        "guidance_scale",
+        "true_cfg_scale",
+        "guidance_rescale",
+        "max_sequence_length",
+        "strength",
+    ):
         if params.get(name) is not None and (name != "strength" or item.init_image is not None):
             arguments[name] = _literal(params[name])
     if item.init_image is None or takes_size(params["pipeline"]):  # FLUX's img2img and others: 1024 unless told

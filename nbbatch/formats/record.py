@@ -123,6 +123,7 @@ class Call(_Strict):
     num_inference_steps: Annotated[StrictInt, Field(ge=1, le=1000)]
     guidance_scale: Annotated[float, Field(ge=0, le=100)] | None = None
     true_cfg_scale: Annotated[float, Field(ge=0, le=100)] | None = None
+    guidance_rescale: Annotated[float, Field(ge=0, le=1)] | None = None
     max_sequence_length: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
     width: Side
     height: Side

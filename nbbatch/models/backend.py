@@ -90,6 +90,13 @@ def call_arguments(
             what = f"--guidance is its CFG ({family.guidance})" if family.name != "generic" else "it has none"
             raise ValueError(f"--true-cfg is FLUX.1's real CFG beside its distilled guidance; for {family.name} {what}")
         arguments["true_cfg_scale"] = settings.true_cfg
+    if settings.guidance_rescale:  # 0 is diffusers' own default: off
+        if "guidance_rescale" not in defaults:
+            raise ValueError(
+                f"--guidance-rescale: diffusers' {type(pipe).__name__} has no guidance rescale (SD 1.x/2.x "
+                "text-to-image and SDXL have it); pass 0 to go without"
+            )
+        arguments["guidance_rescale"] = settings.guidance_rescale
     family.check_sequence(pipe, settings.max_sequence_length)
     if settings.max_sequence_length is not None:
         arguments["max_sequence_length"] = settings.max_sequence_length
