@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import max_difference
+from conftest import max_difference, pixels
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from test_code import run_codes
@@ -166,3 +166,58 @@ def test_the_magic_edits_a_seed_of_the_last_result_by_each_line_of_the_cell(shel
         )
         with pytest.raises(UsageError, match=f"^{re.escape(message)}"):
             run()
+
+
+KLEIN = "nbbatch:tiny-flux2-klein"
+
+
+@pytest.fixture(scope="module")
+def klein():
+    from diffusers import Flux2KleinPipeline
+
+    pipe = Flux2KleinPipeline.from_pretrained(str(builtin_path(KLEIN)), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def raw_klein(pipe, picture, instruction, seed):
+    """diffusers' own FLUX.2 Klein edit: the picture as its one reference, at its size, from `seed`'s generator."""
+    width, height = picture.size
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(image=[picture], prompt=instruction, num_inference_steps=2, width=width, height=height,
+                generator=generator).images[0]  # fmt: skip
+
+
+def test_flux2_klein_edits_from_the_seed_s_own_noise_and_equals_diffusers_alone(batch, klein):
+    edited = batch.edit(5, ["make it green", "a much longer instruction: paint the cat blue"], model=KLEIN)
+    assert [item.label for item in edited] == ["seed 5 · edit e1a", "seed 5 · edit e1b"]
+    assert [item.params["pipeline"] for item in edited] == ["Flux2KleinPipeline"] * 2
+    for item in edited:
+        assert max_difference(item.image, raw_klein(klein, batch[1].image, item.prompt, 5)) <= 1
+
+
+def test_flux2_klein_edits_each_picture_of_a_folder_in_calls_of_its_own(batch, klein, tmp_path, monkeypatch):
+    from diffusers import Flux2KleinPipeline
+
+    given = []  # the reference pictures of each call (the tiny model's random weights barely heed them)
+    call = Flux2KleinPipeline.__call__
+    monkeypatch.setattr(
+        Flux2KleinPipeline, "__call__", lambda pipe, **kwargs: given.append(kwargs["image"]) or call(pipe, **kwargs)
+    )
+    for item in batch:
+        item.image.save(tmp_path / f"cat-{item.seed}.png")
+    edited = nbbatch.generate(["make it green", "make it blue"], [9], images=tmp_path, model=KLEIN, steps=2)
+    assert [(item.params["picture"], item.prompt) for item in edited] == [
+        (f"cat-{seed}.png", instruction) for seed in (4, 5) for instruction in ("make it green", "make it blue")
+    ]
+    assert [[pixels(p).tolist() for p in pictures] for pictures in given] == [
+        [pixels(batch[0].image).tolist()],
+        [pixels(batch[1].image).tolist()],
+    ], "a call per picture, each given its one picture: a picture never sees another's"
+    monkeypatch.undo()
+    for item in edited:
+        picture = batch.by_seed(int(item.params["picture"][4]))
+        assert max_difference(item.image, raw_klein(klein, picture.image, item.prompt, 9)) <= 1
+    (path,) = edited.save(tmp_path / "saved", grid=False)[:1]
+    assert max_difference(nbbatch.reproduce(path)[0].image, edited[0].image) == 0
+    assert max_difference(run_codes({"klein": edited[0].code()}, tmp_path)["klein"], edited[0].image) <= 1

@@ -8,7 +8,9 @@ packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder t
 prompt to the batch's longest with no mask, its own shift rule, float32 noise, no image-to-image
 pipeline), ``nbbatch:tiny-qwen-image`` Qwen-Image's (a Qwen2.5-VL encoder, packed latents, its own
 VAE and shift, CFG as ``true_cfg_scale``), ``nbbatch:tiny-z-image`` Z-Image's (a Qwen3 encoder
-under a chat template, float32 noise), ``nbbatch:tiny-lumina2`` Lumina 2's (Gemma 2 under its
+under a chat template, float32 noise), ``nbbatch:tiny-flux2-klein`` FLUX.2 Klein's (a Qwen3 encoder read
+at three depths, noise drawn as 2x2 patches, no negative prompt, no image-to-image: it edits from a
+reference picture), ``nbbatch:tiny-lumina2`` Lumina 2's (Gemma 2 under its
 system prompt, no image-to-image pipeline). Each test is named by the feature and parametrized by
 the family, so a failure says which cell of the matrix broke.
 """
@@ -36,6 +38,8 @@ class Case:
     pipeline: str
     image_to_image: str | None
     negative: bool = True
+    refusal: str = "^FLUX.1 ignores a negative prompt without true CFG"
+    """The one-line refusal of a negative prompt, where the family has none (`negative` False)."""
     guidance: bool = True
     cfg: str = "guidance_scale"
     """The call argument nbbatch's guidance sets (Qwen-Image's CFG is ``true_cfg_scale``)."""
@@ -63,6 +67,14 @@ CASES = {
         cfg="true_cfg_scale",
         raw=(("negative_prompt", ""),),
     ),
+    "flux2-klein": Case(
+        "nbbatch:tiny-flux2-klein",
+        "Flux2KleinPipeline",
+        None,
+        negative=False,
+        refusal="^FLUX.2 Klein reads no negative prompt: diffusers' Flux2KleinPipeline guides against an empty one",
+        noise=(1, 128, 4, 4),  # 2x2 patches of 32 channels, at 1/16
+    ),  # no image-to-image: a picture is a reference it edits from
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
     "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
@@ -110,7 +122,8 @@ def test_refine_keeps_the_starting_noise(case):
 def test_vary_is_the_family_s_own_image_to_image_pipeline(case):
     made = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)
     if case.image_to_image is None:
-        with pytest.raises(ValueError, match=r"has no image-to-image pipeline in diffusers: --image, vary and hires"):
+        refused = r"has no image-to-image pipeline in diffusers: (--image, )?vary and hires"
+        with pytest.raises(ValueError, match=refused):
             made.vary(1, seeds=[7], strength=0.6)
         return
     varied = made.vary(1, seeds=[7], strength=0.6)[0]
@@ -139,9 +152,9 @@ def test_variation_seeds_blend_the_noise_as_diffusers_takes_it(case):
     shape = case.noise
     own, other = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (2, 9))
     latents = slerp(0.5, own, other)
-    if hasattr(pipe, "_pack_latents"):  # FLUX.1, Chroma and Qwen-Image take 2x2 patches as tokens
-        latents = pipe._pack_latents(latents, *shape)
-    expected = pipe("a red cat", latents=latents, **RAW, **dict(case.raw)).images[0]
+    if len(inspect.signature(getattr(pipe, "_pack_latents", lambda x: x)).parameters) > 1:
+        latents = pipe._pack_latents(latents, *shape)  # FLUX.1, Chroma and Qwen-Image take 2x2 patches as tokens
+    expected = pipe(prompt="a red cat", latents=latents, **RAW, **dict(case.raw)).images[0]
     assert max_difference(half.image, expected) <= 1
     assert max_difference(half.image, plain.image) > 1
 
@@ -185,9 +198,7 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
     refusals = [("a (red:1.3) cat", {}, "prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline")]
     if not case.negative:
-        refusals.append(
-            ("a red cat", {"negative_prompt": "blurry"}, "^FLUX.1 ignores a negative prompt without true CFG")
-        )
+        refusals.append(("a red cat", {"negative_prompt": "blurry"}, case.refusal))
     for prompt, options, message in refusals:
         with pytest.raises(ValueError, match=message) as error:
             nbbatch.generate(prompt, [1], model=case.model, **SIZE, **options)

@@ -295,6 +295,11 @@ def _variation(item: _Exported) -> list[str]:
             "scale = pipe.vae_scale_factor * 2",
             f"shape = (1, pipe.{model}.config.in_channels // 4, 2 * ({height} // scale), 2 * ({width} // scale))",
         ]
+    elif family.latents == "patched":  # 2x2 patches already in the channels (FLUX.2), which the pipeline flattens
+        shape = [
+            "scale = pipe.vae_scale_factor * 2",
+            f"shape = (1, pipe.{model}.config.in_channels, {height} // scale, {width} // scale)",
+        ]
     elif family.binning:  # PixArt-Σ draws its noise at its aspect-ratio bin's size
         shape = [
             "from diffusers.pipelines.pixart_alpha import pipeline_pixart_alpha as alpha",

@@ -245,11 +245,16 @@ class DiffusersPass:
     def split(self) -> list[DiffusersPass]:
         """Runs of consecutive jobs whose prompt embeddings have one length: only those can share a call.
 
+        Where the family takes one reference picture for a whole call (FLUX.2), a run also has one picture.
+
         That is a length nbbatch's own encoding makes (weighted or long prompts), or the token
         counts of a family that pads every prompt to the batch's longest with no mask (CogView4),
         so that an image is the same in any batch as alone.
         """
         family = family_of(self.pipe)
+        if family.reference:  # a call's picture is every image's reference: one picture a call
+            runs = itertools.groupby(self.jobs, key=lambda job: id(job.init_image))
+            return [replace(self, jobs=list(run)) for _, run in runs]
         if self.conditioner is None and not family.pads_to_longest:
             return [self]
         counted: dict[str, int] = {}  # each text tokenized once, however many seeds share it
@@ -295,7 +300,7 @@ class DiffusersPass:
         if any(job.negative_prompt for job in jobs) or true_cfg(self.arguments):
             kwargs["negative_prompt"] = [job.negative_prompt for job in jobs]  # else each pipeline's own default
         if jobs[0].init_image is not None:
-            kwargs["image"] = [job.init_image for job in jobs]
+            kwargs["image"] = [job.init_image for job in (jobs[:1] if family_of(pipe).reference else jobs)]
             if jobs[0].mask is not None and not self.blend:
                 kwargs["mask_image"] = [job.mask for job in jobs]
             if "height" in inspect.signature(pipe.__call__).parameters:  # else FLUX's and others' make 1024 px
@@ -417,6 +422,14 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
             "one: an edit needs a model that edits a picture by an instruction, such as "
             "black-forest-labs/FLUX.1-Kontext-dev"
         )
+    family = family_of(loaded.pipe)
+    if editor and jobs[0].mask is not None:
+        raise ValueError(f"{family.name} has no working inpaint pipeline in diffusers: inpaint needs one")
+    if editor and jobs[0].origin in ("vary", "hires"):
+        raise ValueError(
+            f"{family.name} has no image-to-image pipeline in diffusers: vary and hires fix need one; "
+            "it edits the picture it is given by an instruction (edit, --image)"
+        )
     image_to_image = jobs[0].init_image is not None and not editor  # an editing model takes the picture as it is
     check_variation(settings, image_to_image)  # a grid cell or a refinement may bring one
     blend = jobs[0].mask is not None and misread_by_inpaint(loaded.pipe)
@@ -467,7 +480,7 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)
     first = jobs[0].init_image
     height, width = (first.height, first.width) if first is not None else (settings.height, settings.width)
-    timesteps = family.timestep_options(pipe.scheduler, pipe, height, width)
+    timesteps = family.timestep_options(pipe.scheduler, pipe, height, width, settings.steps)
     steps = denoising_calls(pipe.scheduler, settings.steps, settings.strength if image_to_image else None, **timesteps)
     refiner = None
     if settings.refiner is not None:

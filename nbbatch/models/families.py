@@ -26,8 +26,9 @@ from nbbatch.core.notices import notice
 class Family:
     """The rules of one kind of pipeline (see the module's text).
 
-    `latents`: ``unet`` (SD, SDXL), ``transformer`` (unpacked, SD3) or ``packed`` (2x2
-    patches as tokens, FLUX.1 and Chroma). `embeddings` names the text encoder whose dtype
+    `latents`: ``unet`` (SD, SDXL), ``transformer`` (unpacked, SD3), ``packed`` (2x2
+    patches as tokens, FLUX.1 and Chroma) or ``patched`` (2x2 patches as channels, drawn so at
+    1/16 and flattened by the pipeline itself: FLUX.2). `embeddings` names the text encoder whose dtype
     the prompt embeddings, and so the noise, take. `reader` names the tokenizer that bounds
     a prompt and its window (None: the tokenizer's own). `negative` is None where a
     negative prompt works, else the one-line refusal. `guidance` is the call argument that
@@ -41,7 +42,7 @@ class Family:
     name: str
     pipelines: tuple[str, ...]
     image_to_image: str | None
-    latents: Literal["unet", "transformer", "packed"] = "unet"
+    latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
     weights: bool = True
@@ -49,7 +50,7 @@ class Family:
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
     float32_noise: bool = False
-    shift_rule: Literal["flux", "cogview4"] = "flux"
+    shift_rule: Literal["flux", "cogview4", "flux2"] = "flux"
     guidance: str = "guidance_scale"
     distilled: bool = False
     """Whether the guidance is embedded in the transformer (FLUX.1-dev), so a model without that embedding has none."""
@@ -68,6 +69,9 @@ class Family:
     """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
     edit: bool = False
     """Whether the pipeline edits a picture it is given as ``image`` by an instruction (FLUX.1 Kontext): no strength."""
+    reference: bool = False
+    """Whether ``image`` is one list of reference pictures for every image of a call (FLUX.2), not one per image:
+    then a call holds the jobs of one picture, given once."""
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -85,6 +89,8 @@ class Family:
             height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=_bins(pipe))
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
             return (1, channels // 4, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))
+        if self.latents == "patched":  # 2x2 patches already in the channels, as Flux2KleinPipeline draws them
+            return (1, channels, height // (scale * 2), width // (scale * 2))
         return (1, channels, height // scale, width // scale)
 
     def noise_dtype(self, pipe: Any) -> Any:
@@ -112,12 +118,18 @@ class Family:
         batch, channels, height, width = noise.shape
         return pipe._pack_latents(noise, batch, channels, height, width)
 
-    def timestep_options(self, scheduler: Any, pipe: Any, height: int | None, width: int | None) -> dict[str, Any]:
+    def timestep_options(
+        self, scheduler: Any, pipe: Any, height: int | None, width: int | None, steps: int
+    ) -> dict[str, Any]:
         """What ``set_timesteps`` needs besides the step count: ``mu`` for a dynamic shift, from the token count."""
         config = scheduler.config
         if self.latents == "unet" or not config.get("use_dynamic_shifting"):
             return {}
         _, _, rows, columns = self.noise_shape(pipe, height, width)
+        if self.shift_rule == "flux2":  # FLUX.2's empirical rule: from the token count and the number of steps
+            from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+            return {"mu": compute_empirical_mu(rows * columns, steps)}
         patch = 2 if self.latents == "packed" else self.patch or pipe.transformer.config.patch_size
         if self.shift_rule == "cogview4":  # its own rule: the square root of the token count's ratio
             from diffusers.pipelines.cogview4.pipeline_cogview4 import calculate_shift as cogview4_shift
@@ -139,6 +151,8 @@ class Family:
 
     def unguided(self, pipe: Any) -> str | None:
         """None when ``guidance_scale`` does something; else why not (FLUX.1-schnell embeds no guidance)."""
+        if getattr(pipe.config, "is_distilled", False):  # FLUX.2 Klein's step-distilled models ignore it
+            return f"this {self.name} model is step-distilled: it has no guidance (its pipeline ignores it); leave out"
         transformer = getattr(pipe, "transformer", None)
         if not self.distilled or transformer is None or transformer.config.get("guidance_embeds", True):
             return None
@@ -247,6 +261,22 @@ FAMILIES = (
         true_cfg=True,
         max_sequence=512,
         edit=True,
+    ),
+    Family(
+        "FLUX.2 Klein",
+        ("Flux2KleinPipeline",),
+        None,  # no image-to-image: a picture it is given is a reference it edits from
+        latents="patched",
+        reader=("tokenizer", 512),
+        weights=False,
+        negative=(
+            "FLUX.2 Klein reads no negative prompt: diffusers' Flux2KleinPipeline guides against an empty one; "
+            "leave the negative prompt out"
+        ),
+        shift_rule="flux2",
+        max_sequence=512,
+        edit=True,
+        reference=True,
     ),
     Family(
         "Qwen-Image",

@@ -28,6 +28,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-sd3": "sd3",
     "nbbatch:tiny-chroma": "chroma",
     "nbbatch:tiny-cogview4": "cogview4",
+    "nbbatch:tiny-flux2-klein": "flux2-klein",
     "nbbatch:tiny-qwen-image": "qwen-image",
     "nbbatch:tiny-z-image": "z-image",
     "nbbatch:tiny-lumina2": "lumina2",
@@ -99,6 +100,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         "chroma",
         "cogview4",
         "qwen-image",
+        "flux2-klein",
         "z-image",
         "lumina2",
         "pixart",
@@ -216,7 +218,9 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     batch's longest, on the left, with no mask, and its own dynamic shift; ``qwen-image``: a
     Qwen2.5-VL encoder under its chat template, packed latents, true CFG and Qwen-Image's own
     causal VAE (Wan's latent statistics) and exponential dynamic shift; ``z-image``: a Qwen3
-    encoder through a chat template, unpacked latents drawn in float32; ``lumina2``: a Gemma 2
+    encoder through a chat template, unpacked latents drawn in float32; ``flux2-klein``: FLUX.2 Klein
+    (a Qwen3 encoder read at three depths, FLUX.2's 32-channel VAE, noise drawn as 2x2 patches,
+    real CFG against an empty prompt, FLUX.2's empirical shift); ``lumina2``: a Gemma 2
     encoder under its system prompt; ``pixart``: PixArt-Σ's (T5, SDXL's VAE, aspect-ratio bins, the old
     step callback). Every VAE scales by 8 as the real ones.
     """
@@ -262,6 +266,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _cogview4(vae)
         if kind == "qwen-image":
             return _qwen_image()
+        if kind == "flux2-klein":
+            return _flux2_klein()
         if kind == "z-image":
             return _z_image(vae)
         if kind == "lumina2":
@@ -468,6 +474,40 @@ def _qwen_image() -> DiffusionPipeline:
         scheduler=scheduler,
         vae=vae,
         text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def _flux2_klein() -> DiffusionPipeline:
+    """FLUX.2 Klein (its base, with guidance): the text encoder's layers 9, 18 and 27 are what it reads."""
+    from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = qwen_tokenizer(chat=True)
+    encoder = Qwen3ForCausalLM(Qwen3Config(**{**_qwen_text(tokenizer), "num_hidden_layers": 27}, head_dim=8))
+    vae = AutoencoderKLFlux2(  # FLUX.2's 32 latent channels at 1/8, patched 2x2 into the transformer's 128
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=32,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=96,  # the encoder's three layers of 32, side by side
+        timestep_guidance_channels=16,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    return Flux2KleinPipeline(
+        scheduler=_flow_scheduler(dynamic=True, shift=3.0),
+        vae=vae,
+        text_encoder=encoder.eval(),
         tokenizer=tokenizer,
         transformer=transformer,
     )
