@@ -501,7 +501,7 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     previewer = None
     if loaded.latent_map is not None and family is not GENERIC:
         shape = family.noise_shape(pipe, height, width)
-        unpack = functools.partial(family.unpack, shape=shape) if family.latents == "packed" else None
+        unpack = functools.partial(family.unpack, shape=shape) if family.latents in ("packed", "patched") else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
     if blend:
         common["inpaint"] = "blend"  # made by nbbatch's blending: the code export says it cannot

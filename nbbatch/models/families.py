@@ -105,9 +105,16 @@ class Family:
         )
 
     def unpack(self, latents: Any, shape: tuple[int, ...]) -> Any:
-        """Packed latents (tokens of 2x2 patches) as channels x height x width; `shape` is one image's, unpacked."""
+        """Packed latents (tokens of 2x2 patches) as channels x height x width; `shape` is one image's, unpacked.
+
+        FLUX.2's tokens are its noise's 2x2-patched channels: they come back as a quarter of
+        the channels at twice the size (as ComfyUI unpatches them for its preview factors).
+        """
         _, channels, height, width = shape
         batch = latents.shape[0]
+        if self.latents == "patched":
+            patched = latents.permute(0, 2, 1).reshape(batch, channels // 4, 2, 2, height, width)
+            return patched.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels // 4, 2 * height, 2 * width)
         patches = latents.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
         return patches.reshape(batch, channels, height, width)
 

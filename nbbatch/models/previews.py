@@ -1,12 +1,13 @@
 """Step previews: each image in flight as a small RGB picture, from its latent by a fixed map.
 
 No extra model and no download: a latent's channels map to R, G and B by fixed factors
-(ComfyUI's published ones for SD 1.x/2.x, SDXL, SD3, FLUX.1 and Wan 2.1 latents, the last
-for Qwen-Image's VAE, which is Wan 2.1's; read from
+(ComfyUI's published ones for SD 1.x/2.x, SDXL, SD3, FLUX.1, FLUX.2 and Wan 2.1 latents, the
+last for Qwen-Image's VAE, which is Wan 2.1's; read from
 ``comfy/latent_formats.py``), applied to the scheduler's prediction of the clean latent
 where it gives one (Euler, DDIM, LMS, Heun: ``pred_original_sample``; DPM++ and UniPC keep
 it as their last model output; flow matching implies it from its velocity), else to the
-noisy latent. Packed latents (FLUX.1, Chroma, Qwen-Image) are unpacked first. A model folder can bring its
+noisy latent. Packed latents (FLUX.1, Chroma, Qwen-Image) are unpacked first; FLUX.2's, tokens of
+2x2 patches in 128 channels, become 32 channels at twice the size. A model folder can bring its
 own factors in its ``nbbatch.json`` (``"latent_rgb"``), or say ``null`` for latents with no
 known colours: such a pipeline gets no preview rather than a wrong one.
 
@@ -100,6 +101,18 @@ WAN21_FACTORS = (
     (0.1984, 0.0913, 0.1861),
 )
 WAN21_BIAS = (-0.1835, -0.0868, -0.3360)
+FLUX2_FACTORS = (  # ComfyUI's Flux2: 32 channels, each the 2x2 patch its 128 model channels hold
+    (0.0058, 0.0113, 0.0073), (0.0495, 0.0443, 0.0836), (-0.0099, 0.0096, 0.0644), (0.2144, 0.3009, 0.3652),
+    (0.0166, -0.0039, -0.0054), (0.0157, 0.0103, -0.0160), (-0.0398, 0.0902, -0.0235), (-0.0052, 0.0095, 0.0109),
+    (-0.3527, -0.2712, -0.1666), (-0.0301, -0.0356, -0.0180), (-0.0107, 0.0078, 0.0013), (0.0746, 0.0090, -0.0941),
+    (0.0156, 0.0169, 0.0070), (-0.0034, -0.0040, -0.0114), (0.0032, 0.0181, 0.0080), (-0.0939, -0.0008, 0.0186),
+    (0.0018, 0.0043, 0.0104), (0.0284, 0.0056, -0.0127), (-0.0024, -0.0022, -0.0030), (0.1207, -0.0026, 0.0065),
+    (0.0128, 0.0101, 0.0142), (0.0137, -0.0072, -0.0007), (0.0095, 0.0092, -0.0059), (0.0000, -0.0077, -0.0049),
+    (-0.0465, -0.0204, -0.0312), (0.0095, 0.0012, -0.0066), (0.0290, -0.0034, 0.0025), (0.0220, 0.0169, -0.0048),
+    (-0.0332, -0.0457, -0.0468), (-0.0085, 0.0389, 0.0609), (-0.0076, 0.0003, -0.0043), (-0.0111, -0.0460, -0.0614),
+)  # fmt: skip
+FLUX2_BIAS = (-0.0329, -0.0718, -0.0851)
+
 _SCALING = {(4, 0.18215): "sd", (4, 0.13025): "sdxl", (16, 1.5305): "sd3", (16, 0.3611): "flux"}
 """Latent channels and VAE scaling factors of the latent spaces with published colours, which tell them apart.
 
@@ -310,12 +323,15 @@ def latent_map(pipe: Any, folder: Mapping[str, Any]) -> LatentMap | None:
     kind = _SCALING.get((config.get("latent_channels"), round(float(config.get("scaling_factor") or 0), 5)))
     if type(pipe.vae).__name__ == "AutoencoderKLQwenImage" and config.get("z_dim") == 16:
         kind = "wan21"  # normalised by its own mean and std, as ComfyUI's factors take it
+    if type(pipe.vae).__name__ == "AutoencoderKLFlux2" and config.get("latent_channels") == 32:
+        kind = "flux2"  # the model's normalised 2x2 patches, as ComfyUI's factors take them once unpatched
     maps = {
         "wan21": LatentMap(WAN21_FACTORS, WAN21_BIAS),
         "sd": LatentMap(SD_FACTORS),
         "sdxl": LatentMap(SDXL_FACTORS, SDXL_BIAS),
         "sd3": LatentMap(SD3_FACTORS, SD3_BIAS),
         "flux": LatentMap(FLUX_FACTORS, FLUX_BIAS),
+        "flux2": LatentMap(FLUX2_FACTORS, FLUX2_BIAS),
     }
     return maps.get(kind) if kind is not None else None
 
