@@ -31,6 +31,12 @@ def execute(notebook: Path, out: Path, timeout: int = 600) -> Path:
     return target
 
 
+def _empty(output: dict) -> bool:
+    """Whether `output` shows nothing: a display whose only content is empty text."""
+    data = output.get("data", {})
+    return output.get("output_type") == "display_data" and set(data) == {"text/plain"} and not data["text/plain"]
+
+
 def main() -> None:
     """Execute the notebooks named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,6 +49,8 @@ def main() -> None:
         if args.update:
             document = nbformat.read(target, as_version=4)
             document.metadata.pop("widgets", None)  # live widgets' state: nothing a static page can show
+            for cell in document.cells:  # and the emptied displays a finished progress bar leaves behind
+                cell["outputs"] = [output for output in cell.get("outputs", []) if not _empty(output)]
             nbformat.write(document, notebook)
         written = sorted(p.name for p in args.out.iterdir() if p.suffix == ".png")
         print(f"executed {notebook} -> {target}; images in {args.out}/: {', '.join(written)}")

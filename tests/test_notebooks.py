@@ -77,3 +77,23 @@ def test_notebook_executes_cleanly_and_saves_its_grids(tmp_path, monkeypatch, na
     printed = "".join(o.get("text", "") for o in produced)
     missing = [t for t in texts if not (t.search(printed) if isinstance(t, re.Pattern) else t in printed)]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("name", ["quickstart", "refine", "explore"])
+def test_the_repository_s_notebooks_show_their_outputs_and_pictures(name):
+    """A reader on the web sees what each cell made (``make notebooks`` writes them), pictures small."""
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code), "every cell was run"
+    produced = outputs(notebook)
+    assert not [o for o in produced if o.output_type == "error"]
+    pictures = [
+        o
+        for o in produced
+        if "image/png" in o.get("data", {})
+        or "image/jpeg" in o.get("data", {})
+        or "<img" in o.get("data", {}).get("text/html", "")
+    ]
+    assert len(pictures) >= 3, f"{name}: {len(pictures)} pictures shown"
+    assert path.stat().st_size < 600_000, "small pictures: the notebook stays light"
