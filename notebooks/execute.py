@@ -50,7 +50,8 @@ def main() -> None:
             document = nbformat.read(target, as_version=4)
             document.metadata.pop("widgets", None)  # live widgets' state: nothing a static page can show
             for cell in document.cells:  # and the emptied displays a finished progress bar leaves behind
-                cell["outputs"] = [output for output in cell.get("outputs", []) if not _empty(output)]
+                if cell.cell_type == "code":
+                    cell.outputs = [output for output in cell.outputs if not _empty(output)]
             nbformat.write(document, notebook)
         written = sorted(p.name for p in args.out.iterdir() if p.suffix == ".png")
         print(f"executed {notebook} -> {target}; images in {args.out}/: {', '.join(written)}")

@@ -84,6 +84,7 @@ def test_the_repository_s_notebooks_show_their_outputs_and_pictures(name):
     """A reader on the web sees what each cell made (``make notebooks`` writes them), pictures small."""
     path = ROOT / "notebooks" / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)  # a valid notebook: what Jupyter, GitHub and ruff read
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code), "every cell was run"
     produced = outputs(notebook)
