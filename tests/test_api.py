@@ -263,6 +263,7 @@ def test_refine_and_vary_raise_batch_error_with_the_finished_images(monkeypatch)
     with pytest.raises(nbbatch.BatchError, match="GPU fell over") as caught:
         batch.refine(0, "b")
     assert len(caught.value.result) == 0 and caught.value.result.status == "failed"
+    assert isinstance(caught.value.__cause__, RuntimeError), "the library's error and traceback, as the cause"
     fail_on_call(monkeypatch, 1, "GPU fell over")
     with pytest.raises(nbbatch.BatchError, match="GPU fell over"):
         batch.vary(0, seeds=[3], guidance=7.0)

@@ -165,18 +165,23 @@ def test_refining_an_unknown_seed_lists_the_seeds_there_are(shell):
         shell.run_cell_magic("batchgen", "--refine 9", "a b")
 
 
-def test_a_failure_mid_batch_stores_and_shows_the_finished_images(shell, monkeypatch):
-    fail_on_call(monkeypatch, 2, "the GPU fell off the bus")
-    with (
-        capture_output() as captured,
-        pytest.raises(
-            UsageError,
-            match=re.escape("the batch stopped: the GPU fell off the bus; its 2 finished images are in _batch"),
-        ),
-    ):
+def test_a_failure_mid_batch_stores_and_shows_the_finished_images_and_keeps_the_library_s_traceback(shell, monkeypatch):
+    fail_on_call(monkeypatch, 2, "the GPU fell off the bus")  # raised outside nbbatch, as by torch or diffusers
+    with capture_output() as captured, pytest.raises(RuntimeError, match="^the GPU fell off the bus$") as caught:
         shell.run_cell_magic("batchgen", f"--seeds 0-5 --batch-size 2 --guidance 7 {FAST}", "a")
+    assert "the batch stopped: the GPU fell off the bus; its 2 finished images are in _batch" in captured.stderr
+    assert caught.traceback[-1].path.name == "conftest.py", "the traceback reaches where it was raised"
     assert [item.seed for item in shell.user_ns["_batch"]] == [0, 1]
     assert "2 of 6 images" in captured.outputs[0].data["text/html"]
+
+
+def test_a_library_s_value_error_keeps_its_traceback_while_nbbatch_s_own_is_one_line(shell, monkeypatch):
+    fail_on_call(monkeypatch, 1, ValueError("height must be divisible by 16"))  # as diffusers' check_inputs
+    with capture_output() as captured, pytest.raises(ValueError, match="^height must be divisible by 16$"):
+        shell.run_cell_magic("batchgen", f"--seeds 0 --guidance 7 {FAST}", "a")
+    assert "the batch stopped before any image was made: height must be divisible by 16" in captured.stderr
+    with pytest.raises(UsageError, match=r"^--strength is for image-to-image: give --image too$"):
+        shell.run_cell_magic("batchgen", "--strength 0.5", "a")
 
 
 def test_a_kernel_interrupt_keeps_stores_and_shows_the_images_then_stops_the_cell(shell, monkeypatch):
@@ -205,12 +210,13 @@ def test_an_interrupt_before_the_first_image_leaves_the_earlier_result(shell, mo
     assert shell.user_ns["_batch"][0].parent.prompt == "earlier", "the default refine source is the earlier result"
 
 
-def test_a_failure_before_the_first_image_is_one_line_and_keeps_the_result_and_refine_source(shell, monkeypatch):
+def test_a_failure_before_the_first_image_says_so_and_keeps_the_result_and_refine_source(shell, monkeypatch):
     run(shell, f"--seeds 3 {FAST}", "earlier")
     earlier = shell.user_ns["_batch"]
     fail_on_call(monkeypatch, 1, "CUDA error: device-side assert")
-    with pytest.raises(UsageError, match="stopped before any image was made: CUDA error.*; _batch is unchanged"):
-        run(shell, f"--seeds 0-7 --guidance 7 {FAST}", "later")
+    with capture_output() as captured, pytest.raises(RuntimeError, match="^CUDA error: device-side assert$"):
+        shell.run_cell_magic("batchgen", f"--seeds 0-7 --guidance 7 {FAST}", "later")
+    assert "stopped before any image was made: CUDA error: device-side assert; _batch is unchanged" in (captured.stderr)
     assert shell.user_ns["_batch"] is earlier
     monkeypatch.undo()
     run(shell, f"--refine 3 {FAST}", "refined")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
 
 def first_line(error: BaseException | None) -> str:
     """The first line of an error's message, or its type's name when it has none."""
@@ -11,3 +15,17 @@ def first_line(error: BaseException | None) -> str:
 
 class OutOfMemory(RuntimeError):
     """A chunk did not fit in the device's memory (its memory already freed): the engine may halve the chunk."""
+
+
+def raised_by_nbbatch(error: BaseException) -> bool:
+    """Whether nbbatch's own code raised `error` (a refusal it words for a person), not a library it called.
+
+    The innermost frame of its traceback decides: a ``ValueError`` from inside diffusers is
+    a library's, and its traceback is worth keeping; one nbbatch raises is a one-line message.
+    """
+    traceback = error.__traceback__
+    if traceback is None:
+        return True
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return Path(traceback.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)

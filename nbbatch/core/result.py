@@ -92,7 +92,7 @@ def run_batch(
     )
     record(result)
     if raise_on_failure and result.status == "failed":
-        raise BatchError(result.summary(), result)
+        raise BatchError(result.summary(), result) from result.error  # its traceback, as the cause
     return result
 
 

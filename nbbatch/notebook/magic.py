@@ -1,7 +1,8 @@
 """The ``%%batchgen`` cell magic: arguments -> settings and jobs -> run -> result in the namespace and a grid.
 
-Validation happens before anything runs; every ValueError becomes a one-line
-`UsageError`, so bad input leaves nothing made and nothing overwritten.
+Validation happens before anything runs; every ValueError nbbatch raises becomes a one-line
+`UsageError`, so bad input leaves nothing made and nothing overwritten. An error from inside a
+library (diffusers, torch) keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import keyword
 import os
 import re
 import shlex
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -19,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nbbatch.api import plan
-from nbbatch.core.errors import first_line
+from nbbatch.core.errors import first_line, raised_by_nbbatch
 from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
@@ -159,6 +161,8 @@ class BatchMagics(Magics):
                 raise ValueError("--ray-address goes with --workers")
             runner = execute if args.workers is None else RayRunner(args.workers, args.ray_address)
         except ValueError as error:
+            if not raised_by_nbbatch(error):
+                raise  # a library's error: its traceback says where
             raise UsageError(_as_options(str(error))) from None
         live = not (args.no_preview or args.no_display)
         with ProgressDisplay(jobs if live else ()) as progress:
@@ -181,11 +185,13 @@ class BatchMagics(Magics):
                     runner=runner,
                 )
             except ValueError as error:
+                if not raised_by_nbbatch(error):
+                    raise
                 raise UsageError(_as_options(str(error))) from None
         if not result.items:
             kept = f"{args.out} is unchanged" if args.out in self.shell.user_ns else f"{args.out} was not set"
             if result.status == "failed":
-                raise UsageError(f"the batch stopped before any image was made: {first_line(result.error)}; {kept}")
+                _stop(f"the batch stopped before any image was made: {first_line(result.error)}; {kept}", result.error)
             print(f"{result.status} before any image was made; {kept}")
             if result.status == "interrupted":
                 raise KeyboardInterrupt
@@ -205,9 +211,8 @@ class BatchMagics(Magics):
                 raise UsageError(f"could not save to {saver.folder}: {error}; the images are in {args.out}") from None
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
         if result.status == "failed":
-            raise UsageError(
-                f"the batch stopped: {first_line(result.error)}; its {len(result)} finished images are in {args.out}"
-            )
+            kept = f"its {len(result)} finished images are in {args.out}"
+            _stop(f"the batch stopped: {first_line(result.error)}; {kept}", result.error)
         if result.status == "interrupted":
             raise KeyboardInterrupt  # stop "Run All" here; the finished images are stored
 
@@ -377,6 +382,18 @@ _OPTIONS = {
     **{name: s.flag for s in SETTINGS if "_" in s.name for name in (s.name, s.name.replace("_", " "))},
 }
 """Python keyword names, and the words a core error writes them as, with the magic option each is."""
+
+
+def _stop(message: str, error: BaseException | None) -> NoReturn:
+    """Stop the cell with `message`: one line for nbbatch's own refusals.
+
+    For a library's `error`, the line goes to stderr and the error itself is raised, so that
+    its traceback shows where it came from.
+    """
+    if error is not None and not raised_by_nbbatch(error):
+        print(message, file=sys.stderr)
+        raise error
+    raise UsageError(message)
 
 
 def _as_options(message: str) -> str:
