@@ -158,7 +158,7 @@ class Family:
 
     def unguided(self, pipe: Any) -> str | None:
         """None when ``guidance_scale`` does something; else why not (FLUX.1-schnell embeds no guidance)."""
-        if getattr(pipe.config, "is_distilled", False):  # FLUX.2 Klein's step-distilled models ignore it
+        if getattr(getattr(pipe, "config", None), "is_distilled", False):  # FLUX.2 Klein step-distilled: ignored
             return f"this {self.name} model is step-distilled: it has no guidance (its pipeline ignores it); leave out"
         transformer = getattr(pipe, "transformer", None)
         if not self.distilled or transformer is None or transformer.config.get("guidance_embeds", True):
