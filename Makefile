@@ -26,7 +26,7 @@ test: $(VENV)/.installed $(READER)/.installed chromium
 	$(PY) -m ruff check nbbatch tests benchmarks notebooks docs
 	$(PY) -m ruff format --check nbbatch tests benchmarks notebooks docs
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile --durations=15
 
 # The docs site (README pages, rendered notebooks, the settings and API reference) in out/site.
 docs: $(VENV)/.installed

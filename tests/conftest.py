@@ -11,6 +11,13 @@ import tempfile
 import numpy as np
 import pytest
 
+# make test runs the suite in one process per core (pytest-xdist, a file to a process): each process takes
+# one thread, and so do the kernels, code exports and workers it starts, so that they share the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 # Build the offline pipelines afresh for every test session, as a fresh clone would, and remove them after.
 os.environ["NBBATCH_HOME"] = tempfile.mkdtemp(prefix="nbbatch-home-")
 atexit.register(shutil.rmtree, os.environ["NBBATCH_HOME"], ignore_errors=True)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -124,12 +126,15 @@ def lab(tmp_path):
 
 
 @pytest.fixture
-def page(lab, tmp_path, request, monkeypatch):
+def page(lab, request, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # Playwright's throwaway profile goes here
+    # Playwright's throwaway profile goes here: a path short enough for Chromium's socket (108 bytes), which
+    # pytest-xdist's deeper tmp_path is not
+    profile = tempfile.mkdtemp(prefix="nbb-pw-")
+    monkeypatch.setenv("TMPDIR", profile)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -143,6 +148,7 @@ def page(lab, tmp_path, request, monkeypatch):
             if report is None or report.failed:
                 page.screenshot(path=str(OUTPUT / "failure.png"), full_page=True)
             browser.close()
+            shutil.rmtree(profile, ignore_errors=True)
 
 
 def kernel_idle(page) -> None:

@@ -504,3 +504,16 @@ def test_inpaint_is_the_family_s_own_inpaint_pipeline_with_the_original_pasted_b
     expected = pipe.image_processor.apply_overlay(mask, made[0].image, expected)
     assert max_difference(inpainted.image, expected) <= 1
     assert max_difference(inpainted.image.crop((0, 0, 64, 16)), made[0].image.crop((0, 0, 64, 16))) == 0
+
+
+def test_a_step_distilled_flux2_klein_refuses_guidance_and_records_none(tmp_path):
+    pipe = raw_pipeline("nbbatch:tiny-flux2-klein")
+    pipe.register_to_config(is_distilled=True)  # as FLUX.2 [klein] 4B's own model_index.json says
+    pipe.save_pretrained(tmp_path / "klein-distilled")
+    model = str(tmp_path / "klein-distilled")
+    with pytest.raises(ValueError, match=r"^this FLUX.2 Klein model is step-distilled: it has no guidance"):
+        nbbatch.generate("a red cat", [1], model=model, guidance=4.0, **SIZE)
+    made = nbbatch.generate("a red cat", [1], model=model, **SIZE)[0]
+    assert "guidance_scale" not in made.params
+    expected = pipe(prompt="a red cat", generator=torch.Generator().manual_seed(1), **RAW).images[0]
+    assert max_difference(made.image, expected) <= 1
