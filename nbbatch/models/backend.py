@@ -71,16 +71,25 @@ def execute(
 def call_arguments(
     pipe: Any, settings: Settings, image_to_image: bool, model_defaults: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in."""
+    """The pipeline arguments shared by every image, with the model's, then the pipeline's defaults filled in.
+
+    `model_defaults` are the model folder's (its ``nbbatch.json``); an ``image_to_image`` entry there holds
+    those that differ for image-to-image (vary, hires fix, inpaint), as a model may need stronger guidance to
+    repaint than to draw.
+    """
     arguments: dict[str, Any] = {"num_inference_steps": settings.steps}
     defaults = inspect.signature(pipe.__call__).parameters
     family = family_of(pipe)
     unguided = family.unguided(pipe)
     if unguided is not None and settings.guidance is not None:
         raise ValueError(unguided)
+    defaults = dict(model_defaults or {})
+    own = defaults.pop("image_to_image", {})  # a model's defaults for image-to-image, where they differ
+    if image_to_image:
+        defaults.update(own)
     guidance = settings.guidance
     if guidance is None:
-        guidance = (model_defaults or {}).get("guidance")
+        guidance = defaults.get("guidance")
     if guidance is None and family.guidance in defaults:
         guidance = defaults[family.guidance].default
     if _is_number(guidance) and unguided is None:  # left out where the pipeline names none (**kwargs) or ignores it

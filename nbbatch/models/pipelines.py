@@ -394,7 +394,10 @@ def resolve_model(model: str) -> str:
 
 
 def model_notes(source: str) -> dict[str, Any]:
-    """A model folder's ``nbbatch.json``: ``defaults`` for settings left unset (e.g. guidance), ``latent_rgb``."""
+    """A model folder's ``nbbatch.json``: ``defaults`` for settings left unset, ``latent_rgb``.
+
+    ``defaults`` holds e.g. the guidance, and under ``image_to_image`` those that differ for image-to-image.
+    """
     path = os.path.join(source, "nbbatch.json")
     if not os.path.isfile(path):
         return {}
