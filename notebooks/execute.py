@@ -9,16 +9,21 @@ repository's copies show their pictures to a reader on the web.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
 
-def execute(notebook: Path, out: Path, timeout: int = 600) -> Path:
-    """Run every cell of `notebook` with the kernel in `out`; write the executed notebook there and return its path."""
+def execute(notebook: Path, out: Path, timeout: int = 600, then: Sequence[str] = ()) -> Path:
+    """Run every cell of `notebook` with the kernel in `out`; write the executed notebook there and return its path.
+
+    `then` are code cells run after the notebook's own, on its objects (the tests' checks of what it shows).
+    """
     out.mkdir(parents=True, exist_ok=True)
     document = nbformat.read(notebook, as_version=4)
+    document.cells += [nbformat.v4.new_code_cell(source) for source in then]
     NotebookClient(
         document,
         timeout=timeout,

@@ -204,6 +204,7 @@ def test_the_shipped_vocabulary_is_the_training_data_s_own():
     [
         ("a photo of a cat", "'photo', 'of', 'cat'"),
         ("a pink circle on a grey background", "'pink', 'grey'"),
+        ("an orange square on a yellow background", "'an'"),  # its captions say "a orange": "an" was never seen
         ("a red hexagon on a white background", "'hexagon'"),
     ],
 )

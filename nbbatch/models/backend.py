@@ -83,13 +83,13 @@ def call_arguments(
     unguided = family.unguided(pipe)
     if unguided is not None and settings.guidance is not None:
         raise ValueError(unguided)
-    defaults = dict(model_defaults or {})
-    own = defaults.pop("image_to_image", {})  # a model's defaults for image-to-image, where they differ
+    model = dict(model_defaults or {})
+    own = model.pop("image_to_image", {})  # a model's defaults for image-to-image, where they differ
     if image_to_image:
-        defaults.update(own)
+        model.update(own)
     guidance = settings.guidance
     if guidance is None:
-        guidance = defaults.get("guidance")
+        guidance = model.get("guidance")
     if guidance is None and family.guidance in defaults:
         guidance = defaults[family.guidance].default
     if _is_number(guidance) and unguided is None:  # left out where the pipeline names none (**kwargs) or ignores it
