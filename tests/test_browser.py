@@ -191,7 +191,7 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
         "prompt 0: a red circle on a blue background",
         "prompt 1: a yellow square on a black background",
     ]
-    assert page.locator("button.nbbatch-generate").is_enabled()
+    page.wait_for_function("!document.querySelector('button.nbbatch-generate').disabled")  # set just after the grid
     nulls = page.locator(".nbbatch-panel [title='null']").evaluate_all(
         "els => els.map(e => e.className + ' ' + e.innerText.slice(0, 30))"
     )
@@ -225,7 +225,9 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · r1')"
     )
     assert page.locator(".nbbatch-grid .nbbatch-thumb").count() == 2, "the original and its refinement, side by side"
-    assert page.locator(".nbbatch-origin .nbbatch-thumb").count() == 8, "the batch it came from stays on screen"
+    page.wait_for_function(  # the batch it came from stays on screen, drawn just after the story row
+        "document.querySelectorAll('.nbbatch-origin .nbbatch-thumb').length === 8"
+    )
     assert page.locator(".nbbatch-status").inner_text().startswith("1 image in ")
     assert (
         page.locator(".nbbatch-grid .nbbatch-row-title").inner_text()
