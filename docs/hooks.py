@@ -7,14 +7,15 @@ from the same table the magic, the panel and ``generate`` are made from, so it c
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
-from nbbatch.core.spec import Settings
+from nbbatch.core.spec import Settings, expectation
 from nbbatch.settings import SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +33,19 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 def settings_page() -> str:
     """The reference of every setting: its magic flag, `generate` keyword, default, panel place and grid axis."""
-    defaults = {field.name: field.default for field in dataclasses.fields(Settings)}
+    fields = Settings.model_fields
     rows = [
         "| `generate` keyword | `%%batchgen` flag | value | default | panel | X/Y/Z axis (A1111 plot) | what it does |",
         "|---|---|---|---|---|---|---|",
     ]
     for setting in SETTINGS:
-        default = defaults[setting.name]
-        shown = setting.placeholder if default in (None, dataclasses.MISSING) else f"`{default!r}`"
+        default = fields[setting.name].default
+        shown = setting.placeholder if default is None or default is PydanticUndefined else f"`{default!r}`"
         axis = f"{setting.axis} ({setting.plot})" if setting.axis else ""
         flags = ", ".join(f"`{flag}`" for flag in setting.option_strings)
         place = f"{setting.title} ({setting.section or 'on its face'})"
-        rows.append(
-            f"| `{setting.name}` | {flags} | {_value(setting)} | {shown} | {place} | {axis} | {_cell(setting.help)} |"
-        )
+        value = _value(setting, fields[setting.name])
+        rows.append(f"| `{setting.name}` | {flags} | {value} | {shown} | {place} | {axis} | {_cell(setting.help)} |")
     return (
         "# Settings\n\n"
         "Every setting of a batch, made from the table in `nbbatch/settings.py` that the magic's options, the panel's "
@@ -56,11 +56,13 @@ def settings_page() -> str:
     )
 
 
-def _value(setting: Setting) -> str:
-    if setting.choices:
-        return " or ".join(f"`{choice}`" for choice in setting.choices)
-    kinds = {"int": "whole number", "float": "number", "switch": "on/off", "repeat": f"`{setting.metavar}`, repeatable"}
-    return kinds.get(setting.kind, f"`{setting.metavar}`" if setting.metavar else "text")
+def _value(setting: Setting, field: FieldInfo) -> str:
+    """What the setting takes, as `Settings` checks it (``a whole number from 1 to 1000``)."""
+    if setting.kind == "switch":
+        return "on/off"
+    if setting.kind == "repeat":
+        return f"`{setting.metavar}`, repeatable"
+    return expectation(field) if expectation(field) != "text" or not setting.metavar else f"`{setting.metavar}`"
 
 
 def _cell(text: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import with_axes
+from nbbatch.core.errors import SettingError
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
@@ -45,7 +46,7 @@ def plan(
     known = [setting.name for setting in SETTINGS if setting.name != "model"]
     unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(known)}")
+        raise SettingError(unknown[0], f"is not a setting: the settings are {', '.join(known)}")
     settings_ = Settings(**({"model": model} if model is not None else {}), **settings)
     jobs = make_jobs(
         prompts,

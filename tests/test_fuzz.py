@@ -1,7 +1,5 @@
 """Property-based tests: any input ends in a result or a clear error, never a traceback from inside nbbatch."""
 
-import dataclasses
-
 import pytest
 from conftest import json_paths
 from hypothesis import HealthCheck, given, settings
@@ -278,8 +276,7 @@ SETTING_VALUES = st.one_of(JSON, st.sampled_from([0, -1, 1.5, 10**30, "auto", "f
     seeds=st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 2**70), st.lists(st.integers(-2, 5), max_size=3)),
     options=st.dictionaries(
         st.sampled_from(
-            [field.name for field in dataclasses.fields(Settings)]
-            + ["negative_prompt", "x", "y", "num", "random", "random_seed", "unknown_name"]
+            [*Settings.model_fields, "negative_prompt", "x", "y", "num", "random", "random_seed", "unknown_name"]
         ),
         SETTING_VALUES,
         max_size=4,

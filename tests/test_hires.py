@@ -93,10 +93,10 @@ def test_the_latent_upscaler_upscales_sd_latents_and_is_refused_where_there_are_
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"scale": 1.0}, "the hires scale must be a number above 1 and at most 4, not 1.0"),
-        ({"scale": 8}, "the hires scale must be a number above 1 and at most 4, not 8"),
+        ({"scale": 1.0}, "scale must be a number above 1 and at most 4, not 1.0"),
+        ({"scale": 8}, "scale must be a number above 1 and at most 4, not 8"),
         ({"upscaler": "esrgan"}, "unknown hires upscaler 'esrgan': choose latent or lanczos"),
-        ({"strength": 0}, "strength must be above 0 and at most 1, not 0"),
+        ({"strength": 0}, "strength must be a number above 0 and at most 1, not 0"),
         ({"width": 128}, "a hires fix's size is the picture's times the scale: give scale, not width or height"),
     ],
 )
@@ -118,7 +118,7 @@ def test_the_magic_makes_a_hires_fix_of_the_last_result_and_refuses_lone_hires_o
         ("--scale 2", "--scale go with --hires SEED"),
         ("--hires 2 --vary 2", "--vary and --hires do not go together: choose one"),
         ("--hires 2 --strength 0.5", "--hires takes one prompt (or none) and --hires-strength, not --strength"),
-        ("--hires 2 --scale 9", "the hires scale must be a number above 1 and at most 4, not 9.0"),
+        ("--hires 2 --scale 9", "--scale must be a number above 1 and at most 4, not 9.0"),
     ]:
         with pytest.raises(UsageError, match=f"^{re.escape(message)}"):
             shell.run_line_magic("batchgen", line)

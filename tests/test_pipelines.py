@@ -150,7 +150,7 @@ def test_a_hub_id_is_passed_to_from_pretrained_and_its_failure_is_one_clear_line
 @pytest.mark.parametrize(
     ("scheduler", "steps", "message"),
     [
-        ("pndm", 3, "the pndm scheduler needs at least 4 steps, not 3"),
+        ("pndm", 3, "steps must be at least 4 for the pndm scheduler, not 3"),
         ("FlowMatchEulerDiscreteScheduler", 4, "FlowMatchEulerDiscreteScheduler does not fit this pipeline"),
         ("lms", 4, r"scheduler LMSDiscreteScheduler needs the scipy package: pip install scipy"),
         ("DPMSolverSDEScheduler", 4, "needs the torchsde package: pip install torchsde"),
@@ -233,7 +233,7 @@ def test_progress_of_multi_order_schedulers_ends_at_one_and_never_runs_backwards
 
 def test_mps_where_there_is_none_is_one_line_and_the_loaded_pipeline_stays():
     loaded = get_pipeline(Settings())
-    with pytest.raises(ValueError, match="device 'mps' asked for, but Apple's MPS is not available here"):
+    with pytest.raises(ValueError, match="device: 'mps' asked for, but Apple's MPS is not available here"):
         nbbatch.generate("a", [0], device="mps", steps=1)
     with pytest.raises(ValueError, match="could not load model"):
         nbbatch.generate("a", [0], variant="bf16", steps=1)

@@ -83,10 +83,13 @@ def test_the_progress_counts_the_base_s_steps_then_the_refiner_s():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"model": "nbbatch:tiny-sd", "refiner": REFINER}, "a refiner takes SDXL latents over partway"),
+        ({"model": "nbbatch:tiny-sd", "refiner": REFINER}, "refiner takes SDXL latents over partway"),
         ({"model": BASE, "refiner": "nbbatch:tiny-flux"}, "the refiner nbbatch:tiny-flux is FLUX.1, not an SDXL model"),
         ({"model": BASE, "refiner_at": 0.5}, "refiner_at says when the refiner takes over: give a refiner too"),
-        ({"model": BASE, "refiner": REFINER, "refiner_at": 1.0}, "the refiner's switch must be a fraction"),
+        (
+            {"model": BASE, "refiner": REFINER, "refiner_at": 1.0},
+            "refiner_at must be a number above 0 and below 1",
+        ),
         (
             {"model": BASE, "refiner": REFINER, "images": [__import__("PIL.Image").Image.new("RGB", (32, 32))]},
             "a refiner takes a text-to-image batch's latents over: it does not go with input images",

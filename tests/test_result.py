@@ -82,7 +82,7 @@ def test_refine_may_override_settings_but_not_the_size(batch):
 def test_refining_a_seed_that_is_not_there_lists_the_seeds_that_are(batch):
     with pytest.raises(ValueError, match=re.escape("seed 9 is not in this result; its seeds are 3, 4, 5, 6")):
         batch.refine(9, "x")
-    with pytest.raises(ValueError, match="seed 3 was used with prompts 0, 1: say which with prompt_index"):
+    with pytest.raises(ValueError, match="prompt_index is needed: seed 3 was used with prompts 0, 1"):
         batch.refine(3, "x")
 
 

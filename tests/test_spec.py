@@ -16,14 +16,14 @@ from nbbatch.core.spec import Settings, build_jobs, parse_prompt_lines, prepare_
         ({"width": 30}, "width must be a multiple of 8"),
         ({"height": 0}, "height must be a whole number from 8"),
         ({"guidance": float("nan")}, "guidance must be a number"),
-        ({"strength": 0}, "strength must be above 0 and at most 1, not 0"),
-        ({"strength": 1.5}, "strength must be above 0"),
-        ({"dtype": "fp8"}, "unknown dtype 'fp8'"),
-        ({"device": "gpu"}, "unknown device 'gpu'"),
-        ({"generator_device": "mps"}, "unknown generator device 'mps'"),
-        ({"batch_size": 0}, "batch size must be a whole number from 1"),
-        ({"batch_size": "many"}, "batch size must be a whole number"),
-        ({"model": " "}, "no model given"),
+        ({"strength": 0}, "strength must be a number above 0 and at most 1, not 0"),
+        ({"strength": 1.5}, "strength must be a number above 0"),
+        ({"dtype": "fp8"}, "dtype must be one of auto, fp16, bf16, fp32, not 'fp8'"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda, cuda:N or mps, not 'gpu'"),
+        ({"generator_device": "mps"}, "generator_device must be cpu, cuda or cuda:N, not 'mps'"),
+        ({"batch_size": 0}, "batch_size must be a whole number from 1 to 100000 or auto, not 0"),
+        ({"batch_size": "many"}, "batch_size must be a whole number"),
+        ({"model": " "}, "model is empty: pass a model id or a local folder"),
         ({"variant": "fp 16"}, "variant must be a name such as fp16"),
     ],
 )
@@ -35,7 +35,7 @@ def test_settings_refuse_bad_values_naming_them(changes, message):
 def test_replace_validates_and_refuses_unknown_names():
     settings = Settings(steps=4)
     assert settings.replace(steps=5).steps == 5
-    with pytest.raises(ValueError, match="unknown setting 'stepz'"):
+    with pytest.raises(ValueError, match="stepz is not a setting"):
         settings.replace(stepz=5)
     with pytest.raises(ValueError, match="steps must be"):
         settings.replace(steps=-1)

@@ -434,13 +434,13 @@ def test_bombs_and_damaged_records_are_one_line_errors_naming_the_file(rich, tmp
 def test_other_bad_inputs_are_one_line_value_errors(shell):
     cases = [
         (lambda: nbbatch.generate("a \udcff cat", [1], **FAST), "not a character"),
-        (lambda: nbbatch.generate("a cat", [1], foo=1, **FAST), "unknown setting 'foo': the settings are"),
+        (lambda: nbbatch.generate("a cat", [1], foo=1, **FAST), "foo is not a setting: the settings are"),
         (lambda: nbbatch.generate("a cat", [1], x=("steps", None), **FAST), "the values of 'steps' must be a list"),
         (lambda: nbbatch.generate("a cat", range(10**9), **FAST), "more than 100,000 seeds given"),
         (lambda: nbbatch.generate("a cat", [1], ray_address="auto", **FAST), "give workers=N too"),
         (
             lambda: nbbatch.generate("a red circle", [1], model="nbbatch:shapes", clip_skip=12, steps=2),
-            "clip skip 12 reaches past the text encoder, which has 3 layers",
+            "clip_skip: 12 reaches past the text encoder, which has 3 layers",
         ),
     ]
     for attempt, message in cases:

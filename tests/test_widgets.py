@@ -91,6 +91,21 @@ def test_a_failed_generate_leaves_the_batch_shown_as_it_was(panel):
     assert "model folder &#x27;./no/such/model&#x27; does not exist" in panel.message.value
     assert labels(panel) == before and all(hasattr(box, "item") for row in thumbs(panel) for box in row)
     assert panel.status.value.startswith("6 images in "), "not 'loading the pipeline…' for ever"
+    assert "nbbatch-traceback" not in panel.message.value, "nbbatch's own refusal is one line, no traceback"
+
+
+def test_a_library_error_is_one_line_with_its_traceback_folded_beneath(panel, monkeypatch):
+    from conftest import fail_on_call
+
+    fail_on_call(monkeypatch, 1, ValueError("shapes cannot be multiplied (2x8 and 9x4)"))
+    panel.controls["guidance"].value = "7"
+    panel.generate_button.click()
+    panel.wait(60)
+    line, _, folded = panel.message.value.partition("<details")
+    assert "the batch failed before any image was made: shapes cannot be multiplied (2x8 and 9x4)" in line
+    assert "<summary>traceback</summary>" in folded and "Traceback (most recent call last)" in folded
+    assert "conftest.py" in folded and "ValueError: shapes cannot be multiplied" in folded, "where it came from"
+    assert not panel.results and not panel.running
 
 
 def test_a_second_generate_while_running_is_refused(panel):
@@ -216,7 +231,7 @@ def test_notices_of_a_batch_show_in_the_panel_not_in_the_kernel_log(panel):
         ("prompts", "", "no prompt given"),
         ("width", "30", "width must be a multiple of 8"),
         ("guidance", "lots", "guidance must be a number, not &#x27;lots&#x27;"),
-        ("batch_size", "x", "batch size must be a whole number from 1 to 100000 (or auto), not &#x27;x&#x27;"),
+        ("batch_size", "x", "batch size must be a whole number from 1 to 100000 or auto, not &#x27;x&#x27;"),
         ("model", "./no/such/model", "model folder &#x27;./no/such/model&#x27; does not exist"),
         ("variation_seed", "near", "variation seed must be a whole number, not &#x27;near&#x27;"),
         ("prompts", "a {red|blue", "prompt line 1: the braces do not balance"),
@@ -308,7 +323,9 @@ def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel
     panel.controls["variation_seed"].value = ""
     panel.generate_button.click()
     panel.wait(60)
-    assert "a variation strength needs a variation seed" in panel.message.value and len(panel.results) == 1
+    assert (
+        "variation strength needs a variation seed to blend towards" in panel.message.value and len(panel.results) == 1
+    )
 
 
 def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch):

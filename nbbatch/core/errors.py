@@ -13,6 +13,24 @@ def first_line(error: BaseException | None) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+class SettingError(ValueError):
+    """A setting's value refused, naming its `field` so that each front end can say it its own way.
+
+    The message reads ``true_cfg must be a number from 1 to 100 (1 is off), not 0.5``;
+    `said_as` puts the magic's ``--true-cfg`` or the panel's "true cfg" in the field's place.
+    `problem` is what follows the name: a predicate (``must be ...``) or, when `predicate` is
+    False, a sentence of its own that follows a colon (``loras: LoRA weight must be a number``).
+    """
+
+    def __init__(self, field: str, problem: str, *, predicate: bool = True) -> None:
+        self.field, self.problem, self.predicate = field, problem, predicate
+        super().__init__(self.said_as(field))
+
+    def said_as(self, name: str) -> str:
+        """The message with `name` for the field: ``--true-cfg must be ...``."""
+        return f"{name}{' ' if self.predicate else ': '}{self.problem}"
+
+
 class OutOfMemory(RuntimeError):
     """A chunk did not fit in the device's memory (its memory already freed): the engine may halve the chunk."""
 

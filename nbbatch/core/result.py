@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nbbatch.core.attention import check_prompt
 from nbbatch.core.axes import axis_label
 from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status
-from nbbatch.core.errors import first_line
+from nbbatch.core.errors import SettingError, first_line
 from nbbatch.core.grid import (
     Group,
     encode_preview,
@@ -197,7 +197,7 @@ class BatchResult(Sequence[Item]):
                 names = ", ".join(str(item.params.get("file", "?")) for item in matches)
                 raise ValueError(f"seed {seed} has {len(matches)} images here ({names}): pick one with by_file")
             shown = ", ".join(map(str, indices))
-            raise ValueError(f"seed {seed} was used with prompts {shown}: say which with prompt_index")
+            raise SettingError("prompt_index", f"is needed: seed {seed} was used with prompts {shown}")
         return matches[0]
 
     def cell(self, x: Any = None, y: Any = None, z: Any = None) -> BatchResult:
@@ -651,7 +651,7 @@ def refine_jobs(
                 f"{width}x{height}: {name} {overrides[name]} would change it"
             )
     if overrides.get("generator_device") not in (None, item.settings.generator_device):
-        raise ValueError("a refinement restores the saved generator state, so its generator device cannot change")
+        raise SettingError("generator_device", "cannot change in a refinement: it restores the saved generator state")
     if item.init_image is None:
         overrides = {**overrides, "width": width, "height": height}
     settings = settings_to_remake(item, overrides, allow_download)
@@ -713,7 +713,7 @@ def hires_jobs(
     so the seed's noise carries over. The size is the item's times `scale`, to a multiple of 8.
     """
     if not _is_number(scale) or not 1 < scale <= 4:
-        raise ValueError(f"the hires scale must be a number above 1 and at most 4, not {scale!r}")
+        raise SettingError("scale", f"must be a number above 1 and at most 4, not {scale!r}")
     if upscaler not in UPSCALERS:
         raise ValueError(f"unknown hires upscaler {upscaler!r}: choose {' or '.join(UPSCALERS)}")
     if prompt is not None and not isinstance(prompt, str):

@@ -1,12 +1,17 @@
 """What a batch is: its settings and its jobs (one per image), validated before anything runs.
 
-Everything here is plain data: frozen dataclasses whose constructors raise ValueError
-naming the bad value, so the magic, the panel and the Python API share one set of checks.
+Everything here is plain, frozen data whose constructors refuse bad values, so the magic,
+the panel and the Python API share one set of checks. `Settings` is a pydantic model: its
+fields' types and ranges are the checks (and, through `expectation`, the words of their
+errors and of the docs' reference); a bad value raises `SettingError` naming its field, which
+each front end says its own way (``--true-cfg`` in the magic, "true cfg" in the panel).
+pydantic rather than msgspec or attrs: the image record (`nbbatch.formats.record`) is
+already checked by it, its strict mode refuses ``2.5`` steps and ``"yes"`` switches, and its
+constraints can be read back to word an error.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import numbers
@@ -14,9 +19,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from nbbatch.core.attention import MAX_PROMPT_CHARS, check_prompt, check_text
+from nbbatch.core.errors import SettingError
 from nbbatch.core.masks import make_mask
 from nbbatch.core.pictures import Picture, gather_pictures
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX, parse_seeds, random_seeds
@@ -34,19 +44,30 @@ def default_model() -> str:
     return os.environ.get("NBBATCH_MODEL") or DEFAULT_MODEL
 
 
-DTYPES = ("auto", "fp16", "bf16", "fp32")
+Dtype = Literal["auto", "fp16", "bf16", "fp32"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
 
 UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}
 """Hires-fix upscalers and the names A1111 writes for them (``Hires upscaler``)."""
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_GENERATOR_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 MAX_SIDE = 8192
 
 BatchSize = int | Literal["auto"] | None
 
 
 @dataclass(frozen=True)
-class Settings:
+class Expect:
+    """What a setting's error adds to its type and range: the whole want of a text setting, a note on a number's."""
+
+    text: str
+
+
+Steps = Annotated[int, Field(ge=1, le=1000)]
+Guidance = Annotated[float | None, Field(ge=0, le=100)]
+Side = Annotated[int | None, Field(ge=8, le=MAX_SIDE), AfterValidator(lambda side: _multiple_of_8(side))]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Settings(BaseModel):
     """How every image of a batch is made (the prompts and seeds live in its jobs).
 
     ``None`` for `guidance`, `width`, `height` or `scheduler` means the pipeline's own
@@ -68,106 +89,75 @@ class Settings:
     a T5 or LLM text encoder reads of each prompt (None: the pipeline's default). A `refiner`
     (an SDXL model) takes the latents over at `refiner_at` of the steps (default 0.8), as
     diffusers' ``denoising_end``/``denoising_start`` hand-off does.
+
+    Values are checked by pydantic, strictly (a whole number is not taken from ``2.5`` or
+    ``"2"``, nor a switch from ``1``), and a bad one raises `SettingError` naming its field.
     """
 
-    model: str = field(default_factory=default_model)
-    steps: int = 30
-    guidance: float | None = None
-    true_cfg: float | None = None
-    guidance_rescale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    strength: float = 0.8
-    scheduler: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    generator_device: str = "cpu"
-    batch_size: BatchSize = None
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
+
+    model: Annotated[str, AfterValidator(lambda text: _model_name(text))] = Field(default_factory=default_model)
+    steps: Steps = 30
+    guidance: Guidance = None
+    true_cfg: Annotated[float | None, Field(ge=1, le=100), Expect("1 is off")] = None
+    guidance_rescale: Annotated[float | None, Field(ge=0, le=1), Expect("0 is off")] = None
+    width: Side = None
+    height: Side = None
+    strength: Annotated[float, Field(gt=0, le=1)] = 0.8
+    scheduler: Annotated[str | None, AfterValidator(lambda text: _plain_name(text))] = None
+    dtype: Dtype = "auto"
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$"), Expect("auto, cpu, cuda, cuda:N or mps")] = (
+        "auto"
+    )
+    generator_device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$"), Expect("cpu, cuda or cuda:N")] = "cpu"
+    batch_size: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | Literal["auto"] | None = None
     offload: bool = False
     vae_tiling: bool = False
-    variant: str | None = None
-    variation_seed: int | None = None
-    variation_strength: float = 0.0
-    clip_skip: int | None = None
-    max_sequence_length: int | None = None
-    refiner: str | None = None
-    refiner_at: float | None = None
+    variant: Annotated[str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), Expect("a name such as fp16")] = None
+    variation_seed: Annotated[int | None, Field(ge=0, le=SEED_MAX)] = None
+    variation_strength: Fraction = 0.0
+    clip_skip: Annotated[int | None, Field(ge=1, le=12), Expect("1 is no skip, 2 the layer before the last")] = None
+    max_sequence_length: Annotated[int | None, Field(ge=1, le=4096)] = None
+    refiner: Annotated[str | None, AfterValidator(lambda text: _plain_name(text))] = None
+    refiner_at: Annotated[float | None, Field(gt=0, lt=1), Expect("a fraction of the steps")] = None
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()
     compile: bool = False
     channels_last: bool = False
     fuse_qkv: bool = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loras", _pairs(self.loras, parse_lora, "loras"))
-        object.__setattr__(self, "embeddings", _pairs(self.embeddings, parse_embedding, "embeddings"))
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError("no model given: pass a model id or a local folder")
-        check_name(self.model, "the model")
-        _check_int("steps", self.steps, 1, 1000)
-        if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 100):
-            raise ValueError(f"guidance must be a number from 0 to 100, not {self.guidance!r}")
-        if self.true_cfg is not None and (not _is_number(self.true_cfg) or not 1 <= self.true_cfg <= 100):
-            raise ValueError(f"true CFG must be a number from 1 (off) to 100, not {self.true_cfg!r}")
-        if self.guidance_rescale is not None and (
-            not _is_number(self.guidance_rescale) or not 0 <= self.guidance_rescale <= 1
-        ):
-            raise ValueError(f"guidance rescale must be a number from 0 (off) to 1, not {self.guidance_rescale!r}")
-        if self.max_sequence_length is not None:
-            _check_int("max sequence length", self.max_sequence_length, 1, 4096)
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_int(name, value, 8, MAX_SIDE)
-                if value % 8:
-                    raise ValueError(f"{name} must be a multiple of 8 (the model works on 8x8 blocks), not {value}")
-        if not _is_number(self.strength) or not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be above 0 and at most 1, not {self.strength!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
-            raise ValueError(f"unknown device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
-        if not isinstance(self.generator_device, str) or not _GENERATOR_DEVICE.match(self.generator_device):
-            raise ValueError(f"unknown generator device {self.generator_device!r}: choose cpu, cuda or cuda:N")
-        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # as the magic and panel read it
-            object.__setattr__(self, "batch_size", int(self.batch_size))
-        if self.batch_size not in (None, "auto"):
-            _check_int("batch size", self.batch_size, 1, MAX_IMAGES, hint=" (or auto)")
-        if self.variant is not None and (not isinstance(self.variant, str) or not self.variant.isidentifier()):
-            raise ValueError(f"variant must be a name such as fp16, not {self.variant!r}")
-        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
-            raise ValueError(f"scheduler must be a name, not {self.scheduler!r}")
-        if self.scheduler is not None:
-            check_name(self.scheduler, "the scheduler")
-        if self.variation_seed is not None:
-            _check_int("variation seed", self.variation_seed, 0, SEED_MAX)
-        if not _is_number(self.variation_strength) or not 0 <= self.variation_strength <= 1:
-            raise ValueError(f"variation strength must be a number from 0 to 1, not {self.variation_strength!r}")
-        if self.clip_skip is not None:
-            _check_int("clip skip", self.clip_skip, 1, 12, hint=" (1 is no skip, 2 the layer before the last)")
-        for name in ("offload", "vae_tiling", "compile", "channels_last", "fuse_qkv"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} is True or False, not {getattr(self, name)!r}")
+    def __init__(self, /, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise _setting_error(type(self), error) from None
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _read_loras(cls, values: Any) -> tuple[tuple[str, float], ...]:
+        return _pairs(values, parse_lora, "loras")
+
+    @field_validator("embeddings", mode="before")
+    @classmethod
+    def _read_embeddings(cls, values: Any) -> tuple[tuple[str, str], ...]:
+        return _pairs(values, parse_embedding, "embeddings")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _read_batch_size(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value  # as the magic reads it
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
         if self.variation_strength and self.variation_seed is None:
-            raise ValueError("a variation strength needs a variation seed to blend towards")
-        if self.refiner is not None:
-            if not isinstance(self.refiner, str) or not self.refiner.strip():
-                raise ValueError(f"the refiner must be a model id or a folder, not {self.refiner!r}")
-            check_name(self.refiner, "the refiner")
-        if self.refiner_at is not None:
-            if self.refiner is None:
-                raise ValueError("refiner_at says when the refiner takes over: give a refiner too")
-            if not _is_number(self.refiner_at) or not 0 < self.refiner_at < 1:
-                raise ValueError(
-                    f"the refiner's switch must be a fraction of the steps above 0 and below 1, not {self.refiner_at!r}"
-                )
+            raise SettingError("variation_strength", "needs a variation seed to blend towards")
+        if self.refiner_at is not None and self.refiner is None:
+            raise SettingError("refiner_at", "says when the refiner takes over: give a refiner too")
+        return self
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with `changes` applied and validated; unknown names raise ValueError."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}")
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes` applied and validated; unknown names raise `SettingError`."""
+        return type(self)(**{**dict(self), **changes})
 
     def image_to_image_steps(self) -> int:
         """How many denoising steps image-to-image runs: ``int(steps * strength)``, at least 1."""
@@ -178,6 +168,74 @@ class Settings:
                 "raise the steps or the strength"
             )
         return run
+
+
+def _multiple_of_8(side: int | None) -> int | None:
+    if side is not None and side % 8:
+        raise ValueError(f"must be a multiple of 8 (the model works on 8x8 blocks), not {side}")
+    return side
+
+
+def _model_name(text: str) -> str:
+    if not text.strip():
+        raise ValueError("is empty: pass a model id or a local folder")
+    return _plain_name(text)
+
+
+def _plain_name(text: str | None) -> str | None:
+    if text is not None:
+        problem = name_problem(text) if text.strip() else "is empty: give a name"
+        if problem:
+            raise ValueError(problem)
+    return text
+
+
+def _setting_error(model: type[BaseModel], error: ValidationError) -> SettingError:
+    """The first of pydantic's errors as one `SettingError` that says what the field takes."""
+    first = error.errors(include_url=False)[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, SettingError):
+        return cause
+    name = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden":
+        return SettingError(name, f"is not a setting: the settings are {', '.join(model.model_fields)}")
+    if isinstance(cause, ValueError):
+        text = str(cause)
+        return SettingError(name, text, predicate=text.startswith(("must ", "is ", "says ", "needs ")))
+    return SettingError(name, f"must be {expectation(model.model_fields[name])}, not {first['input']!r}")
+
+
+def expectation(field: FieldInfo) -> str:
+    """What a field takes, in words: ``a whole number from 1 to 1000``, ``one of auto, fp16``.
+
+    Read from the field's type and constraints (its own, or those of a union's member such as
+    `batch_size`'s whole number), so that an error's words and the checks cannot drift apart.
+    """
+    kinds = [field.annotation] if get_origin(field.annotation) is Literal else [*get_args(field.annotation)]
+    kinds = kinds or [field.annotation]
+    metadata = list(field.metadata)
+    for kind in list(kinds):
+        if get_origin(kind) is Annotated:
+            kinds.append(kind.__origin__)
+            metadata += [part for item in kind.__metadata__ for part in getattr(item, "metadata", [item])]
+    words = [str(value) for kind in kinds if get_origin(kind) is Literal for value in get_args(kind)]
+    notes = [item.text for item in metadata if isinstance(item, Expect)]
+    if bool in kinds:
+        return "True or False"
+    if int not in kinds and float not in kinds:
+        return notes[0] if notes else ("one of " + ", ".join(words) if words else "text")
+    bound = {
+        type(item).__name__: getattr(item, type(item).__name__.lower())
+        for item in metadata
+        if isinstance(item, (Ge, Gt, Le, Lt))
+    }
+    if "Ge" in bound and "Le" in bound:
+        limits = f"from {bound['Ge']} to {bound['Le']}"
+    else:
+        low = f"from {bound['Ge']}" if "Ge" in bound else f"above {bound['Gt']}"
+        limits = f"{low} and at most {bound['Le']}" if "Le" in bound else f"{low} and below {bound['Lt']}"
+    text = f"{'a whole number' if int in kinds else 'a number'} {limits}"
+    return text + "".join(f" or {word}" for word in words) + "".join(f" ({note})" for note in notes)
 
 
 @dataclass(frozen=True)
@@ -315,11 +373,19 @@ def check_name(text: str, what: str) -> None:
     Models, schedulers, files and tokens end up in labels, file records and exported code,
     where a newline or a control character would be read as something else.
     """
+    problem = name_problem(text)
+    if problem:
+        raise ValueError(f"{what} {problem}")
+
+
+def name_problem(text: str) -> str | None:
+    """What makes `text` no name (``is 2,000 characters long: ...``), or None when it is one."""
     if len(text) > 1000:
-        raise ValueError(f"{what} is {len(text):,} characters long: a name has at most 1000")
+        return f"is {len(text):,} characters long: a name has at most 1000"
     if not text.isprintable():
         bad = next(c for c in text if not c.isprintable())
-        raise ValueError(f"{what} {text[:80]!r} holds {bad!r}: a name is one line of printable text")
+        return f"{text[:80]!r} holds {bad!r}: a name is one line of printable text"
+    return None
 
 
 def _split_suffix(text: str) -> tuple[str, str | None]:
@@ -341,11 +407,6 @@ def _pairs(values: Any, parse: Any, name: str) -> tuple:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value: object, low: int, high: int, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}{hint}, not {value!r}")
 
 
 def prepare_images(images: Sequence[Any], width: int | None, height: int | None) -> tuple[Image.Image, ...]:

@@ -166,7 +166,7 @@ def record(item: Item) -> dict[str, Any]:
         "prompt_index": item.prompt_index,
         "origin": item.origin,
         "broken": item.broken,
-        "settings": dataclasses.asdict(item.settings),
+        "settings": item.settings.model_dump(),
         "call": _json_ready({key: value for key, value in item.params.items() if key not in _NOT_CALL}),
         "scheduler_config": _json_ready(item.params.get("scheduler_config", {})),
         "generator": {"device": item.settings.generator_device, "state": base64.b64encode(item.state).decode()},

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbbatch.core.errors import first_line
+from nbbatch.core.errors import SettingError, first_line
 from nbbatch.models.quiet import quiet_loading
 
 
@@ -44,7 +44,7 @@ class Adapters:
     def load_loras(self, pipe: Any, loras: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
         """Load the LoRAs not loaded yet (none is turned on here); returns each one's name, source, weight and hash."""
         if loras and not hasattr(pipe, "load_lora_weights"):
-            raise ValueError(f"{type(pipe).__name__} has no LoRA loader in diffusers: --lora does not apply to it")
+            raise SettingError("loras", f"{type(pipe).__name__} has no LoRA loader in diffusers", predicate=False)
         records = []
         for source, weight in loras:
             path = _resolve(source, "LoRA")

@@ -23,7 +23,7 @@ import numpy as np
 
 from nbbatch.core import engine
 from nbbatch.core.attention import check_prompt, is_plain
-from nbbatch.core.errors import OutOfMemory
+from nbbatch.core.errors import OutOfMemory, SettingError
 from nbbatch.core.item import Item
 from nbbatch.core.notices import notice
 from nbbatch.core.seeds import make_generator, slerp
@@ -96,14 +96,18 @@ def call_arguments(
         arguments[family.guidance] = guidance
     if settings.true_cfg is not None:
         if not family.true_cfg:
-            what = f"--guidance is its CFG ({family.guidance})" if family.name != "generic" else "it has none"
-            raise ValueError(f"--true-cfg is FLUX.1's real CFG beside its distilled guidance; for {family.name} {what}")
+            what = f"guidance is its CFG ({family.guidance})" if family.name != "generic" else "it has none"
+            raise SettingError(
+                "true_cfg", f"is FLUX.1's real CFG beside its distilled guidance; for {family.name} {what}"
+            )
         arguments["true_cfg_scale"] = settings.true_cfg
     if settings.guidance_rescale:  # 0 is diffusers' own default: off
         if "guidance_rescale" not in defaults:
-            raise ValueError(
-                f"--guidance-rescale: diffusers' {type(pipe).__name__} has no guidance rescale (SD 1.x/2.x "
-                "text-to-image and SDXL have it); pass 0 to go without"
+            raise SettingError(
+                "guidance_rescale",
+                f"diffusers' {type(pipe).__name__} has no guidance rescale (SD 1.x/2.x "
+                "text-to-image and SDXL have it); pass 0 to go without",
+                predicate=False,
             )
         arguments["guidance_rescale"] = settings.guidance_rescale
     family.check_sequence(pipe, settings.max_sequence_length)
@@ -461,7 +465,9 @@ def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
     wanted = {name for name in SPEEDUPS if getattr(settings, name)}
     if "fuse_qkv" in wanted:
         if settings.loras:
-            raise ValueError("fuse_qkv does not go with LoRAs (their layers wrap the projections it fuses): drop one")
+            raise SettingError(
+                "fuse_qkv", "does not go with LoRAs (their layers wrap the projections it fuses): drop one"
+            )
         loaded.adapters.unload_loras(loaded.pipe)  # those of earlier batches: loaded again when asked for
     apply_speedups(loaded.pipe, loaded.speedups, wanted)
     if wanted:
@@ -538,7 +544,9 @@ def _check_clip_skip(pipe: Any, clip_skip: int | None) -> None:
     config = getattr(getattr(pipe, "text_encoder", None), "config", None)
     layers = getattr(config, "num_hidden_layers", None)
     if clip_skip and clip_skip > 1 and isinstance(layers, int) and clip_skip > layers:
-        raise ValueError(f"clip skip {clip_skip} reaches past the text encoder, which has {layers} layers")
+        raise SettingError(
+            "clip_skip", f"{clip_skip} reaches past the text encoder, which has {layers} layers", predicate=False
+        )
 
 
 def check_vocabulary(vocabulary: dict[str, Any], jobs: list[Job], model: str) -> None:

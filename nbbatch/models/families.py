@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nbbatch.core.errors import SettingError
 from nbbatch.core.notices import notice
 
 
@@ -170,13 +171,15 @@ class Family:
         if max_sequence_length is None:
             return
         if self.max_sequence is None:
-            raise ValueError(
-                f"{type(pipe).__name__} reads a fixed number of CLIP tokens: --max-sequence-length is for the T5 "
-                "and LLM text encoders of FLUX.1, SD3, Qwen-Image, Z-Image, Chroma and CogView4"
+            raise SettingError(
+                "max_sequence_length",
+                "is for the T5 and LLM text encoders of FLUX.1, SD3, Qwen-Image, Z-Image, Chroma and CogView4; "
+                f"{type(pipe).__name__} reads a fixed number of CLIP tokens",
             )
         if not 1 <= max_sequence_length <= self.max_sequence:
-            raise ValueError(
-                f"max sequence length must be from 1 to {self.max_sequence} for {self.name}, not {max_sequence_length}"
+            raise SettingError(
+                "max_sequence_length",
+                f"must be from 1 to {self.max_sequence} for {self.name}, not {max_sequence_length}",
             )
 
     def token_count(self, pipe: Any, prompt: str, window: int | None = None) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.core.errors import first_line
+from nbbatch.core.errors import SettingError, first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
@@ -86,9 +86,13 @@ def choose_placement(device: str = "auto", dtype: str = "auto", *, cuda: bool | 
     else:
         why = "as asked"
         if device.startswith("cuda") and not cuda:
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+            raise SettingError(
+                "device", f"{device!r} asked for, but CUDA is not available here: use cpu", predicate=False
+            )
         if device == "mps" and not _mps_available():
-            raise ValueError("device 'mps' asked for, but Apple's MPS is not available here: use --device cpu")
+            raise SettingError(
+                "device", "'mps' asked for, but Apple's MPS is not available here: use cpu", predicate=False
+            )
     if dtype == "auto":
         dtype = "float16" if device.startswith(("cuda", "mps")) else "float32"
         why += f"; {dtype} is the default on {device.split(':')[0]}"
@@ -111,7 +115,9 @@ def generator_device(settings: Settings, *, cuda: bool | None = None) -> str:
 
             cuda = torch.cuda.is_available()
         if not cuda:
-            raise ValueError("--generator-device cuda needs CUDA, which is not available here: use cpu")
+            raise SettingError(
+                "generator_device", "cuda needs CUDA, which is not available here: use cpu", predicate=False
+            )
     return settings.generator_device
 
 
@@ -146,9 +152,10 @@ class Loaded:
         model = settings.refiner or ""
         if (model, None) not in self.refiners:
             if family_of(self.pipe).name != "SDXL":
-                raise ValueError(
-                    f"a refiner takes SDXL latents over partway (denoising_end/denoising_start); "
-                    f"{settings.model} is {family_of(self.pipe).name}: leave --refiner out"
+                raise SettingError(
+                    "refiner",
+                    f"takes SDXL latents over partway (denoising_end/denoising_start); "
+                    f"{settings.model} is {family_of(self.pipe).name}: leave it out",
                 )
             refiner = load_pipeline(
                 resolve_model(model),
@@ -295,7 +302,9 @@ def schedule_name(config: Mapping[str, Any]) -> str | None:
 def check_steps(scheduler: Any, steps: int) -> None:
     """Refuse step counts a scheduler cannot run (PNDM's Runge-Kutta warm-up needs at least 4)."""
     if type(scheduler).__name__ == "PNDMScheduler" and steps < 4:
-        raise ValueError(f"the pndm scheduler needs at least 4 steps, not {steps}: raise --steps or choose another")
+        raise SettingError(
+            "steps", f"must be at least 4 for the pndm scheduler, not {steps}: raise them or choose another"
+        )
 
 
 def denoising_calls(scheduler: Any, steps: int, strength: float | None = None, **options: Any) -> int:
@@ -325,7 +334,7 @@ def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
     """
     placement = choose_placement(settings.device, settings.dtype, cuda=cuda)
     if settings.offload and not placement.device.startswith("cuda"):
-        raise ValueError("--offload moves models between the CPU and a GPU: it needs a CUDA device")
+        raise SettingError("offload", "moves models between the CPU and a GPU: it needs a CUDA device")
     source = resolve_model(settings.model)
     key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
     if key not in _cache:

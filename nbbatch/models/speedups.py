@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbbatch.core.errors import SettingError
+
 SPEEDUPS = ("compile", "channels_last", "fuse_qkv")
 """The names, as settings and in each image's record."""
 
@@ -38,7 +40,7 @@ def apply_speedups(pipe: Any, applied: set[str], wanted: set[str]) -> None:
         try:
             pipe.fuse_qkv_projections(unet=True, vae=False)
         except (ValueError, AttributeError) as error:
-            raise ValueError(f"fuse_qkv does not fit this pipeline: {error}") from None
+            raise SettingError("fuse_qkv", f"does not fit this pipeline: {error}") from None
         applied.add("fuse_qkv")
     elif "fuse_qkv" in applied - wanted:
         pipe.unfuse_qkv_projections(unet=True, vae=False)

@@ -9,14 +9,14 @@ control, in the section the row names.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from nbbatch.core.errors import SettingError
 from nbbatch.core.spec import Settings, default_model
 from nbbatch.settings import SETTINGS, Setting
 
-DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
-"""Each setting's default as `Settings` has it (``MISSING`` for the model, whose default is read at run time)."""
+DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
+"""Each setting's default as `Settings` has it (undefined for the model, whose default is read at run time)."""
 
 
 class Controls:
@@ -40,7 +40,7 @@ class Controls:
         rows = {s.name: s for s in SETTINGS}
         unknown = sorted(set(values) - set(rows))
         if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(rows)}")
+            raise SettingError(unknown[0], f"is not a setting: the settings are {', '.join(rows)}")
         for name, value in values.items():
             self.widgets[name].value = _shown(rows[name], value)
 

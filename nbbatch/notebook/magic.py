@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import keyword
 import os
-import re
 import shlex
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,7 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nbbatch.api import plan
-from nbbatch.core.errors import first_line, raised_by_nbbatch
+from nbbatch.core.errors import SettingError, first_line, raised_by_nbbatch
 from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
@@ -163,7 +162,7 @@ class BatchMagics(Magics):
         except ValueError as error:
             if not raised_by_nbbatch(error):
                 raise  # a library's error: its traceback says where
-            raise UsageError(_as_options(str(error))) from None
+            raise UsageError(_said(error)) from None
         live = not (args.no_preview or args.no_display)
         with ProgressDisplay(jobs if live else ()) as progress:
 
@@ -187,11 +186,11 @@ class BatchMagics(Magics):
             except ValueError as error:
                 if not raised_by_nbbatch(error):
                     raise
-                raise UsageError(_as_options(str(error))) from None
+                raise UsageError(_said(error)) from None
         if not result.items:
             kept = f"{args.out} is unchanged" if args.out in self.shell.user_ns else f"{args.out} was not set"
             if result.status == "failed":
-                _stop(f"the batch stopped before any image was made: {first_line(result.error)}; {kept}", result.error)
+                _stop(f"the batch stopped before any image was made: {_said(result.error)}; {kept}", result.error)
             print(f"{result.status} before any image was made; {kept}")
             if result.status == "interrupted":
                 raise KeyboardInterrupt
@@ -212,7 +211,7 @@ class BatchMagics(Magics):
             print(f"saved {len(saver.written)} images and the grid to {saver.folder}")
         if result.status == "failed":
             kept = f"its {len(result)} finished images are in {args.out}"
-            _stop(f"the batch stopped: {first_line(result.error)}; {kept}", result.error)
+            _stop(f"the batch stopped: {_said(result.error)}; {kept}", result.error)
         if result.status == "interrupted":
             raise KeyboardInterrupt  # stop "Run All" here; the finished images are stored
 
@@ -343,7 +342,7 @@ class BatchMagics(Magics):
                 raise ValueError(f"--code makes no images: it takes only --from and --prompt-index, not {what}")
             code = self._source(args.source).code(args.code, args.prompt_index)
         except ValueError as error:
-            raise UsageError(_as_options(str(error))) from None
+            raise UsageError(_said(error)) from None
         self.shell.set_next_input(code, replace=False)
         print(code, end="")
 
@@ -377,11 +376,12 @@ class BatchMagics(Magics):
 HIRES_OPTIONS = {"--scale": "scale", "--hires-strength": "hires_strength", "--hires-upscaler": "hires_upscaler"}
 """The options that go with ``--hires``, by the name argparse gives them."""
 
-_OPTIONS = {
+FLAGS = {
+    **{setting.name: setting.flag for setting in SETTINGS},
+    **{name: flag for flag, name in HIRES_OPTIONS.items()},
     "prompt_index": "--prompt-index",
-    **{name: s.flag for s in SETTINGS if "_" in s.name for name in (s.name, s.name.replace("_", " "))},
 }
-"""Python keyword names, and the words a core error writes them as, with the magic option each is."""
+"""The magic's option for each name a `SettingError` may carry (the Python keyword it stands for)."""
 
 
 def _stop(message: str, error: BaseException | None) -> NoReturn:
@@ -396,6 +396,8 @@ def _stop(message: str, error: BaseException | None) -> NoReturn:
     raise UsageError(message)
 
 
-def _as_options(message: str) -> str:
-    """A core error message with its Python keyword names written as the magic's options."""
-    return re.sub("|".join(rf"\b{name}\b" for name in _OPTIONS), lambda m: _OPTIONS[m.group()], message)
+def _said(error: BaseException | None) -> str:
+    """An error's first line as the magic's user reads it: a `SettingError` names its option (``--true-cfg``)."""
+    if isinstance(error, SettingError):
+        return first_line(error.said_as(FLAGS.get(error.field, error.field)))
+    return first_line(error)

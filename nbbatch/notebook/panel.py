@@ -12,13 +12,14 @@ import html
 import io
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.api import plan
 from nbbatch.core.engine import Runner
-from nbbatch.core.errors import first_line
+from nbbatch.core.errors import SettingError, first_line, raised_by_nbbatch
 from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.notices import notices_to
 from nbbatch.core.pictures import Picture, open_picture, plain_name
@@ -41,7 +42,7 @@ from nbbatch.models.backend import execute
 from nbbatch.notebook.controls import Controls
 from nbbatch.notebook.maskpad import MaskPad
 from nbbatch.scale.workers import RayRunner
-from nbbatch.settings import SECTIONS
+from nbbatch.settings import SECTIONS, SETTINGS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -266,7 +267,7 @@ class Panel:
             saver = self._saver()
             runner = RayRunner(self.workers.value) if self.workers.value else execute
         except ValueError as error:
-            self._error(str(error))
+            self._error(_said(error), error)
             return
         self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver, runner=runner))
 
@@ -328,7 +329,7 @@ class Panel:
         try:
             settings, jobs = plan(item)
         except ValueError as error:
-            self._error(str(error))
+            self._error(_said(error), error)
             return
         parent = self._current()
         self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, parent))
@@ -342,7 +343,7 @@ class Panel:
         try:
             self.code.value = item.code()
         except ValueError as error:
-            self._error(str(error))
+            self._error(_said(error), error)
             return
         self.code.layout.display = "flex"
 
@@ -398,7 +399,8 @@ class Panel:
                 work(self._progress, self._cancel)
         except Exception as error:  # shown in the panel as one line, never as a traceback
             self._show(self.batches.value)  # the batch shown before, as it was (not the live grid's placeholders)
-            self._error(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {first_line(error)}")
+            said = _said(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {_said(error)}"
+            self._error(said, error)
         finally:
             self._busy(False)
             self.cancel_button.disabled = True
@@ -439,9 +441,9 @@ class Panel:
             runner=runner,
         )
         if not result.items:  # nothing made: the batches shown stay as they were
-            why = f": {first_line(result.error)}" if result.error is not None else ""
+            why = f": {_said(result.error)}" if result.error is not None else ""
             self._show(self.batches.value)
-            self._error(f"the batch {result.status} before any image was made{why}")
+            self._error(f"the batch {result.status} before any image was made{why}", result.error)
             return
         if saver is not None:
             saver.add_grid(result.grid(), result.items)
@@ -469,7 +471,8 @@ class Panel:
         self.message.value = ""  # it spoke of another batch, or of a run that has ended
         if index is not None and self.results[index].status == "failed":
             failed = self.results[index]
-            self._error(f"the batch stopped: {first_line(failed.error)}; its {len(failed)} finished images are kept")
+            kept = f"its {len(failed)} finished images are kept"
+            self._error(f"the batch stopped: {_said(failed.error)}; {kept}", failed.error)
         elif index is not None and not self.results[index].complete:
             stopped = self.results[index]
             self.message.value = f"{stopped.status} after {len(stopped)} of {stopped.total} images; they are kept"
@@ -532,8 +535,20 @@ class Panel:
         self._thumbs.append(box)
         return box
 
-    def _error(self, text: str) -> None:
-        self.message.value = f"<span class='nbbatch-error'>{html.escape(text)}</span>"
+    def _error(self, text: str, error: BaseException | None = None) -> None:
+        """Say `text` in the status line; a library's `error` (not one of nbbatch's refusals) keeps its traceback.
+
+        The traceback is folded under the line (a ``<details>`` to open), as the magic lets
+        a library's error raise with its traceback: where it came from is worth keeping.
+        """
+        shown = f"<span class='nbbatch-error'>{html.escape(text)}</span>"
+        if error is not None and not raised_by_nbbatch(error):
+            trace = "".join(traceback.format_exception(error))
+            shown += (
+                "<details class='nbbatch-traceback'><summary>traceback</summary>"
+                f"<pre>{html.escape(trace)}</pre></details>"
+            )
+        self.message.value = shown
 
     # -- inputs ----------------------------------------------------------------------------------------
 
@@ -647,3 +662,11 @@ def _describe(result: BatchResult) -> str:
     kind = first.origin if first is not None and first.origin != "batch" else "batch"
     prompt = f"{first.prompt[:40]!r}{'…' if len(first.prompt) > 40 else ''} · " if first is not None else ""
     return f"{kind} · {prompt}{result.count}"
+
+
+def _said(error: BaseException | None) -> str:
+    """An error's first line as the panel says it: a `SettingError` names its control ("true cfg")."""
+    if isinstance(error, SettingError):
+        title = next((s.title for s in SETTINGS if s.name == error.field), error.field.replace("_", " "))
+        return first_line(error.said_as(title))
+    return first_line(error)

@@ -10,7 +10,6 @@ spec, or with other settings, is refused rather than mixed.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from nbbatch.core.spec import Job
 
 SPEC_NAMES = tuple(name for name in inspect.signature(plan).parameters if name != "settings") + tuple(
-    field.name for field in dataclasses.fields(Settings) if field.name != "model"
+    name for name in Settings.model_fields if name != "model"
 )
 """What a sweep file may set: the names `nbbatch.generate` takes."""
 
@@ -223,7 +222,7 @@ def _check(entry: Mapping[str, Any], job: Job, settings: Settings, folder: Path)
         "prompt": job.prompt,
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
-        "settings": json.loads(json.dumps(dataclasses.asdict(settings), default=str)),
+        "settings": json.loads(json.dumps(settings.model_dump(), default=str)),
     }
     for key, value in wanted.items():
         if entry.get(key) != value:
