@@ -174,7 +174,7 @@ def live(repeats: int) -> dict:
     def every_step():
         StepPreviewer.every, default = 0.0, StepPreviewer.every
         try:
-            nbbatch.generate(prompts, "0-7", on_preview=counted.append, **options)
+            nbbatch.generate(prompts, "0-7", observer=nbbatch.Observer(preview=counted.append), **options)
         finally:
             StepPreviewer.every = default
 
@@ -195,7 +195,7 @@ def live(repeats: int) -> dict:
         {
             "no previews": lambda: nbbatch.generate(prompts, "0-7", **options),
             "previews (at most 4 a second)": lambda: nbbatch.generate(
-                prompts, "0-7", on_preview=counted.append, **options
+                prompts, "0-7", observer=nbbatch.Observer(preview=counted.append), **options
             ),
             "previews at every step": every_step,
             "%%batchgen --no-preview": lambda: magic(" --no-preview"),

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbbatch.core.item import Item
 
 EXAMPLE = """\
 example sweep.toml (the names are those nbbatch.generate takes):
@@ -46,27 +50,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from nbbatch.scale.sweep import read_spec, run_sweep
+    from nbbatch.scale.sweep import SweepObserver, read_spec, run_sweep
 
-    bar = None
+    class Bar(SweepObserver):
+        """The sweep as a progress bar of images saved."""
 
-    def start(total: int, found: int) -> None:
-        nonlocal bar
-        if found:
-            print(f"{found} of {total} images are in {args.out} already: making the other {total - found}")
-        bar = tqdm(total=total, initial=found, unit="image", dynamic_ncols=True)
+        bar = None
 
-    def saved(count: int) -> None:
-        if bar is not None:
-            bar.update(count)
+        def started(self, total: int, found: int) -> None:
+            if found:
+                print(f"{found} of {total} images are in {args.out} already: making the other {total - found}")
+            self.bar = tqdm(total=total, initial=found, unit="image", dynamic_ncols=True)
+
+        def made(self, items: list[Item], start: int) -> None:
+            if self.bar is not None:
+                self.bar.update(len(items))
+
+    bar = Bar()
 
     try:
         if args.ray_address is not None and args.workers is None:
             raise ValueError("--ray-address goes with --workers")
         spec = read_spec(args.spec)
-        sweep = run_sweep(
-            spec, args.out, workers=args.workers, ray_address=args.ray_address, on_start=start, on_saved=saved
-        )
+        sweep = run_sweep(spec, args.out, workers=args.workers, ray_address=args.ray_address, observer=bar)
     except ValueError as error:
         print(f"nbbatch: error: {error}", file=sys.stderr)
         return 2
@@ -74,8 +80,8 @@ def _run(args: argparse.Namespace) -> int:
         print("nbbatch: interrupted; run the same command again to go on", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        if bar.bar is not None:
+            bar.bar.close()
     print(sweep.summary())
     return {"complete": 0, "failed": 1}.get(sweep.status, 130)
 

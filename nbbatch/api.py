@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.axes import with_axes
 from nbbatch.core.errors import SettingError
+from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
@@ -17,7 +18,7 @@ from nbbatch.scale.workers import RayRunner
 from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from nbbatch.core.engine import CancelFlag, Preview, Progress
+    from nbbatch.core.engine import CancelFlag
 
 __all__ = ["BatchError", "generate", "load", "plan", "reproduce"]
 
@@ -67,10 +68,8 @@ def generate(
     prompts: str | Sequence[str],
     seeds: str | int | Sequence[int] | None = None,
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    on_preview: Callable[[Preview], None] | None = None,
-    preview: bool = True,
     workers: int | None = None,
     ray_address: str | None = None,
     **options: Any,
@@ -90,12 +89,13 @@ def generate(
     or a folder or glob of masks matched to the pictures by file name. `x`, `y` and `z` make an X/Y/Z
     grid: ``x="steps=10,20,30"`` or ``x=("guidance", [3, 5.5, 8])``. `model` defaults to
     ``nbbatch:shapes`` (or ``$NBBATCH_MODEL``). Other keywords are the settings of
-    `nbbatch.settings.SETTINGS` (`Settings` fields): SETTING_NAMES. `on_progress` is called
-    at every step; `on_preview` gets step previews of the images in flight (a `Preview`:
-    positions in the batch, step, PIL pictures; at most four a second, for models whose
-    latents have known colours), unless `preview` is False. A cancel or interrupt returns
-    the finished images with ``complete`` False; an error raises `BatchError`, whose
-    ``result`` holds them.
+    `nbbatch.settings.SETTINGS` (`Settings` fields): SETTING_NAMES. `observer` watches the
+    run (an `nbbatch.Observer`: ``Observer(progress=print)`` prints the progress at every
+    step; one with a `preview` gets step previews of the images in flight, a `Preview` of
+    positions in the batch, step and PIL pictures, at most four a second, for models whose
+    latents have known colours). `cancel` (a `threading.Event`) stops the run at the next
+    step. A cancel or interrupt returns the finished images with ``complete`` False; an
+    error raises `BatchError`, whose ``result`` holds them.
 
     `workers` spreads the batch over that many Ray workers (one GPU each where the
     cluster has GPUs) in chunks of the batch size: the same images in the same order,
@@ -106,8 +106,7 @@ def generate(
         raise ValueError("ray_address names a Ray cluster for workers: give workers=N too")
     settings, jobs = plan(prompts, seeds, **options)
     runner = execute if workers is None else RayRunner(workers, ray_address)
-    shown = on_preview if preview else None
-    return run_batch(settings, jobs, on_progress=on_progress, cancel=cancel, on_preview=shown, runner=runner)
+    return run_batch(settings, jobs, observer=observer, cancel=cancel, runner=runner)
 
 
 generate.__doc__ = (generate.__doc__ or "").replace(

@@ -89,7 +89,7 @@ def test_cpu_float16_runs_and_says_so():
 
 def test_progress_covers_every_image_and_ends_at_one():
     seen = []
-    nbbatch.generate(["a", "b"], "0-2", batch_size=4, on_progress=seen.append, **FAST)
+    nbbatch.generate(["a", "b"], "0-2", batch_size=4, observer=nbbatch.Observer(progress=seen.append), **FAST)
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     first_chunk, second_chunk = (p.describe() for p in seen if p.chunk and p.step == 2)
@@ -105,7 +105,9 @@ def test_cancel_keeps_the_finished_chunks_and_drops_the_half_denoised_one():
         if progress.done == 2 and progress.step == 2:
             cancel.set()
 
-    result = nbbatch.generate("a", "0-5", batch_size=2, on_progress=on_progress, cancel=cancel, **FAST)
+    result = nbbatch.generate(
+        "a", "0-5", batch_size=2, observer=nbbatch.Observer(progress=on_progress), cancel=cancel, **FAST
+    )
     assert result.status == "cancelled" and not result.complete
     assert [item.seed for item in result] == [0, 1]
     full = nbbatch.generate("a", "0-1", **FAST)
@@ -117,7 +119,7 @@ def test_kernel_interrupt_at_image_5_of_8_keeps_images_1_to_4():
         if progress.done == 4 and progress.step == 1:
             raise KeyboardInterrupt
 
-    result = nbbatch.generate("a", "0-7", batch_size=1, on_progress=on_progress, **FAST)
+    result = nbbatch.generate("a", "0-7", batch_size=1, observer=nbbatch.Observer(progress=on_progress), **FAST)
     assert result.status == "interrupted" and not result.complete
     assert [item.seed for item in result] == [0, 1, 2, 3]
     assert "4 of 8 images" in result.summary() and "interrupted" in result.summary()
@@ -235,7 +237,9 @@ def test_a_second_batch_while_one_runs_is_refused_clearly():
         started.set()
         release.wait(30)
 
-    worker = threading.Thread(target=nbbatch.generate, args=("a", [0]), kwargs={"on_progress": hold, **FAST})
+    worker = threading.Thread(
+        target=nbbatch.generate, args=("a", [0]), kwargs={"observer": nbbatch.Observer(progress=hold), **FAST}
+    )
     worker.start()
     try:
         assert started.wait(30)
@@ -253,7 +257,7 @@ def test_an_error_in_the_callers_on_progress_ends_the_run_keeping_finished_image
             raise RuntimeError("my callback broke")
 
     with pytest.raises(nbbatch.BatchError, match="my callback broke") as caught:
-        nbbatch.generate("a", "0-5", batch_size=2, on_progress=explode, **FAST)
+        nbbatch.generate("a", "0-5", batch_size=2, observer=nbbatch.Observer(progress=explode), **FAST)
     assert [item.seed for item in caught.value.result] == [0, 1]
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from nbbatch.core import engine
 from nbbatch.core.errors import OutOfMemory
 from nbbatch.core.item import Item
+from nbbatch.core.observer import Observer
 from nbbatch.core.seeds import make_generator
 from nbbatch.core.spec import Job, Settings
 
@@ -100,17 +101,19 @@ def test_a_cancel_during_a_step_ends_the_run_keeping_the_finished_chunks():
         if p.done == 2 and p.step == 1:
             cancel.set()
 
-    run = engine.execute(Settings(), jobs(6), FakeBackend(batch_size=2), on_progress=progress, cancel=cancel)
+    run = engine.execute(
+        Settings(), jobs(6), FakeBackend(batch_size=2), observer=Observer(progress=progress), cancel=cancel
+    )
     assert run.status == "cancelled" and [item.seed for item in run.items] == [0, 1]
 
 
 def test_previews_name_the_images_in_flight_and_come_at_most_four_a_second(monkeypatch):
     shown: list[engine.Preview] = []
-    engine.execute(Settings(), jobs(4), FakeBackend(batch_size=2), on_preview=shown.append)
+    engine.execute(Settings(), jobs(4), FakeBackend(batch_size=2), observer=Observer(preview=shown.append))
     assert shown and len(shown) <= 2, "the first preview, then none within a quarter second on this fast fake"
     monkeypatch.setattr(engine, "PREVIEW_EVERY", 0.0)
     shown.clear()
-    engine.execute(Settings(), jobs(4), FakeBackend(batch_size=2), on_preview=shown.append)
+    engine.execute(Settings(), jobs(4), FakeBackend(batch_size=2), observer=Observer(preview=shown.append))
     assert [(p.positions, p.step) for p in shown] == [((0, 1), s) for s in (1, 2, 3)] + [((2, 3), s) for s in (1, 2, 3)]
 
 
@@ -169,6 +172,6 @@ def test_the_time_left_counts_from_the_first_step_not_from_loading(monkeypatch):
     seen = []
     backend = SlowLoading(steps=20)
     monkeypatch.setattr(FakePass, "call", lambda self, jobs, states, on_step: stepping(jobs, states, on_step))
-    engine.execute(Settings(), jobs(1), backend, on_progress=seen.append)
+    engine.execute(Settings(), jobs(1), backend, observer=Observer(progress=seen.append))
     first = next(progress for progress in seen if progress.step == 1)
     assert first.elapsed == 61.0 and first.eta == pytest.approx(19.0), "19 steps of a second left, not 19 minutes"

@@ -238,7 +238,7 @@ def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, fac
     folder = tmp_path / kind
     nbbatch.build_tiny_pipeline(kind).save_pretrained(folder)  # no nbbatch.json: the map comes from its VAE
     shown = []
-    nbbatch.generate("a red cat", [1], model=str(folder), on_preview=shown.append, **SIZE)
+    nbbatch.generate("a red cat", [1], model=str(folder), observer=nbbatch.Observer(preview=shown.append), **SIZE)
     assert [preview.step for preview in shown] == [1, 2]
     pipe = raw_pipeline(str(folder))
     latents = pipe(prompt="a red cat", generator=torch.Generator().manual_seed(1), output_type="latent", **RAW).images
@@ -258,7 +258,7 @@ def test_no_step_previews_for_a_latent_space_without_published_colours(tmp_path,
     folder = tmp_path / "cogview4"
     nbbatch.build_tiny_pipeline("cogview4").save_pretrained(folder)
     shown = []
-    nbbatch.generate("a red cat", [1], model=str(folder), on_preview=shown.append, **SIZE)
+    nbbatch.generate("a red cat", [1], model=str(folder), observer=nbbatch.Observer(preview=shown.append), **SIZE)
     assert shown == []
 
 

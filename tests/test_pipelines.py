@@ -223,7 +223,9 @@ def test_schedules_a_scheduler_lacks_are_one_line_errors(scheduler, message):
 @pytest.mark.parametrize("scheduler", ["heun", "pndm"])
 def test_progress_of_multi_order_schedulers_ends_at_one_and_never_runs_backwards(scheduler):
     seen = []
-    result = nbbatch.generate("a", "0-3", scheduler=scheduler, batch_size=2, on_progress=seen.append, **FAST)
+    result = nbbatch.generate(
+        "a", "0-3", scheduler=scheduler, batch_size=2, observer=nbbatch.Observer(progress=seen.append), **FAST
+    )
     assert result.complete
     fractions = [p.fraction for p in seen]
     assert max(fractions) == pytest.approx(1.0) and all(0 <= f <= 1 for f in fractions)

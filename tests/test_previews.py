@@ -36,7 +36,9 @@ def mean_colour(image: Image.Image) -> np.ndarray:
 @pytest.mark.parametrize("scheduler", [None, "dpm++2m"])
 def test_previews_arrive_per_chunk_with_steps_and_end_as_the_finished_image(scheduler):
     shown = []
-    made = nbbatch.generate(PROMPTS, [0, 1], on_preview=shown.append, scheduler=scheduler, **SHAPES)
+    made = nbbatch.generate(
+        PROMPTS, [0, 1], observer=nbbatch.Observer(preview=shown.append), scheduler=scheduler, **SHAPES
+    )
     assert [p.positions for p in shown] == [(0, 1)] * 12 + [(2, 3)] * 12, "per chunk of two, every step"
     assert [p.step for p in shown[:12]] == list(range(1, 13)) and {p.steps for p in shown} == {12}
     assert all(isinstance(picture, Image.Image) and picture.size == (64, 64) for p in shown for picture in p.images)
@@ -61,21 +63,34 @@ def test_previews_stop_when_the_run_stops(every_step):
         if p.step == 3:
             cancel.set()
 
-    stopped = nbbatch.generate(PROMPTS, [0, 1], on_preview=preview, cancel=cancel, **SHAPES)
+    stopped = nbbatch.generate(PROMPTS, [0, 1], observer=nbbatch.Observer(preview=preview), cancel=cancel, **SHAPES)
     assert stopped.status == "cancelled" and len(stopped) == 0
     assert [p.step for p in shown] == [1, 2, 3], "no preview after the step that cancelled"
 
 
-def test_no_previews_when_turned_off_or_for_latents_of_unknown_colours(every_step):
-    shown = []
-    nbbatch.generate(PROMPTS, [0], on_preview=shown.append, preview=False, **SHAPES)
-    nbbatch.generate("a red cat", [0], on_preview=shown.append, steps=4, width=32, height=32)  # tiny-sd: random
+def test_no_previews_for_an_observer_that_wants_none_or_for_latents_of_unknown_colours(every_step):
+    shown, progress = [], []
+
+    class Unwanted(nbbatch.Observer):
+        wants_previews = False
+
+        def preview(self, preview):
+            shown.append(preview)
+
+    nbbatch.generate(PROMPTS, [0], observer=Unwanted(progress=progress.append), **SHAPES)
+    assert progress and shown == [], "told of the progress, shown no picture"
+    nbbatch.generate(PROMPTS, [0], observer=nbbatch.Observer(progress=progress.append), **SHAPES)
+    nbbatch.generate(
+        "a red cat", [0], observer=nbbatch.Observer(preview=shown.append), steps=4, width=32, height=32
+    )  # tiny-sd: random
     assert shown == []
 
 
 def test_at_most_four_previews_a_second():
     shown = []
-    made = nbbatch.generate(PROMPTS * 4, [0, 1], on_preview=shown.append, **{**SHAPES, "steps": 20})
+    made = nbbatch.generate(
+        PROMPTS * 4, [0, 1], observer=nbbatch.Observer(preview=shown.append), **{**SHAPES, "steps": 20}
+    )
     elapsed = made.elapsed
     assert 0 < len(shown) <= 4 * elapsed + 1
 
@@ -139,7 +154,9 @@ def test_a_palette_map_snaps_colours_a_linear_map_cannot_and_round_trips_through
 
 def test_a_stopped_batch_draws_the_images_not_made_as_grey_cells():
     cancel = threading.Event()
-    made = nbbatch.generate(PROMPTS, [0, 1], cancel=cancel, on_progress=lambda p: p.done and cancel.set(), **SHAPES)
+    made = nbbatch.generate(
+        PROMPTS, [0, 1], cancel=cancel, observer=nbbatch.Observer(progress=lambda p: p.done and cancel.set()), **SHAPES
+    )
     assert made.status == "cancelled" and len(made) == 2
     full = nbbatch.generate(PROMPTS, [0, 1], **SHAPES)
     assert made.grid().size == full.grid().size, "all four cells are drawn"

@@ -75,7 +75,9 @@ def test_an_x_y_grid_varies_when_the_refiner_takes_over(raw):
 
 def test_the_progress_counts_the_base_s_steps_then_the_refiner_s():
     seen = []
-    nbbatch.generate("a red cat", [1], model=BASE, refiner=REFINER, on_progress=seen.append, **SIZE)
+    nbbatch.generate(
+        "a red cat", [1], model=BASE, refiner=REFINER, observer=nbbatch.Observer(progress=seen.append), **SIZE
+    )
     steps = [progress.step for progress in seen if progress.step]
     assert steps == sorted(steps) and max(steps) == 10, steps
 

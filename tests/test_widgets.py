@@ -428,7 +428,7 @@ def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel
         return watched
 
     monkeypatch.setattr(_LiveGrid, "preview", watching(_LiveGrid.preview))
-    monkeypatch.setattr(_LiveGrid, "add", watching(_LiveGrid.add))
+    monkeypatch.setattr(_LiveGrid, "made", watching(_LiveGrid.made))
     panel.set(model="nbbatch:shapes", steps=3, batch_size=2)
     panel.set(width=None, height=None)
     panel.prompts.value, panel.seeds.value = "a red circle on a blue background", "0-3"
@@ -439,7 +439,7 @@ def test_thumbnails_show_previews_then_finished_images_then_the_final_grid(panel
         ["preview", "preview", "pending", "pending"],
         ["seed 0 · step 1/3", "seed 1 · step 1/3", "seed 2", "seed 3"],
     )
-    first_chunk = next(s for s in seen if s[0] == "add")
+    first_chunk = next(s for s in seen if s[0] == "made")
     assert first_chunk[1] == ["done", "done", "pending", "pending"] and first_chunk[2][:2] == ["seed 0", "seed 1"]
     assert seen[-1][1] == ["done"] * 4
     assert [[box.item.seed for box in row] for row in thumbs(panel)] == [[0, 1, 2, 3]], "then the final, clickable grid"

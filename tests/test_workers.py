@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from PIL import Image
 
 import nbbatch
+from nbbatch.core.observer import Observer
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Job, Settings
 from nbbatch.formats.png import record
@@ -92,7 +93,7 @@ def test_a_worker_killed_mid_run_has_its_chunk_run_again_and_nothing_twice():
         seen.extend(range(start, start + len(items)))
 
     with pytest.warns(RuntimeWarning, match=r"a Ray worker died while making image \d; another worker runs them"):
-        spread = run_batch(settings, jobs, on_chunk=killing, runner=runner)
+        spread = run_batch(settings, jobs, observer=Observer(made=killing), runner=runner)
     assert spread.complete and sorted(seen) == list(range(8))
     assert victim not in runner.pids()  # a new worker took its place
     assert_same_images(spread, run_batch(settings, jobs, runner=execute))
@@ -106,7 +107,7 @@ def test_cancel_stops_every_worker_and_keeps_the_finished_chunks_in_their_places
     def cancelling(items, start):
         cancel.set()
 
-    stopped = run_batch(settings, jobs, cancel=cancel, on_chunk=cancelling, runner=RayRunner(2))
+    stopped = run_batch(settings, jobs, cancel=cancel, observer=Observer(made=cancelling), runner=RayRunner(2))
     assert stopped.status == "cancelled" and 1 <= len(stopped) <= 3  # the first, and at most the two in flight
     made = {job.seed for job in jobs} - {job.seed for _, job in stopped.not_made()}
     assert {item.seed for item in stopped} == made and len(made) == len(stopped)

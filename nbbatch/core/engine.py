@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from nbbatch.core.errors import OutOfMemory
 from nbbatch.core.notices import notice
+from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.seeds import generator_state, make_generator
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 Status = Literal["complete", "cancelled", "interrupted", "failed"]
 
-ChunkCallback = Callable[[list["Item"], int], None]
 """Called with a finished chunk's items and the position of its first image among the batch's jobs."""
 
 Pictures = Callable[[], tuple["Image.Image", ...]]
@@ -193,12 +193,10 @@ class Runner(Protocol):
         settings: Settings,
         jobs: Sequence[Job],
         *,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
-        on_chunk: ChunkCallback | None = None,
-        on_preview: Callable[[Preview], None] | None = None,
     ) -> Run:
-        """Run `jobs` as `execute` does: errors before the first image raise, later ones end the run."""
+        """Run `jobs` as `execute` does, told to `observer`: errors before the first image raise, later ones end it."""
         ...
 
 
@@ -209,17 +207,17 @@ PREVIEW_EVERY = 0.25
 def run_pass(
     work: Pass,
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    on_chunk: Callable[[list[Made]], None] | None = None,
-    on_preview: Callable[[Preview], None] | None = None,
+    collect: Callable[[list[Made]], None] | None = None,
 ) -> Outcome:
     """Run a pass's jobs in chunks of at most its `batch_size` images (all at once when None).
 
     With `back_off`, an out-of-memory error halves the chunk and retries it; finished
-    images are kept either way. `on_preview` gets pictures of the chunk in flight
-    (positions in the pass's jobs) where the pass can make them. Returns every finished
-    image and how the run ended.
+    images are kept either way, each chunk's handed to `collect`. `observer` sees the
+    progress and, if it wants them, pictures of the chunk in flight (positions in the
+    pass's jobs) where the pass can make them. Returns every finished image and how the
+    run ended.
     """
     jobs = list(work.jobs)
     size = min(work.batch_size or len(jobs), len(jobs)) or 1
@@ -232,8 +230,7 @@ def run_pass(
     last_preview = [float("-inf")]
 
     def report(step: int, chunk: int) -> None:
-        if on_progress is not None:
-            on_progress(Progress(len(made), len(jobs), chunk, step, work.steps, time.perf_counter() - start))
+        observer.progress(Progress(len(made), len(jobs), chunk, step, work.steps, time.perf_counter() - start))
 
     def due() -> bool:
         now = time.monotonic()
@@ -253,8 +250,8 @@ def run_pass(
                 if cancel is not None and cancel.is_set():
                     stop["cancelled"] = True
                 report(step, chunk)
-                if on_preview is not None and pictures is not None and not stop["cancelled"] and due():
-                    on_preview(Preview(tuple(range(len(made), len(made) + chunk)), step, work.steps, pictures()))
+                if pictures is not None and observer.wants_previews and not stop["cancelled"] and due():
+                    observer.preview(Preview(tuple(range(len(made), len(made) + chunk)), step, work.steps, pictures()))
                 return stop["cancelled"]
 
             report(0, len(chunk))
@@ -274,12 +271,12 @@ def run_pass(
                 break
             new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
             made.extend(new)
-            if on_chunk is not None:
-                on_chunk(new)  # autosave may fail: the images are kept all the same
+            if collect is not None:
+                collect(new)  # the observer's autosave may fail: the images are kept all the same
         report(0, 0)
     except KeyboardInterrupt:
         status = "interrupted"
-    except Exception as exc:  # the caller's on_progress or on_chunk failed: stop, keep the images
+    except Exception as exc:  # the caller's observer failed: stop, keep the images
         status, error = "failed", exc
     if work.back_off and made:
         work.worked(size)
@@ -295,16 +292,14 @@ def execute(
     jobs: Sequence[Job],
     backend: Backend,
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    on_chunk: ChunkCallback | None = None,
-    on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     """Prepare `jobs` with `backend` and run them; one batch at a time in the whole process.
 
-    `on_chunk` sees each chunk's items (and its first position) as soon as they are
-    finished (for autosave); `on_preview` gets step previews of the images in flight, at
-    most four a second, where the backend can make them. An error while preparing is
+    `observer` sees the progress, each chunk's items (and its first position) as soon as
+    they are finished (for autosave) and, if it wants them, step previews of the images in
+    flight, at most four a second, where the backend can make them. An error while preparing is
     raised before anything runs; an error, a cancel or a kernel interrupt during the run
     ends it with every finished item in the returned `Run`.
     """
@@ -313,7 +308,7 @@ def execute(
     if not _running.acquire(blocking=False):
         raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
     try:
-        return _execute(settings, jobs, backend, on_progress, cancel, on_chunk, on_preview)
+        return _execute(settings, jobs, backend, observer, cancel)
     finally:
         _running.release()
 
@@ -326,10 +321,8 @@ def _execute(
     settings: Settings,
     jobs: Sequence[Job],
     backend: Backend,
-    on_progress: Callable[[Progress], None] | None,
+    observer: Observer,
     cancel: CancelFlag | None,
-    on_chunk: ChunkCallback | None,
-    on_preview: Callable[[Preview], None] | None,
 ) -> Run:
     start = time.perf_counter()
     passes = [work for own, segment in _segments(settings, jobs) for work in backend.prepare(own, segment)]
@@ -339,34 +332,15 @@ def _execute(
     for work in passes:  # each one pipeline view; a grid's cells with equal settings share one
         offset = len(items)
 
-        def shifted(progress: Progress, offset: int = offset) -> None:
-            now = time.perf_counter()
-            if on_progress is not None:
-                on_progress(
-                    dataclasses.replace(
-                        progress, done=progress.done + offset, total=len(jobs), elapsed=now - start, working=now - ready
-                    )
-                )
-
         def collect(made: list[Made], work: Pass = work) -> None:
             new = [work.item(m) for m in made]
             first = len(items)
             items.extend(new)
-            if on_chunk is not None:
-                on_chunk(new, first)
-
-        def preview(shown: Preview, offset: int = offset) -> None:
-            assert on_preview is not None  # passed on only when there is one
-            on_preview(dataclasses.replace(shown, positions=tuple(p + offset for p in shown.positions)))
+            observer.made(new, first)
 
         work.start()
-        outcome = run_pass(
-            work,
-            on_progress=shifted,
-            cancel=cancel,
-            on_chunk=collect,
-            on_preview=preview if on_preview is not None else None,
-        )
+        watched = _InBatch(observer, offset, len(jobs), start, ready)
+        outcome = run_pass(work, observer=watched, cancel=cancel, collect=collect)
         if outcome.status != "complete":
             break
     assert outcome is not None  # there is at least one pass: jobs is not empty
@@ -375,6 +349,28 @@ def _execute(
         notice(broken_message(broken, passes[0].dtype), RuntimeWarning, stacklevel=4)
     elapsed = time.perf_counter() - start
     return Run(items, outcome.status, outcome.error, elapsed, passes[0].placement, outcome.batch_size)
+
+
+class _InBatch(Observer):
+    """A pass's events as its batch's: positions and counts shifted by the pass's `offset`, times from the start."""
+
+    def __init__(self, observer: Observer, offset: int, total: int, start: float, ready: float) -> None:
+        super().__init__()
+        self.observer, self.offset, self.total, self.start, self.ready = observer, offset, total, start, ready
+
+    def progress(self, progress: Progress) -> None:
+        now = time.perf_counter()
+        done, elapsed, working = progress.done + self.offset, now - self.start, now - self.ready
+        self.observer.progress(
+            dataclasses.replace(progress, done=done, total=self.total, elapsed=elapsed, working=working)
+        )
+
+    def preview(self, preview: Preview) -> None:
+        self.observer.preview(dataclasses.replace(preview, positions=tuple(p + self.offset for p in preview.positions)))
+
+    @property
+    def wants_previews(self) -> bool:
+        return self.observer.wants_previews
 
 
 def _segments(settings: Settings, jobs: Sequence[Job]) -> list[tuple[Settings, list[Job]]]:

@@ -12,13 +12,13 @@ import difflib
 import html
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.attention import check_prompt
 from nbbatch.core.axes import axis_label
-from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Runner, Status
+from nbbatch.core.engine import CancelFlag, Runner, Status
 from nbbatch.core.errors import SettingError, first_line
 from nbbatch.core.grid import (
     Group,
@@ -33,6 +33,7 @@ from nbbatch.core.grid import (
 from nbbatch.core.history import record
 from nbbatch.core.item import Item
 from nbbatch.core.masks import make_mask
+from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.spec import UPSCALERS, Job, Settings, choose_seeds
 from nbbatch.formats.trust import settings_to_remake
 from nbbatch.settings import SETTINGS
@@ -62,20 +63,19 @@ def run_batch(
     *,
     runner: Runner,
     parent: BatchResult | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    on_chunk: ChunkCallback | None = None,
-    on_preview: Callable[[Preview], None] | None = None,
     raise_on_failure: bool = True,
 ) -> BatchResult:
     """Run `jobs` with `settings` on `runner` and wrap what was made (see `nbbatch.core.engine.execute`).
 
     `runner` runs them: in this process (`nbbatch.models.backend.execute`) or on a pool of
     Ray workers (`nbbatch.scale.workers.RayRunner`); the result keeps it for its refinements.
+    `observer` watches the run (see `nbbatch.core.observer`).
     A failed batch raises `BatchError` with the finished images in its ``result``, unless
     `raise_on_failure` is False (the front ends, which show the result either way).
     """
-    run = runner(settings, jobs, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview)
+    run = runner(settings, jobs, observer=observer, cancel=cancel)
     result = BatchResult(
         run.items,
         settings,
@@ -252,7 +252,7 @@ class BatchResult(Sequence[Item]):
         *,
         prompt_index: int | None = None,
         negative_prompt: str | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
         allow_download: bool = False,
         **overrides: Any,
@@ -267,7 +267,7 @@ class BatchResult(Sequence[Item]):
         """
         item = self.by_seed(seed, prompt_index)
         settings, jobs = refine_jobs(item, prompt, negative_prompt, overrides, allow_download)
-        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, observer=observer, cancel=cancel)
 
     def _runner(self) -> Runner:
         if self.runner is None:
@@ -305,7 +305,7 @@ class BatchResult(Sequence[Item]):
         seeds: str | Sequence[int] | None = None,
         *,
         prompt_index: int | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
         allow_download: bool = False,
         **overrides: Any,
@@ -318,7 +318,7 @@ class BatchResult(Sequence[Item]):
         item = self.by_seed(seed, prompt_index)
         seeds = choose_seeds(seeds, None, default=None)
         settings, jobs = vary_jobs(item, prompt, seeds, None, {"strength": strength, **overrides}, allow_download)
-        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, observer=observer, cancel=cancel)
 
     def upscale(
         self,
@@ -330,7 +330,7 @@ class BatchResult(Sequence[Item]):
         upscaler: str = "lanczos",
         *,
         prompt_index: int | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
         allow_download: bool = False,
         **overrides: Any,
@@ -346,7 +346,7 @@ class BatchResult(Sequence[Item]):
         if steps is not None:
             overrides["steps"] = steps
         settings, jobs = hires_jobs(item, scale, strength, prompt, upscaler, overrides, allow_download)
-        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, observer=observer, cancel=cancel)
 
     def inpaint(
         self,
@@ -357,7 +357,7 @@ class BatchResult(Sequence[Item]):
         *,
         prompt_index: int | None = None,
         negative_prompt: str | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
         allow_download: bool = False,
         **overrides: Any,
@@ -373,7 +373,7 @@ class BatchResult(Sequence[Item]):
         settings, jobs = inpaint_jobs(
             item, mask, prompt, negative_prompt, {"strength": strength, **overrides}, allow_download
         )
-        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, observer=observer, cancel=cancel)
 
     def edit(
         self,
@@ -383,7 +383,7 @@ class BatchResult(Sequence[Item]):
         seeds: str | Sequence[int] | None = None,
         *,
         prompt_index: int | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
         allow_download: bool = False,
         **overrides: Any,
@@ -399,7 +399,7 @@ class BatchResult(Sequence[Item]):
         item = self.by_seed(seed, prompt_index)
         chosen = None if seeds is None else choose_seeds(seeds, None, default=None)
         settings, jobs = edit_jobs(item, instruction, model, chosen, overrides, allow_download)
-        return run_batch(settings, jobs, runner=self._runner(), parent=self, on_progress=on_progress, cancel=cancel)
+        return run_batch(settings, jobs, runner=self._runner(), parent=self, observer=observer, cancel=cancel)
 
     def save(self, folder: str | os.PathLike, grid: bool = True) -> list[Path]:
         """Save every image as a PNG with its parameters (and the grid) into `folder`, never overwriting.

@@ -33,6 +33,7 @@ from nbbatch import __version__
 from nbbatch.core.attention import check_text
 from nbbatch.core.axes import axis_value
 from nbbatch.core.item import Item
+from nbbatch.core.observer import Observer
 from nbbatch.core.pictures import read_picture
 from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
@@ -197,10 +198,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-class Saver:
+class Saver(Observer):
     """Writes items into one folder as they come: PNGs with metadata, input images, and index lines.
 
-    Used whole by `BatchResult.save` and chunk by chunk by autosave and sweeps. Every write
+    Used whole by `BatchResult.save` and chunk by chunk by autosave and sweeps (as a run's
+    `Observer`, it writes each chunk it is handed). Every write
     stays in the folder and refuses to follow a symbolic link; files get the modes of any
     file the process makes (its umask). Part files a killed process left are removed.
     """
@@ -214,6 +216,10 @@ class Saver:
             raise ValueError(f"cannot write to {str(folder)!r}: {error.strerror or error}") from None
         _remove_dead_parts(self.folder)
         self.written: list[Path] = []
+
+    def made(self, items: list[Item], start: int) -> None:
+        """Write a run's finished chunk (autosave)."""
+        self.add(items)
 
     def add(
         self, items: Iterable[Item], stems: Sequence[str] | None = None, indexed: Container[str] = ()

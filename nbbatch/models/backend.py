@@ -26,6 +26,7 @@ from nbbatch.core.attention import check_prompt, is_plain
 from nbbatch.core.errors import OutOfMemory, SettingError
 from nbbatch.core.item import Item
 from nbbatch.core.notices import notice
+from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
@@ -46,7 +47,7 @@ from nbbatch.models.speedups import SPEEDUPS, apply_speedups
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nbbatch.core.engine import CancelFlag, ChunkCallback, Made, Preview, Progress, Run, StepHook
+    from nbbatch.core.engine import CancelFlag, Made, Run, StepHook
     from nbbatch.core.spec import Job, Settings
 
 
@@ -54,18 +55,14 @@ def execute(
     settings: Settings,
     jobs: Sequence[Job],
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    on_chunk: ChunkCallback | None = None,
-    on_preview: Callable[[Preview], None] | None = None,
 ) -> Run:
     """Load (or reuse) the pipeline and run `jobs` in this process (see `nbbatch.core.engine.execute`).
 
     Step previews come where the model's latents have known colours (see `nbbatch.models.previews`).
     """
-    return engine.execute(
-        settings, jobs, BACKEND, on_progress=on_progress, cancel=cancel, on_chunk=on_chunk, on_preview=on_preview
-    )
+    return engine.execute(settings, jobs, BACKEND, observer=observer, cancel=cancel)
 
 
 def call_arguments(

@@ -19,6 +19,7 @@ from IPython import get_ipython
 from IPython.display import display
 
 from nbbatch.core.grid import encode_preview, preview_cell, thumbnail
+from nbbatch.core.observer import Observer
 from nbbatch.core.result import Filling, plan_grid
 
 if TYPE_CHECKING:
@@ -31,18 +32,20 @@ if TYPE_CHECKING:
 LOADING = "loading the pipeline…"
 
 
-class ProgressDisplay:
-    """One bar for the whole batch (images, step, time left), redrawn at most ten times a second.
+class ProgressDisplay(Observer):
+    """The magic's view of a run: one bar for the whole batch (images, step, time left), ten redraws a second at most.
 
     Given the batch's `jobs`, a grid of them fills under the bar (in a Jupyter kernel): step
-    previews (`preview`) and finished images (`add`), redrawn at most once a second (and when a
+    previews (`preview`) and finished images (`made`), redrawn at most once a second (and when a
     chunk finishes). Pictures are kept at cell size, so a redraw costs the same for any image size.
+    Without jobs it is the bar alone, and wants no previews.
     """
 
     refresh_every = 0.1
     grid_every = 1.0
 
     def __init__(self, jobs: Sequence[Job] = ()) -> None:
+        super().__init__()
         self.jobs = tuple(jobs)
         self._filling = Filling(self.jobs)
         self._cell = preview_cell()
@@ -72,7 +75,7 @@ class ProgressDisplay:
             )
         return self
 
-    def update(self, progress: Progress) -> None:
+    def progress(self, progress: Progress) -> None:
         """Show `progress`; redraws closer together than `refresh_every` are skipped, the last one never."""
         now = time.monotonic()
         if now - self._last < self.refresh_every and progress.chunk:
@@ -85,15 +88,20 @@ class ProgressDisplay:
             self._bar.set_description_str(progress.describe(), refresh=False)
             self._bar.update(round(progress.fraction * 1000) - self._bar.n)
 
-    def add(self, items: Sequence[Item], start: int) -> None:
+    def made(self, items: list[Item], start: int) -> None:
         """Put a finished chunk's images in, the first at position `start` among the jobs."""
         self._put(self._filling.finished(items, start))
         self._draw(force=True)
 
-    def preview(self, shown: Preview) -> None:
+    def preview(self, preview: Preview) -> None:
         """Show step previews of the images in flight."""
-        self._put(self._filling.previewed(shown))
+        self._put(self._filling.previewed(preview))
         self._draw()
+
+    @property
+    def wants_previews(self) -> bool:
+        """Previews for the grid, when there is one."""
+        return bool(self.jobs)
 
     def _put(self, cells: list[tuple[int, Image.Image, str]]) -> None:
         for position, picture, label in cells:

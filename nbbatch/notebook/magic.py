@@ -21,6 +21,7 @@ from IPython.display import display
 
 from nbbatch.api import plan
 from nbbatch.core.errors import SettingError, first_line, raised_by_nbbatch
+from nbbatch.core.observer import Observers
 from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs, refine_jobs, run_batch, vary_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from IPython.core.interactiveshell import InteractiveShell
 
-    from nbbatch.core.item import Item
     from nbbatch.core.spec import Job
 
 
@@ -165,21 +165,12 @@ class BatchMagics(Magics):
             raise UsageError(_said(error)) from None
         live = not (args.no_preview or args.no_display)
         with ProgressDisplay(jobs if live else ()) as progress:
-
-            def finished(items: list[Item], start: int) -> None:
-                if live:
-                    progress.add(items, start)
-                if args.autosave:
-                    saver.add(items)
-
             try:
                 result = run_batch(
                     settings,
                     jobs,
                     parent=parent,
-                    on_progress=progress.update,
-                    on_chunk=finished,
-                    on_preview=progress.preview if live else None,
+                    observer=Observers([progress, saver if args.autosave else None]),
                     raise_on_failure=False,
                     runner=runner,
                 )

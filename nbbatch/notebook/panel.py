@@ -22,6 +22,7 @@ from nbbatch.core.engine import Runner
 from nbbatch.core.errors import SettingError, first_line, raised_by_nbbatch
 from nbbatch.core.grid import placeholder, thumbnail
 from nbbatch.core.notices import notices_to
+from nbbatch.core.observer import Observer, Observers
 from nbbatch.core.pictures import Picture, open_picture, plain_name
 from nbbatch.core.result import (
     BatchResult,
@@ -417,26 +418,19 @@ class Panel:
         parent: BatchResult | None = None,
         runner: Runner = execute,
     ) -> None:
-        live = _LiveGrid(jobs)
+        live = _LiveGrid(jobs, progress)
         self._thumbs, self.selected = [], None
         self.refine_area.layout.display = "none"
         self.grid.children = live.rows
         _tooltips(self.grid)
         self._show_origin(parent)  # a refinement runs under the batch it comes from
 
-        def finished(items: list[Item], start: int) -> None:
-            live.add(items, start)
-            if saver is not None:
-                saver.add(items)
-
         result = run_batch(
             settings,
             jobs,
             parent=parent,
-            on_progress=progress,
+            observer=Observers([live, saver]),
             cancel=cancel,
-            on_chunk=finished,
-            on_preview=live.preview,
             raise_on_failure=False,
             runner=runner,
         )
@@ -574,14 +568,15 @@ class Panel:
         return Saver(folder) if folder else None
 
 
-class _LiveGrid:
-    """The thumbnails of a batch while it runs: grey, then step previews, then the finished images.
+class _LiveGrid(Observer):
+    """The panel's view of a run: thumbnails, grey, then step previews, then the finished images; and its bar.
 
     Rows by prompt as in the finished grid; the cells are not selectable until the batch
-    ends and the finished grid replaces them.
+    ends and the finished grid replaces them. The progress goes to the panel's bar.
     """
 
-    def __init__(self, jobs: tuple[Job, ...]) -> None:
+    def __init__(self, jobs: tuple[Job, ...], progress: Callable[[Progress], None]) -> None:
+        super().__init__(progress=progress)
         w = _widgets()
         self.filling = Filling(jobs)
         blank = _jpeg(placeholder((THUMBNAIL, THUMBNAIL)))
@@ -603,13 +598,13 @@ class _LiveGrid:
             row.add_class("nbbatch-thumbs")
             self.rows.append(w.VBox([title, row]))
 
-    def preview(self, shown: Preview) -> None:
+    def preview(self, preview: Preview) -> None:
         """Show step previews in the cells of the images in flight."""
-        for position, picture, label in self.filling.previewed(shown):
+        for position, picture, label in self.filling.previewed(preview):
             self._put(position, picture, label)
             self.cells[position].add_class("nbbatch-preview")
 
-    def add(self, items: list[Item], start: int) -> None:
+    def made(self, items: list[Item], start: int) -> None:
         """Put a finished chunk's images in, the first at position `start` among the jobs."""
         for position, picture, label in self.filling.finished(items, start):
             self._put(position, picture, label)

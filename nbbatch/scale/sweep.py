@@ -14,7 +14,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from nbbatch.api import plan
 from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.masks import SHAPES
+from nbbatch.core.observer import Observer
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
 from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
@@ -113,28 +114,36 @@ class Sweep:
         return text
 
 
+class SweepObserver(Observer):
+    """An `Observer` of a sweep, also told how many images it holds and how many the folder has before anything runs.
+
+    Its `made` gets each chunk once it is saved (its `start` counts within the sweep's
+    current batch of at most `SLICE` images).
+    """
+
+    def started(self, total: int, found: int) -> None:
+        """The sweep's `total` images, `found` of them in the folder already."""
+
+
 def run_sweep(
     spec: Mapping[str, Any],
     folder: str | os.PathLike,
     *,
     workers: int | None = None,
     ray_address: str | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_saved: Callable[[int], None] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    observer: SweepObserver | None = None,
     cancel: CancelFlag | None = None,
 ) -> Sweep:
     """Make every image of `spec` (`generate`'s keywords) that `folder` does not hold yet, each saved as it is done.
 
-    `on_start` gets the number of images and of those found; `on_saved` the number just
-    written; `on_progress` the batch's progress. Errors in the spec or the folder raise
-    ValueError before anything runs; a failure, a cancel or Ctrl-C later ends the sweep
-    with every finished image on disk.
+    `observer` is told how many there are and found, the progress and each saved chunk.
+    Errors in the spec or the folder raise ValueError before anything runs; a failure,
+    a cancel or Ctrl-C later ends the sweep with every finished image on disk.
     """
     settings, jobs = plan(**spec)
     saver = Saver(folder)
     with folder_lock(saver.folder):
-        return _sweep(settings, jobs, saver, workers, ray_address, on_start, on_saved, on_progress, cancel)
+        return _sweep(settings, jobs, saver, workers, ray_address, observer or SweepObserver(), cancel)
 
 
 def _sweep(
@@ -143,34 +152,24 @@ def _sweep(
     saver: Saver,
     workers: int | None,
     ray_address: str | None,
-    on_start: Callable[[int, int], None] | None,
-    on_saved: Callable[[int], None] | None,
-    on_progress: Callable[[Progress], None] | None,
+    observer: SweepObserver,
     cancel: CancelFlag | None,
 ) -> Sweep:
     """`run_sweep` once the folder is locked."""
     stems = file_stems(jobs)
     found, indexed = made_already(saver, stems, jobs, settings)
     missing = [n for n in range(len(jobs)) if n not in found]
-    if on_start is not None:
-        on_start(len(jobs), len(found))
+    observer.started(len(jobs), len(found))
     runner: Runner = execute if workers is None else RayRunner(workers, ray_address)
     sweep = Sweep(saver.folder, len(jobs), len(found), 0, "complete")
     for first in range(0, len(missing), SLICE):
         part = missing[first : first + SLICE]
 
-        def save(items: list[Item], start: int, part: list[int] = part) -> None:
-            saver.add(items, [stems[part[start + n]] for n in range(len(items))], indexed)
-            sweep.made += len(items)
-            if on_saved is not None:
-                on_saved(len(items))
-
         result = run_batch(
             settings,
             [jobs[n] for n in part],
-            on_progress=on_progress,
+            observer=_Saving(observer, saver, sweep, [stems[n] for n in part], indexed),
             cancel=cancel,
-            on_chunk=save,
             raise_on_failure=False,
             runner=runner,
         )
@@ -178,6 +177,24 @@ def _sweep(
             sweep.status, sweep.error = result.status, result.error
             break
     return sweep
+
+
+class _Saving(Observer):
+    """Saves each chunk of a slice of the sweep under its file stems, then tells the sweep's observer."""
+
+    def __init__(self, observer: Observer, saver: Saver, sweep: Sweep, stems: list[str], indexed: set[str]) -> None:
+        super().__init__()
+        self.observer, self.saver, self.sweep, self.stems, self.indexed = observer, saver, sweep, stems, indexed
+
+    def progress(self, progress: Progress) -> None:
+        """Pass the progress on."""
+        self.observer.progress(progress)
+
+    def made(self, items: list[Item], start: int) -> None:
+        """Save the chunk, count it, then tell the observer."""
+        self.saver.add(items, self.stems[start : start + len(items)], self.indexed)
+        self.sweep.made += len(items)
+        self.observer.made(items, start)
 
 
 def made_already(

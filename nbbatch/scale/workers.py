@@ -21,19 +21,19 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from nbbatch.core.engine import CancelFlag, ChunkCallback, Progress, Run, Status
+from nbbatch.core.engine import CancelFlag, Progress, Run, Status
 from nbbatch.core.errors import first_line
 from nbbatch.core.notices import notice
+from nbbatch.core.observer import QUIET, Observer
 from nbbatch.models.backend import execute
 from nbbatch.scale.chunks import Chunk, Ledger, chunk_size, plan_chunks
 
 if TYPE_CHECKING:
-    from nbbatch.core.engine import Preview
     from nbbatch.core.item import Item
     from nbbatch.core.spec import Job, Settings
 
@@ -143,17 +143,18 @@ class RayRunner:
         settings: Settings,
         jobs: Sequence[Job],
         *,
-        on_progress: Callable[[Progress], None] | None = None,
+        observer: Observer = QUIET,
         cancel: CancelFlag | None = None,
-        on_chunk: ChunkCallback | None = None,
-        on_preview: Callable[[Preview], None] | None = None,
     ) -> Run:
-        """Run `jobs` on the pool; errors that stop every worker before the first image raise ValueError."""
+        """Run `jobs` on the pool; errors that stop every worker before the first image raise ValueError.
+
+        `observer` sees the progress and each chunk as it comes back (workers make no step previews).
+        """
         if not jobs:
             raise ValueError("nothing to make: no jobs")
         pool = pool_for(self.workers, self.address, self.worker)
         size = chunk_size(settings.batch_size, len(jobs), self.workers)
-        return _Dispatch(pool, settings, jobs, size, self.tries, on_progress, cancel, on_chunk).run()
+        return _Dispatch(pool, settings, jobs, size, self.tries, observer, cancel).run()
 
     def pids(self) -> list[int]:
         """The process ids of the pool's workers (starting them if need be)."""
@@ -275,15 +276,14 @@ class _Dispatch:
         jobs: Sequence[Job],
         size: int,
         tries: int,
-        on_progress: Callable[[Progress], None] | None,
+        observer: Observer,
         cancel: CancelFlag | None,
-        on_chunk: ChunkCallback | None,
     ) -> None:
         self.pool, self.settings, self.jobs = pool, settings, jobs
         self.ray = pool.ray
         self.size = size
         self.ledger = Ledger(plan_chunks(settings, jobs, size), tries)
-        self.on_progress, self.cancel, self.on_chunk = on_progress, cancel, on_chunk
+        self.observer, self.cancel = observer, cancel
         self.run_id = uuid.uuid4().hex
         self.made: dict[int, Item] = {}
         self.flight: dict[Any, tuple[Any, Chunk]] = {}
@@ -314,7 +314,7 @@ class _Dispatch:
                 self._stop()
                 raise ValueError(str(refused)) from None
             status, error = "failed", refused
-        except Exception as exc:  # a failed chunk, a dead pool, or the caller's on_chunk: keep what is finished
+        except Exception as exc:  # a failed chunk, a dead pool, or the caller's observer: keep what is finished
             status, error = "failed", exc
         if status != "complete":
             self._stop()
@@ -360,8 +360,7 @@ class _Dispatch:
         for offset, item in enumerate(kept):
             self.made[chunk.start + offset] = item
         self.placement = self.placement or placement
-        if self.on_chunk is not None:
-            self.on_chunk(kept, chunk.start)
+        self.observer.made(kept, chunk.start)
         self._report()
 
     def _lost(self, actor: Any, chunk: Chunk, died: Exception, keep_going: bool) -> None:
@@ -390,9 +389,8 @@ class _Dispatch:
             pass
 
     def _report(self) -> None:
-        if self.on_progress is not None:
-            elapsed = time.perf_counter() - self.start
-            self.on_progress(Progress(len(self.made), len(self.jobs), 0, 0, self.settings.steps, elapsed))
+        elapsed = time.perf_counter() - self.start
+        self.observer.progress(Progress(len(self.made), len(self.jobs), 0, 0, self.settings.steps, elapsed))
 
 
 class _Refused(Exception):
