@@ -33,7 +33,7 @@ import torch
 
 import nbbatch
 from nbbatch.core.spec import Settings
-from nbbatch.models.pipelines import get_pipeline
+from nbbatch.session import default_session
 from nbbatch.testing import picture_result, synthetic_picture
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +93,7 @@ EMPTY_NEGATIVE = {"nbbatch:tiny-qwen-image"}
 def overhead(model: str, repeats: int) -> dict:
     from IPython.utils.capture import capture_output
 
-    pipe = get_pipeline(Settings(model=model)).pipe
+    pipe = default_session().pipelines.get(Settings(model=model)).pipe
     prompts = [p for p in PROMPTS for _ in range(8)]
     seeds = [s for _ in PROMPTS for s in range(8)]
     shell = magic_shell()
@@ -123,7 +123,7 @@ def overhead(model: str, repeats: int) -> dict:
 
 
 def batching(repeats: int) -> dict:
-    pipe = get_pipeline(Settings()).pipe
+    pipe = default_session().pipelines.get(Settings()).pipe
     prompt = PROMPTS[0]
     medians = interleaved(
         {
@@ -266,10 +266,10 @@ def cache(repeats: int) -> dict:
     for _ in range(repeats):
         nbbatch.clear_cache()
         start = time.perf_counter()
-        get_pipeline(Settings())
+        default_session().pipelines.get(Settings())
         first.append(time.perf_counter() - start)
         start = time.perf_counter()
-        get_pipeline(Settings())
+        default_session().pipelines.get(Settings())
         second.append(time.perf_counter() - start)
     return {"first load seconds": statistics.median(first), "second load seconds": statistics.median(second)}
 
@@ -458,7 +458,7 @@ def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: 
 
     dtype = "fp16" if device == "cuda" else "fp32"
     options = {"model": name, "device": device, "dtype": dtype, "width": side, "height": side, "steps": steps}
-    pipe = get_pipeline(Settings(model=name, device=device, dtype=dtype)).pipe
+    pipe = default_session().pipelines.get(Settings(model=name, device=device, dtype=dtype)).pipe
     flops = unet_flops(build_pipeline(name, device="meta"), side)
     rows = {}
     for size in (1, 4, 8):

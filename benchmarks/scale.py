@@ -17,7 +17,8 @@ from PIL import Image
 from nbbatch.core.engine import Made, run_pass
 from nbbatch.core.item import Item
 from nbbatch.core.spec import Job, Settings
-from nbbatch.scale.workers import RayRunner, Worker, pack, release_workers
+from nbbatch.scale.workers import RayRunner, Worker, pack
+from nbbatch.session import default_session
 
 IMAGES = 10_000
 CHUNK = 16
@@ -96,7 +97,7 @@ def measure(worker_counts=(1, 2, 4, 8), images: int = IMAGES) -> dict:
         ideal = SLEEP * images
         sleeping = {"in-process": (timed(lambda: sleeping_items(settings, jobs)), 1)}
         for count in worker_counts:
-            runner = RayRunner(count, worker=SleepingWorker)
+            runner = RayRunner(count, pools=default_session().pools, worker=SleepingWorker)
             runner(settings, jobs[: CHUNK * count])  # start the pool first: its start-up is not scheduling
             sleeping[label(count)] = (timed(lambda runner=runner: runner(settings, jobs)), count)
         rows = {
@@ -107,7 +108,7 @@ def measure(worker_counts=(1, 2, 4, 8), images: int = IMAGES) -> dict:
             }
             for name, (seconds, count) in sleeping.items()
         }
-        release_workers(SleepingWorker)  # their CPUs go to the model's workers
+        default_session().pools.release(SleepingWorker)  # their CPUs go to the model's workers
 
         tiny = {"model": "nbbatch:tiny-sd", "steps": 1, "width": 16, "height": 16, "batch_size": CHUNK}
         seeds = f"0-{images - 1}"

@@ -22,7 +22,9 @@ _LAZY = {
     "plan": "nbbatch.api",
     "history": "nbbatch.core.history",
     "favourites": "nbbatch.core.history",
-    "release_workers": "nbbatch.scale.workers",
+    "release_workers": "nbbatch.session",
+    "Session": "nbbatch.session",
+    "default_session": "nbbatch.session",
     "BatchError": "nbbatch.core.result",
     "BatchResult": "nbbatch.core.result",
     "Item": "nbbatch.core.item",
@@ -35,7 +37,7 @@ _LAZY = {
     "parse_seeds": "nbbatch.core.seeds",
     "build_tiny_pipeline": "nbbatch.models.tiny",
     "build_pipeline": "nbbatch.models.standins",
-    "clear_cache": "nbbatch.models.pipelines",
+    "clear_cache": "nbbatch.session",
     "Panel": "nbbatch.notebook.panel",
 }
 __all__ = [*_LAZY, "load_ipython_extension", "panel", "unload_ipython_extension"]

@@ -13,8 +13,7 @@ from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
 from nbbatch.formats.trust import settings_to_remake
-from nbbatch.models.backend import execute
-from nbbatch.scale.workers import RayRunner
+from nbbatch.session import Session, default_session
 from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -72,6 +71,7 @@ def generate(
     cancel: CancelFlag | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    session: Session | None = None,
     **options: Any,
 ) -> BatchResult:
     """Make every prompt with every seed, one generator per image, and return the result.
@@ -101,11 +101,10 @@ def generate(
     cluster has GPUs) in chunks of the batch size: the same images in the same order,
     streamed back chunk by chunk (no step previews). It joins the Ray this process started,
     else the cluster at `ray_address` (or ``$RAY_ADDRESS``), else starts a local one.
+    It runs in `session` (its pipeline and workers; default: `default_session()`).
     """
-    if ray_address is not None and workers is None:
-        raise ValueError("ray_address names a Ray cluster for workers: give workers=N too")
+    runner = (session or default_session()).runner(workers, ray_address)
     settings, jobs = plan(prompts, seeds, **options)
-    runner = execute if workers is None else RayRunner(workers, ray_address)
     return run_batch(settings, jobs, observer=observer, cancel=cancel, runner=runner)
 
 
@@ -114,27 +113,30 @@ generate.__doc__ = (generate.__doc__ or "").replace(
 )
 
 
-def load(path: str | os.PathLike) -> BatchResult:
+def load(path: str | os.PathLike, *, session: Session | None = None) -> BatchResult:
     """Read images back with their parameters: one PNG, or a folder (its index, or every PNG in it).
 
     An nbbatch PNG gives the exact item (refine and reproduce work on it); a PNG from
     another tool (A1111 family, ComfyUI, Fooocus, InvokeAI, NovelAI, SwarmUI, JSON
     parameters: `nbbatch.formats.foreign`) gives what it wrote, to vary or start a batch from.
-    Refinements whose parent is loaded too get their parent link back.
+    Refinements whose parent is loaded too get their parent link back; they run in `session`.
     """
     items = read_items(path)
     settings = items[0].settings if items else Settings()
-    return BatchResult(items, settings, total=len(items), placement="loaded from disk", runner=execute)
+    runner = (session or default_session()).runner()
+    return BatchResult(items, settings, total=len(items), placement="loaded from disk", runner=runner)
 
 
-def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool = False) -> BatchResult:
+def reproduce(
+    path: str | os.PathLike, index: int = 0, *, allow_download: bool = False, session: Session | None = None
+) -> BatchResult:
     """Make a saved image again, from its record: same settings, same generator state, same pixels.
 
     `index` picks the image when `path` is a folder or an index; a failure raises `BatchError`.
     The record's model, LoRAs and embeddings load only from the picture's folder, the
     built-in models or the download cache, unless `allow_download` (see `nbbatch.formats.trust`).
     """
-    loaded = load(path)
+    loaded = load(path, session=session)
     if not isinstance(index, int) or isinstance(index, bool) or not -len(loaded) <= index < len(loaded):
         raise ValueError(f"there is no image {index!r} in {str(path)!r}: it holds {len(loaded)} image(s)")
     item = loaded[index]
@@ -152,4 +154,5 @@ def reproduce(path: str | os.PathLike, index: int = 0, *, allow_download: bool =
         extra=item.extra,
         mask=item.mask,
     )
-    return run_batch(settings_to_remake(item, {}, allow_download), [job], runner=execute)
+    runner = (session or default_session()).runner()
+    return run_batch(settings_to_remake(item, {}, allow_download), [job], runner=runner)

@@ -15,7 +15,7 @@ from PIL import Image
 from nbbatch.core.item import Item
 from nbbatch.core.result import BatchResult
 from nbbatch.core.spec import Settings
-from nbbatch.models.backend import execute
+from nbbatch.session import default_session
 
 
 def synthetic_picture(index: int, size: int = 1024) -> Image.Image:
@@ -38,4 +38,4 @@ def picture_result(images: Sequence[Image.Image], prompt: str = "a synthetic pic
     """A result holding `images` as seeds 0, 1, ... of one prompt, as if a batch had made them."""
     settings = Settings()
     items = [Item(image, seed, prompt, "", 0, settings, MappingProxyType({}), b"") for seed, image in enumerate(images)]
-    return BatchResult(items, settings, total=len(items), runner=execute)
+    return BatchResult(items, settings, total=len(items), runner=default_session().runner())

@@ -76,13 +76,13 @@ def test_a_saved_generator_state_that_is_not_the_seeds_is_set_in_the_code(tmp_pa
 
     from nbbatch.core.result import run_batch
     from nbbatch.core.spec import Job
-    from nbbatch.models.backend import execute
+    from nbbatch.session import default_session
 
     generator = torch.Generator().manual_seed(7)
     torch.randn(3, generator=generator)  # a state past the seed's: the code must set it, not seed
     state = generator.get_state().numpy().tobytes()
     seeded = nbbatch.generate("a red cat", [7], **FAST)[0]
-    item = run_batch(seeded.settings, [Job("a red cat", 7, state=state)], runner=execute)[0]
+    item = run_batch(seeded.settings, [Job("a red cat", 7, state=state)], runner=default_session().runner())[0]
     assert max_difference(item.image, seeded.image) > 0, "another state must make another image"
     code = item.code()
     assert ".manual_seed(" not in code and "generator.set_state(" in code

@@ -63,6 +63,7 @@ class FakeBackend:
     def __init__(self, **options) -> None:
         self.options = options
         self.passes: list[FakePass] = []
+        self.lock = threading.Lock()
 
     def prepare(self, settings, jobs):
         self.passes.append(FakePass(jobs, **self.options))
@@ -117,7 +118,7 @@ def test_previews_name_the_images_in_flight_and_come_at_most_four_a_second(monke
     assert [(p.positions, p.step) for p in shown] == [((0, 1), s) for s in (1, 2, 3)] + [((2, 3), s) for s in (1, 2, 3)]
 
 
-def test_a_second_batch_while_one_runs_is_refused_in_one_line():
+def test_a_second_batch_on_a_backend_while_one_runs_is_refused_in_one_line_and_another_backend_runs():
     started, release = threading.Event(), threading.Event()
 
     class Slow(FakeBackend):
@@ -126,13 +127,17 @@ def test_a_second_batch_while_one_runs_is_refused_in_one_line():
             release.wait(10)
             return super().prepare(settings, jobs)
 
-    thread = threading.Thread(target=engine.execute, args=(Settings(), jobs(1), Slow()))
+    busy = Slow()
+    thread = threading.Thread(target=engine.execute, args=(Settings(), jobs(1), busy))
     thread.start()
     started.wait(10)
-    with pytest.raises(ValueError, match="^another batch is running"):
-        engine.execute(Settings(), jobs(1), FakeBackend())
-    release.set()
-    thread.join()
+    try:
+        with pytest.raises(ValueError, match="^another batch is running"):
+            engine.execute(Settings(), jobs(1), busy)
+        assert engine.execute(Settings(), jobs(1), FakeBackend()).status == "complete", "its own lock"
+    finally:
+        release.set()
+        thread.join()
 
 
 def test_the_core_imports_no_diffusers_and_no_model_code():

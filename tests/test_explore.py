@@ -160,7 +160,7 @@ def test_axis_values_take_lists_and_ranges_as_a1111_writes_them(spec, name, valu
     ],
 )
 def test_bad_axes_are_refused_before_anything_runs(monkeypatch, kwargs, message):
-    monkeypatch.setattr("nbbatch.api.execute", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr("nbbatch.api.run_batch", lambda *a, **k: pytest.fail("nothing may run"))
     with pytest.raises(ValueError, match=re.escape(message)):
         nbbatch.generate("a red cat", **{"seeds": [0], **kwargs}, **TINY)
 

@@ -454,14 +454,16 @@ def test_a_pipeline_of_no_family_nbbatch_knows_is_refused_in_one_line_before_the
     import json
     import shutil
 
-    from nbbatch.models.pipelines import _cache
+    from nbbatch.session import default_session
+
+    cache = default_session().pipelines.loaded
 
     folder = tmp_path / "pag"
     shutil.copytree(builtin_path("nbbatch:tiny-sd"), folder)
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPAGPipeline"}))
     nbbatch.generate("a red cat", [1], model="nbbatch:tiny-sd", steps=2, width=32, height=32)
-    loaded = dict(_cache)
+    loaded = dict(cache)
     with pytest.raises(ValueError, match="^nbbatch does not know") as error:
         nbbatch.generate("a red cat", [1], model=str(folder), steps=2, width=32, height=32)
     message = str(error.value)
@@ -469,7 +471,7 @@ def test_a_pipeline_of_no_family_nbbatch_knows_is_refused_in_one_line_before_the
         "nbbatch does not know the StableDiffusionPAGPipeline family yet: it runs Stable Diffusion"
     )
     assert "Qwen-Image" in message and "\n" not in message
-    assert _cache == loaded, "the pipeline loaded before stays loaded"
+    assert cache == loaded, "the pipeline loaded before stays loaded"
 
 
 INPAINT = {

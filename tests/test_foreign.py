@@ -342,9 +342,10 @@ def test_samplers_of_other_tools_map_to_a_scheduler_nbbatch_makes(sampler, sched
     assert scheduler_name(sampler, schedule) == expected
     if expected is not None:
         from nbbatch.core.spec import Settings
-        from nbbatch.models.pipelines import get_pipeline, make_scheduler
+        from nbbatch.models.pipelines import make_scheduler
+        from nbbatch.session import default_session
 
-        current = get_pipeline(Settings(model="nbbatch:tiny-sd", device="cpu")).pipe.scheduler
+        current = default_session().pipelines.get(Settings(model="nbbatch:tiny-sd", device="cpu")).pipe.scheduler
         refused = {  # real names whose scheduler this machine or model cannot run: said in one line
             "DPMSolverSDEScheduler": "needs the torchsde package: pip install torchsde",
             "lms": "needs the scipy package: pip install scipy",

@@ -10,10 +10,10 @@ from nbbatch.models.pipelines import (
     apply_memory_options,
     choose_placement,
     generator_device,
-    get_pipeline,
     place,
     resolve_model,
 )
+from nbbatch.session import default_session
 
 
 @pytest.mark.parametrize(
@@ -69,13 +69,13 @@ def test_offload_installs_cpu_offload_instead_of_moving_the_pipeline():
 
 def test_offload_is_refused_without_cuda():
     with pytest.raises(ValueError, match="it needs a CUDA device"):
-        get_pipeline(Settings(offload=True), cuda=False)
+        default_session().pipelines.get(Settings(offload=True), cuda=False)
 
 
 def test_the_pipeline_is_loaded_once_and_image_to_image_shares_its_weights():
     nbbatch.clear_cache()
-    first = get_pipeline(Settings())
-    assert get_pipeline(Settings(steps=9, guidance=2.0)) is first
+    first = default_session().pipelines.get(Settings())
+    assert default_session().pipelines.get(Settings(steps=9, guidance=2.0)) is first
     img2img = first.view(True, None)
     assert type(img2img).__name__ == "StableDiffusionImg2ImgPipeline"
     assert img2img.unet is first.pipe.unet and img2img.vae is first.pipe.vae
@@ -87,7 +87,7 @@ def test_the_pipeline_is_loaded_once_and_image_to_image_shares_its_weights():
 
 def test_vae_slicing_is_on_for_gpus_only_and_tiling_when_asked():
     tiled = nbbatch.generate("a", "0-1", steps=4, width=64, height=64, vae_tiling=True)
-    pipe = get_pipeline(Settings()).pipe
+    pipe = default_session().pipelines.get(Settings()).pipe
     assert pipe.vae.use_tiling and not pipe.vae.use_slicing, "on the CPU the batch decodes at once"
     plain = nbbatch.generate("a", "0-1", steps=4, width=64, height=64)
     assert not pipe.vae.use_slicing and not pipe.vae.use_tiling
@@ -98,10 +98,10 @@ def test_vae_slicing_is_on_for_gpus_only_and_tiling_when_asked():
 
 
 def test_another_model_replaces_the_cached_one():
-    sd = get_pipeline(Settings())
-    sdxl = get_pipeline(Settings(model="nbbatch:tiny-sdxl"))
+    sd = default_session().pipelines.get(Settings())
+    sdxl = default_session().pipelines.get(Settings(model="nbbatch:tiny-sdxl"))
     assert sdxl is not sd and type(sdxl.pipe).__name__ == "StableDiffusionXLPipeline"
-    assert get_pipeline(Settings()) is not sd, "only one pipeline is kept"
+    assert default_session().pipelines.get(Settings()) is not sd, "only one pipeline is kept"
 
 
 def test_a_saved_folder_loads_like_a_hub_model(tmp_path):
@@ -234,12 +234,12 @@ def test_progress_of_multi_order_schedulers_ends_at_one_and_never_runs_backwards
 
 
 def test_mps_where_there_is_none_is_one_line_and_the_loaded_pipeline_stays():
-    loaded = get_pipeline(Settings())
+    loaded = default_session().pipelines.get(Settings())
     with pytest.raises(ValueError, match="device: 'mps' asked for, but Apple's MPS is not available here"):
         nbbatch.generate("a", [0], device="mps", steps=1)
     with pytest.raises(ValueError, match="could not load model"):
         nbbatch.generate("a", [0], variant="bf16", steps=1)
-    assert get_pipeline(Settings()) is loaded, "a failed load keeps the pipeline that was loaded"
+    assert default_session().pipelines.get(Settings()) is loaded, "a failed load keeps the pipeline that was loaded"
 
 
 def test_without_a_network_a_hub_id_fails_within_seconds_saying_so():

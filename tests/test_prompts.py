@@ -136,10 +136,10 @@ def test_a_mixed_negative_on_sdxl_keeps_the_zeros_of_an_empty_one():
     alone = nbbatch.generate("a red cat", [1], model=model, **FAST)[0]
     from nbbatch.core.result import run_batch
     from nbbatch.core.spec import Settings
-    from nbbatch.models.backend import execute
+    from nbbatch.session import default_session
 
     jobs = [Job("a red cat", 1, 0, ""), Job("a blue hat", 1, 1, "blurry")]
-    together = run_batch(Settings(model=model, **FAST), jobs, runner=execute)
+    together = run_batch(Settings(model=model, **FAST), jobs, runner=default_session().runner())
     assert max_difference(together[0].image, alone.image) <= 1
 
 
@@ -152,9 +152,9 @@ def test_clip_skip_reaches_weighted_prompts(model):
 def test_a_cut_prompt_is_a_warning_naming_what_was_cut_where_there_is_no_long_prompt_support():
     from nbbatch.core.spec import Settings
     from nbbatch.models.backend import check_prompts
-    from nbbatch.models.pipelines import get_pipeline
+    from nbbatch.session import default_session
 
-    tokenizer = get_pipeline(Settings(model="nbbatch:tiny-sd")).pipe.tokenizer
+    tokenizer = default_session().pipelines.get(Settings(model="nbbatch:tiny-sd")).pipe.tokenizer
     other = types.SimpleNamespace(tokenizer=tokenizer)  # a pipeline nbbatch cannot give embeddings to
     prompt = LONG + " under a blue sky"
     cut = r"prompt 'a red cat.*' is longer than the text encoder reads: '.*blue sky' is cut off"

@@ -18,11 +18,11 @@ from nbbatch.core.observer import Observer
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Job, Settings
 from nbbatch.formats.png import record
-from nbbatch.models.backend import execute
 from nbbatch.notebook.panel import Panel
 from nbbatch.scale import workers
 from nbbatch.scale.sweep import run_sweep
-from nbbatch.scale.workers import RayRunner, Worker, pack, release_workers
+from nbbatch.scale.workers import RayRunner, Worker, pack
+from nbbatch.session import default_session
 
 ray = pytest.importorskip("ray")  # the test command installs nbbatch[ray]: this skips nothing there
 
@@ -83,7 +83,7 @@ def test_refine_verify_and_save_work_on_a_result_made_by_workers(tmp_path):
 def test_a_worker_killed_mid_run_has_its_chunk_run_again_and_nothing_twice():
     settings = Settings(**FAST, batch_size=1)
     jobs = [Job("a red cube", seed) for seed in range(8)]
-    runner = RayRunner(2)
+    runner = default_session().runner(2)
     victim = runner.pids()[0]
     seen: list[int] = []
 
@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_run_has_its_chunk_run_again_and_nothing_twice():
         spread = run_batch(settings, jobs, observer=Observer(made=killing), runner=runner)
     assert spread.complete and sorted(seen) == list(range(8))
     assert victim not in runner.pids()  # a new worker took its place
-    assert_same_images(spread, run_batch(settings, jobs, runner=execute))
+    assert_same_images(spread, run_batch(settings, jobs, runner=default_session().runner()))
 
 
 def test_cancel_stops_every_worker_and_keeps_the_finished_chunks_in_their_places():
@@ -107,7 +107,9 @@ def test_cancel_stops_every_worker_and_keeps_the_finished_chunks_in_their_places
     def cancelling(items, start):
         cancel.set()
 
-    stopped = run_batch(settings, jobs, cancel=cancel, observer=Observer(made=cancelling), runner=RayRunner(2))
+    stopped = run_batch(
+        settings, jobs, cancel=cancel, observer=Observer(made=cancelling), runner=default_session().runner(2)
+    )
     assert stopped.status == "cancelled" and 1 <= len(stopped) <= 3  # the first, and at most the two in flight
     made = {job.seed for job in jobs} - {job.seed for _, job in stopped.not_made()}
     assert {item.seed for item in stopped} == made and len(made) == len(stopped)
@@ -185,34 +187,43 @@ def test_without_ray_the_workers_option_says_how_to_install_it(shell, monkeypatc
 
 
 def test_release_workers_stops_the_pool_and_the_next_batch_starts_a_new_one():
-    before = RayRunner(2).pids()
+    before = default_session().runner(2).pids()
     assert nbbatch.release_workers() == 2
     assert nbbatch.release_workers() == 0
     spread = nbbatch.generate("a red cube", "0-1", workers=2, **FAST)
-    assert spread.complete and not set(RayRunner(2).pids()) & set(before)
+    assert spread.complete and not set(default_session().runner(2).pids()) & set(before)
 
 
 def test_a_chunk_that_fails_on_every_try_stops_the_batch_in_one_line_and_keeps_the_rest():
     settings = Settings(**FAST, batch_size=2)
     jobs = [Job("a red cube", seed) for seed in range(8)]
-    release_workers()  # the CPUs of this Ray go to the failing workers
+    nbbatch.release_workers()  # the CPUs of this Ray go to the failing workers
     try:
-        result = run_batch(settings, jobs, runner=RayRunner(2, worker=FailingWorker), raise_on_failure=False)
+        result = run_batch(
+            settings,
+            jobs,
+            runner=RayRunner(2, pools=default_session().pools, worker=FailingWorker),
+            raise_on_failure=False,
+        )
     finally:
-        release_workers(FailingWorker)
+        default_session().pools.release(FailingWorker)
     assert result.status == "failed"
     assert str(result.error) == (
         "images 7-8 failed on 3 tries: RuntimeError: CUDA error: an illegal memory access was encountered"
     )
     # the failing chunk is the last: it was first handed out when a worker had finished a chunk, which is kept
     assert 2 <= len(result) <= 6 and set(result.seeds) <= {0, 1, 2, 3, 4, 5}
-    here = run_batch(settings, jobs, runner=execute)
+    here = run_batch(settings, jobs, runner=default_session().runner())
     assert all(max_difference(item.image, here.by_seed(item.seed).image) <= 1 for item in result)
 
 
 def test_workers_that_cannot_be_placed_are_refused_in_one_line_not_awaited_for_ever(monkeypatch):
-    RayRunner(2).pids()  # the two CPUs of this Ray are held by the pool
+    default_session().runner(2).pids()  # the two CPUs of this Ray are held by the pool
     monkeypatch.setattr(workers, "START_WAIT", 5.0)
     with pytest.raises(ValueError, match=r"2 of 2 new Ray workers did not start within 5 s: the cluster's free"):
-        run_batch(Settings(**FAST), [Job("a red cube", 0)], runner=RayRunner(2, worker=FailingWorker))
-    assert len(RayRunner(2).pids()) == 2  # the pool that holds them goes on
+        run_batch(
+            Settings(**FAST),
+            [Job("a red cube", 0)],
+            runner=RayRunner(2, pools=default_session().pools, worker=FailingWorker),
+        )
+    assert len(default_session().runner(2).pids()) == 2  # the pool that holds them goes on

@@ -6,8 +6,8 @@ state is kept, so any image can be made again alone. Finished chunks are never l
 cancel, a kernel interrupt or an error ends the run with what is done.
 
 What a call does is a backend's business (`Backend`, `Pass`): the diffusers one is
-`nbbatch.models.backend`; `execute` there is the runner the front ends use. A fake backend
-tests this loop without a model.
+`nbbatch.models.backend`, whose `execute` (one per `nbbatch.session.Session`) is the runner
+the front ends use. A fake backend tests this loop without a model.
 """
 
 from __future__ import annotations
@@ -161,7 +161,12 @@ class Pass(Protocol):
 
 
 class Backend(Protocol):
-    """Makes passes for jobs that share one settings; errors here come before any image."""
+    """Makes passes for jobs that share one settings; errors here come before any image.
+
+    `lock` is held while a batch runs on it: what it calls serves one batch at a time.
+    """
+
+    lock: threading.Lock
 
     def prepare(self, settings: Settings, jobs: list[Job]) -> list[Pass]:
         """The passes that run `jobs` in order (more than one where only some may share a call)."""
@@ -295,7 +300,7 @@ def execute(
     observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
 ) -> Run:
-    """Prepare `jobs` with `backend` and run them; one batch at a time in the whole process.
+    """Prepare `jobs` with `backend` and run them; one batch at a time on a backend (its `lock`).
 
     `observer` sees the progress, each chunk's items (and its first position) as soon as
     they are finished (for autosave) and, if it wants them, step previews of the images in
@@ -305,16 +310,12 @@ def execute(
     """
     if not jobs:
         raise ValueError("nothing to make: no jobs")
-    if not _running.acquire(blocking=False):
+    if not backend.lock.acquire(blocking=False):
         raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
     try:
         return _execute(settings, jobs, backend, observer, cancel)
     finally:
-        _running.release()
-
-
-_running = threading.Lock()
-"""Held while a batch runs: a pipeline (its scheduler above all) serves one call at a time."""
+        backend.lock.release()
 
 
 def _execute(

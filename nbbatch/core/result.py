@@ -69,7 +69,7 @@ def run_batch(
 ) -> BatchResult:
     """Run `jobs` with `settings` on `runner` and wrap what was made (see `nbbatch.core.engine.execute`).
 
-    `runner` runs them: in this process (`nbbatch.models.backend.execute`) or on a pool of
+    `runner` runs them (a session's, `nbbatch.session.Session.runner`): in this process or on a pool of
     Ray workers (`nbbatch.scale.workers.RayRunner`); the result keeps it for its refinements.
     `observer` watches the run (see `nbbatch.core.observer`).
     A failed batch raises `BatchError` with the finished images in its ``result``, unless
@@ -272,7 +272,7 @@ class BatchResult(Sequence[Item]):
     def _runner(self) -> Runner:
         if self.runner is None:
             raise ValueError(
-                "this result has no runner to make images with: pass runner=nbbatch.models.backend.execute"
+                "this result has no runner to make images with: pass runner=nbbatch.default_session().runner()"
             )
         return self.runner
 

@@ -3,8 +3,9 @@
 `DiffusersBackend.prepare` loads (or reuses) the pipeline, makes its view (image-to-image,
 another scheduler), checks the prompts and settings against the model's family and works
 out the call arguments, all before any image is made; each `DiffusersPass.call` then calls
-the pipeline with one generator per image, as the diffusers batch guide shows. `execute`
-is the engine (`nbbatch.core.engine.execute`) with this backend: the runner the front ends use.
+the pipeline with one generator per image, as the diffusers batch guide shows. Its `execute`
+is the engine (`nbbatch.core.engine.execute`) with this backend: the runner the front ends use
+(one backend per `nbbatch.session.Session`, over the session's pipeline cache).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from nbbatch.models.conditioning import Conditioner, cut_text, supports
 from nbbatch.models.families import GENERIC, family_of
 from nbbatch.models.pipelines import (
     Loaded,
+    PipelineCache,
     apply_memory_options,
     check_steps,
     denoising_calls,
     free_memory,
     generator_device,
-    get_pipeline,
 )
 from nbbatch.models.previews import StepPreviewer
 from nbbatch.models.quiet import quiet_call
@@ -49,20 +50,6 @@ if TYPE_CHECKING:
 
     from nbbatch.core.engine import CancelFlag, Made, Run, StepHook
     from nbbatch.core.spec import Job, Settings
-
-
-def execute(
-    settings: Settings,
-    jobs: Sequence[Job],
-    *,
-    observer: Observer = QUIET,
-    cancel: CancelFlag | None = None,
-) -> Run:
-    """Load (or reuse) the pipeline and run `jobs` in this process (see `nbbatch.core.engine.execute`).
-
-    Step previews come where the model's latents have known colours (see `nbbatch.models.previews`).
-    """
-    return engine.execute(settings, jobs, BACKEND, observer=observer, cancel=cancel)
 
 
 def call_arguments(
@@ -406,7 +393,25 @@ class DiffusersPass:
 
 
 class DiffusersBackend:
-    """Makes `DiffusersPass`es: loads (or reuses) the pipeline and checks everything before any image."""
+    """Makes `DiffusersPass`es: loads (or reuses) the pipeline of its cache and checks everything before any image."""
+
+    def __init__(self, pipelines: PipelineCache) -> None:
+        self.pipelines = pipelines
+        self.lock = pipelines.lock
+
+    def execute(
+        self,
+        settings: Settings,
+        jobs: Sequence[Job],
+        *,
+        observer: Observer = QUIET,
+        cancel: CancelFlag | None = None,
+    ) -> Run:
+        """Load (or reuse) the pipeline and run `jobs` in this process (see `nbbatch.core.engine.execute`).
+
+        Step previews come where the model's latents have known colours (see `nbbatch.models.previews`).
+        """
+        return engine.execute(settings, jobs, self, observer=observer, cancel=cancel)
 
     def prepare(self, settings: Settings, jobs: list[Job]) -> list[DiffusersPass]:
         """The passes for `jobs` with `settings`: one, or several where only prompts of one length share a call.
@@ -414,16 +419,12 @@ class DiffusersBackend:
         Input pictures of other sizes run in passes of their own (one call takes one size).
         """
         runs = itertools.groupby(jobs, key=lambda job: None if job.init_image is None else job.init_image.size)
-        return [part for _, run in runs for part in _prepare(settings, list(run)).split()]
+        return [part for _, run in runs for part in _prepare(settings, list(run), self.pipelines).split()]
 
 
-BACKEND = DiffusersBackend()
-"""The one diffusers backend of this process (its pipelines are cached in `nbbatch.models.pipelines`)."""
-
-
-def _prepare(settings: Settings, jobs: list[Job]) -> DiffusersPass:
+def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> DiffusersPass:
     """Load (or reuse) the pipeline and make the pass's view: errors here come before any image."""
-    loaded = get_pipeline(settings)
+    loaded = pipelines.get(settings)
     device = generator_device(settings)
     editor = family_of(loaded.pipe).edit
     if jobs[0].origin == "edit" and not editor:

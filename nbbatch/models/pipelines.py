@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -323,47 +324,52 @@ def denoising_calls(scheduler: Any, steps: int, strength: float | None = None, *
     return max(calls, 1)
 
 
-_cache: dict[tuple[str, str, str, bool, str | None], Loaded] = {}
-
-
-def get_pipeline(settings: Settings, *, cuda: bool | None = None) -> Loaded:
-    """The pipeline for `settings`, loaded on first use and reused by later cells.
+class PipelineCache:
+    """The loaded pipeline of a session, reused by later batches, and the lock that lets one batch use it at a time.
 
     One pipeline is kept: loading another model (or dtype or device) releases the last
-    one, so two large models never sit in GPU memory together.
+    one, so two large models never sit in GPU memory together (a second `Session` keeps
+    its own). A pipeline, its scheduler above all, serves one call at a time: `lock` is
+    held while a batch runs.
     """
-    placement = choose_placement(settings.device, settings.dtype, cuda=cuda)
-    if settings.offload and not placement.device.startswith("cuda"):
-        raise SettingError("offload", "moves models between the CPU and a GPU: it needs a CUDA device")
-    source = resolve_model(settings.model)
-    key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
-    if key not in _cache:
-        if settings.model in STANDINS:
-            clear_cache()  # built right on its device: the last model leaves it first
-            device = "cpu" if settings.offload else placement.device
-            pipe = build_pipeline(settings.model, device, placement.torch_dtype())
-            notes: dict[str, Any] = {"latent_rgb": None}  # random weights: no colours to preview
-        else:
-            pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last one stays
-            check_family(pipe)  # a pipeline nbbatch cannot run is refused here, before the last one leaves
-            clear_cache()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
-            notes = model_notes(source)
-        place(pipe, placement, settings.offload)
-        pipe.set_progress_bar_config(disable=True)
-        _cache[key] = Loaded(
-            placement,
-            pipe,
-            defaults=dict(notes.get("defaults", {})),
-            latent_map=latent_map(pipe, notes),
-            vocabulary=notes.get("vocabulary"),
-        )
-    return _cache[key]
 
+    def __init__(self) -> None:
+        self.loaded: dict[tuple[str, str, str, bool, str | None], Loaded] = {}
+        self.lock = threading.Lock()
 
-def clear_cache() -> None:
-    """Forget the loaded pipeline and free what it held on the GPU."""
-    _cache.clear()
-    free_memory()
+    def get(self, settings: Settings, *, cuda: bool | None = None) -> Loaded:
+        """The pipeline for `settings`, loaded on first use; a failed load keeps the one loaded before."""
+        placement = choose_placement(settings.device, settings.dtype, cuda=cuda)
+        if settings.offload and not placement.device.startswith("cuda"):
+            raise SettingError("offload", "moves models between the CPU and a GPU: it needs a CUDA device")
+        source = resolve_model(settings.model)
+        key = (source, placement.device, placement.dtype, settings.offload, settings.variant)
+        if key not in self.loaded:
+            if settings.model in STANDINS:
+                self.clear()  # built right on its device: the last model leaves it first
+                device = "cpu" if settings.offload else placement.device
+                pipe = build_pipeline(settings.model, device, placement.torch_dtype())
+                notes: dict[str, Any] = {"latent_rgb": None}  # random weights: no colours to preview
+            else:
+                pipe = load_pipeline(source, placement, settings.model, settings.variant)  # on failure the last stays
+                check_family(pipe)  # a pipeline nbbatch cannot run is refused here, before the last one leaves
+                self.clear()  # loading happens in CPU memory: the last model leaves the GPU before this one goes on
+                notes = model_notes(source)
+            place(pipe, placement, settings.offload)
+            pipe.set_progress_bar_config(disable=True)
+            self.loaded[key] = Loaded(
+                placement,
+                pipe,
+                defaults=dict(notes.get("defaults", {})),
+                latent_map=latent_map(pipe, notes),
+                vocabulary=notes.get("vocabulary"),
+            )
+        return self.loaded[key]
+
+    def clear(self) -> None:
+        """Forget the loaded pipeline and free what it held on the GPU."""
+        self.loaded.clear()
+        free_memory()
 
 
 def free_memory() -> None:

@@ -26,9 +26,8 @@ from nbbatch.core.result import BatchResult, edit_jobs, hires_jobs, inpaint_jobs
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
-from nbbatch.models.backend import execute
 from nbbatch.notebook.live import ProgressDisplay
-from nbbatch.scale.workers import RayRunner
+from nbbatch.session import default_session
 from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -158,7 +157,10 @@ class BatchMagics(Magics):
             saver = Saver(args.save or args.autosave) if args.save or args.autosave else None
             if args.ray_address is not None and args.workers is None:
                 raise ValueError("--ray-address goes with --workers")
-            runner = execute if args.workers is None else RayRunner(args.workers, args.ray_address)
+            if args.workers is None and parent is not None and parent.runner is not None:
+                runner = parent.runner  # a refinement runs where its batch ran (its workers, its session)
+            else:
+                runner = default_session().runner(args.workers, args.ray_address)
         except ValueError as error:
             if not raised_by_nbbatch(error):
                 raise  # a library's error: its traceback says where

@@ -39,10 +39,9 @@ from nbbatch.core.result import (
 from nbbatch.core.spec import UPSCALERS, Settings, choose_seeds, parse_prompt_lines
 from nbbatch.core.templates import expand
 from nbbatch.formats.png import Saver
-from nbbatch.models.backend import execute
 from nbbatch.notebook.controls import Controls
 from nbbatch.notebook.maskpad import MaskPad
-from nbbatch.scale.workers import RayRunner
+from nbbatch.session import default_session
 from nbbatch.settings import SECTIONS, SETTINGS
 
 if TYPE_CHECKING:
@@ -266,11 +265,11 @@ class Panel:
                 **self.controls.given(),
             )
             saver = self._saver()
-            runner = RayRunner(self.workers.value) if self.workers.value else execute
+            runner = default_session().runner(self.workers.value or None)
         except ValueError as error:
             self._error(_said(error), error)
             return
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver, runner=runner))
+        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver, runner))
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
@@ -333,7 +332,8 @@ class Panel:
             self._error(_said(error), error)
             return
         parent = self._current()
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, parent))
+        runner = parent.runner if parent is not None and parent.runner is not None else default_session().runner()
+        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, runner, parent))
 
     def show_code(self) -> None:
         """Show the Python (diffusers alone) that makes the selected image again, to copy into a notebook or script."""
@@ -415,8 +415,8 @@ class Panel:
         progress: Callable[[Progress], None],
         cancel: threading.Event,
         saver: Saver | None,
+        runner: Runner,
         parent: BatchResult | None = None,
-        runner: Runner = execute,
     ) -> None:
         live = _LiveGrid(jobs, progress)
         self._thumbs, self.selected = [], None

@@ -28,8 +28,7 @@ from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
 from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
 from nbbatch.formats.record import parse_record
-from nbbatch.models.backend import execute
-from nbbatch.scale.workers import RayRunner
+from nbbatch.session import default_session
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,7 +159,7 @@ def _sweep(
     found, indexed = made_already(saver, stems, jobs, settings)
     missing = [n for n in range(len(jobs)) if n not in found]
     observer.started(len(jobs), len(found))
-    runner: Runner = execute if workers is None else RayRunner(workers, ray_address)
+    runner: Runner = default_session().runner(workers, ray_address)
     sweep = Sweep(saver.folder, len(jobs), len(found), 0, "complete")
     for first in range(0, len(missing), SLICE):
         part = missing[first : first + SLICE]

@@ -30,7 +30,8 @@ from nbbatch.core.engine import CancelFlag, Progress, Run, Status
 from nbbatch.core.errors import first_line
 from nbbatch.core.notices import notice
 from nbbatch.core.observer import QUIET, Observer
-from nbbatch.models.backend import execute
+from nbbatch.models.backend import DiffusersBackend
+from nbbatch.models.pipelines import PipelineCache
 from nbbatch.scale.chunks import Chunk, Ledger, chunk_size, plan_chunks
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Worker:
 
     def __init__(self) -> None:
         self._stopped: set[str] = set()
+        self._backend = DiffusersBackend(PipelineCache())  # the worker's process is its session
 
     def pid(self) -> int:
         """The worker's process id."""
@@ -96,7 +98,7 @@ class Worker:
         """
         flag = _Stopped(self._stopped, run_id)
         try:
-            run = execute(settings, pickle.loads(jobs), cancel=flag)
+            run = self._backend.execute(settings, pickle.loads(jobs), cancel=flag)
         except ValueError as error:
             return pack(("refused", [], str(error), ""))
         except Exception as error:  # anything else may be this worker's trouble: another may try
@@ -126,13 +128,16 @@ class RayRunner:
     It joins the Ray of this process if ``ray.init`` was called, else the cluster at
     `address` (or ``$RAY_ADDRESS``), else starts a local one. A chunk is tried `tries`
     times before the batch stops on it. Step previews are not sent across: the grid fills
-    chunk by chunk. `worker` is the actor class: `Worker`, or a subclass (the benchmarks'
-    stand-in that only sleeps).
+    chunk by chunk. The workers come from `pools` (a session's, kept between batches);
+    `worker` is the actor class: `Worker`, or a subclass (the benchmarks' stand-in that only sleeps).
     """
 
-    def __init__(self, workers: int, address: str | None = None, tries: int = 3, worker: type = Worker) -> None:
+    def __init__(
+        self, workers: int, address: str | None = None, *, pools: WorkerPools, tries: int = 3, worker: type = Worker
+    ) -> None:
         check_workers(workers)
         _ray()  # not installed: say so before anything runs
+        self.pools = pools
         self.workers = workers
         self.address = address
         self.tries = tries
@@ -152,14 +157,14 @@ class RayRunner:
         """
         if not jobs:
             raise ValueError("nothing to make: no jobs")
-        pool = pool_for(self.workers, self.address, self.worker)
+        pool = self.pools.pool(self.workers, self.address, self.worker)
         size = chunk_size(settings.batch_size, len(jobs), self.workers)
         return _Dispatch(pool, settings, jobs, size, self.tries, observer, cancel).run()
 
     def pids(self) -> list[int]:
         """The process ids of the pool's workers (starting them if need be)."""
         ray = _ray()
-        pool = pool_for(self.workers, self.address, self.worker)
+        pool = self.pools.pool(self.workers, self.address, self.worker)
         return ray.get([actor.pid.remote() for actor in pool.actors])
 
 
@@ -203,42 +208,44 @@ class _Pool:
         self.actors[self.actors.index(actor)] = self._remote.options(**options).remote()
 
 
-_pools: dict[type, _Pool] = {}
+class WorkerPools:
+    """A session's pools of Ray workers, one per actor class, joined or started on demand and kept for later batches."""
 
+    def __init__(self) -> None:
+        self.pools: dict[type, _Pool] = {}
 
-def pool_for(workers: int, address: str | None = None, worker: type = Worker) -> _Pool:
-    """The pool of `worker` actors of this process's Ray session, `workers` of them: joined or started, then kept."""
-    ray = _ray()
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        if address is not None:
-            check_reachable(address)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Ray's own notices about its start-up
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        except Exception as error:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
-            where = f"at {address}" if address else "(a local one)"
-            raise ValueError(f"cannot start or reach the Ray cluster {where}: {first_line(error)}") from None
-    session = ray.get_runtime_context().get_job_id()
-    pool = _pools.get(worker)
-    if pool is None or pool.session != session:
-        pool = _pools[worker] = _Pool(ray, session, worker)
-    pool.resize(workers)
-    return pool
+    def pool(self, workers: int, address: str | None = None, worker: type = Worker) -> _Pool:
+        """The pool of `worker` actors in this Ray session, `workers` of them: joined or started, then kept."""
+        ray = _ray()
+        if not ray.is_initialized():
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            if address is not None:
+                check_reachable(address)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Ray's own notices about its start-up
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+            except Exception as error:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
+                where = f"at {address}" if address else "(a local one)"
+                raise ValueError(f"cannot start or reach the Ray cluster {where}: {first_line(error)}") from None
+        session = ray.get_runtime_context().get_job_id()
+        pool = self.pools.get(worker)
+        if pool is None or pool.session != session:
+            pool = self.pools[worker] = _Pool(ray, session, worker)
+        pool.resize(workers)
+        return pool
 
+    def release(self, worker: type = Worker) -> int:
+        """Stop the pool's workers (freeing their GPUs and memory); the next batch on workers starts new ones.
 
-def release_workers(worker: type = Worker) -> int:
-    """Stop the pool's workers (freeing their GPUs and memory); the next batch on workers starts new ones.
-
-    Returns how many were stopped. The Ray session itself stays up.
-    """
-    pool = _pools.pop(worker, None)
-    if pool is None:
-        return 0
-    for actor in pool.actors:
-        pool.ray.kill(actor)
-    return len(pool.actors)
+        Returns how many were stopped. The Ray session itself stays up.
+        """
+        pool = self.pools.pop(worker, None)
+        if pool is None:
+            return 0
+        for actor in pool.actors:
+            pool.ray.kill(actor)
+        return len(pool.actors)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

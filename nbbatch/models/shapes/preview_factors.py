@@ -34,9 +34,9 @@ def fit(model: str = shapes.NAME, per_setting: int = 96) -> tuple[LatentMap, dic
     import torch
 
     from nbbatch.core.spec import Settings
-    from nbbatch.models.pipelines import get_pipeline
+    from nbbatch.models.pipelines import PipelineCache
 
-    pipe = get_pipeline(Settings(model=model, device="cpu")).pipe
+    pipe = PipelineCache().get(Settings(model=model, device="cpu")).pipe
     halves: list[tuple[torch.Tensor, torch.Tensor]] = []
     for index, (steps, guidance) in enumerate(SETTINGS):
         prompts = [caption(*triple) for triple in prompt_set(per_setting, seed=99 + index)]
