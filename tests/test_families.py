@@ -78,6 +78,7 @@ CASES = {
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
     "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
+    "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8)),  # SDXL's VAE
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -399,38 +400,39 @@ def test_lumina2_reads_its_system_prompt_first_so_a_prompt_is_cut_sooner_and_the
     assert max_difference(made[0].image, made[1].image) == 0, "what is cut off changes nothing"
 
 
-def tiny_auraflow(folder):
-    """A tiny AuraFlow pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
-    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, AutoencoderKL, FlowMatchEulerDiscreteScheduler
-    from transformers import UMT5Config, UMT5EncoderModel
+def tiny_sana(folder):
+    """A tiny Sana pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
+    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
 
-    from nbbatch.models.tiny import unigram_tokenizer
+    from nbbatch.models.tiny import _text_model, gemma_tokenizer
 
-    tokenizer = unigram_tokenizer()
+    tokenizer = gemma_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = UMT5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        encoder = Gemma2Model(
+            Gemma2Config(**_text_model(tokenizer), head_dim=8, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
         )  # fmt: skip
-        vae = AutoencoderKL(
-            block_out_channels=(8,) * 4,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            norm_num_groups=4,
-        )
-        transformer = AuraFlowTransformer2DModel(
-            sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
-            attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
-            out_channels=4, pos_embed_max_size=256,
+        vae = AutoencoderDC(
+            in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock",) * 2,
+            decoder_block_types=("ResBlock",) * 2, encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), ()), encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=(1, 1), decoder_qkv_multiscales=((), ()), upsample_block_type="interpolate",
+            downsample_block_type="conv", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+            scaling_factor=0.41407,
         )  # fmt: skip
-        AuraFlowPipeline(
+        transformer = SanaTransformer2DModel(
+            patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
+            num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=32,
+            sample_size=32,
+        )  # fmt: skip
+        SanaPipeline(
             tokenizer=tokenizer,
-            text_encoder=UMT5EncoderModel(config),
+            text_encoder=encoder,
             vae=vae,
             transformer=transformer,
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=1.73),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         ).save_pretrained(folder)
     return str(folder)
 
@@ -438,15 +440,15 @@ def tiny_auraflow(folder):
 def test_an_unchecked_family_runs_with_a_warning_and_equals_diffusers_alone(tmp_path):
     from nbbatch.models import families
 
-    model = tiny_auraflow(tmp_path / "auraflow")
-    families._warned.discard("AuraFlowPipeline")
-    with pytest.warns(UserWarning, match=r"^AuraFlowPipeline runs with nbbatch's generic rules"):
+    model = tiny_sana(tmp_path / "sana")
+    families._warned.discard("SanaPipeline")
+    with pytest.warns(UserWarning, match=r"^SanaPipeline runs with nbbatch's generic rules"):
         made = nbbatch.generate(["a red cat", LONG], [1, 2], model=model, **SIZE)
     pipe = raw_pipeline(model)
     for item in made:
         alone = pipe(item.prompt, generator=torch.Generator().manual_seed(item.seed), **RAW).images[0]
         assert max_difference(item.image, alone) <= 1
-    with pytest.raises(ValueError, match=r"^variation seeds need AuraFlowPipeline's own family rules"):
+    with pytest.raises(ValueError, match=r"^variation seeds need SanaPipeline's own family rules"):
         nbbatch.generate("a red cat", [1], model=model, variation_seed=3, variation_strength=0.5, **SIZE)
 
 

@@ -9,7 +9,7 @@ families), whether a negative prompt does anything, and which tokenizer bounds w
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
 Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
-PixArt-Σ and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
+PixArt-Σ, AuraFlow and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
 (packed latents), and FLUX.1 Kontext, which edits a picture it is given by an instruction (packed
 latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 """
@@ -333,6 +333,16 @@ FAMILIES = (
         binning=True,
     ),
     Family(
+        "AuraFlow",
+        ("AuraFlowPipeline",),
+        None,
+        latents="transformer",
+        reader=("tokenizer", 256),  # UMT5, padded to the length it reads: no prompt changes another
+        weights=False,
+        max_sequence=512,
+        default_size=1024,  # its pipeline draws 1024 px unless a size is given, whatever the model's sample size
+    ),
+    Family(
         "Lumina 2",
         ("Lumina2Pipeline",),
         None,
@@ -360,7 +370,7 @@ FAMILIES = (
 GENERIC = Family("generic", (), None)
 """The rules of `UNCHECKED` pipelines: the SD rules, where they apply."""
 
-UNCHECKED = ("SanaPipeline", "AuraFlowPipeline")
+UNCHECKED = ("SanaPipeline",)
 """Pipelines that run with the generic rules (batches, refine, save and code match diffusers) though their
 own family is not written yet: variation seeds, previews and image-to-image may not work on them."""
 

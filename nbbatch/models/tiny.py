@@ -33,6 +33,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-z-image": "z-image",
     "nbbatch:tiny-lumina2": "lumina2",
     "nbbatch:tiny-pixart": "pixart",
+    "nbbatch:tiny-auraflow": "auraflow",
 }
 _VERSION = "v2"
 _UNET_SHAPE = {
@@ -104,6 +105,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         "z-image",
         "lumina2",
         "pixart",
+        "auraflow",
     ):
         return _tiny_transformer(kind)
     if kind == "sdxl-refiner":
@@ -222,7 +224,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     (a Qwen3 encoder read at three depths, FLUX.2's 32-channel VAE, noise drawn as 2x2 patches,
     real CFG against an empty prompt, FLUX.2's empirical shift); ``lumina2``: a Gemma 2
     encoder under its system prompt; ``pixart``: PixArt-Σ's (T5, SDXL's VAE, aspect-ratio bins, the old
-    step callback). Every VAE scales by 8 as the real ones.
+    step callback); ``auraflow``: AuraFlow's (a UMT5 encoder, SDXL's 4-channel VAE, a static shift,
+    1024 px unless a size is given). Every VAE scales by 8 as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -243,7 +246,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         eos_token_id=t5_tokenizer.eos_token_id,
         decoder_start_token_id=t5_tokenizer.pad_token_id,
     )
-    scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None), "pixart": (0.13025, None)}.get(
+    sdxl_vae = (0.13025, None)  # PixArt-Σ and AuraFlow decode with SDXL's 4-channel VAE
+    scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None), "pixart": sdxl_vae, "auraflow": sdxl_vae}.get(
         kind, (0.3611, 0.1159)
     )
     with torch.random.fork_rng(devices=[]):
@@ -254,7 +258,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4 if kind == "pixart" else 16,  # PixArt-Σ decodes with SDXL's 4-channel VAE
+            latent_channels=4 if scaling == sdxl_vae[0] else 16,
             norm_num_groups=4,
             sample_size=64,
             use_quant_conv=False,
@@ -272,6 +276,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _z_image(vae)
         if kind == "lumina2":
             return _lumina2(vae)
+        if kind == "auraflow":
+            return _auraflow(vae, t5_tokenizer)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
@@ -558,6 +564,43 @@ def _pixart(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
         vae=vae,
         transformer=transformer,
         scheduler=DPMSolverMultistepScheduler(),
+    )
+
+
+def _auraflow(vae: Any, tokenizer: Any) -> DiffusionPipeline:
+    import torch
+    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=1,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = AuraFlowTransformer2DModel(
+        sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
+        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
+        out_channels=4, pos_embed_max_size=4096,  # 64 x 64 patches: its 1024 px default
+    )  # fmt: skip
+    with torch.no_grad():  # at the default init its gates and feed-forwards let no prompt (or LoRA) reach the picture
+        for name, weight in transformer.named_parameters():
+            if name.endswith(("ff.linear_2.weight", "out_projection.weight", "to_out.0.weight", "norm1.linear.weight")):
+                weight.mul_(4)
+    return AuraFlowPipeline(
+        tokenizer=tokenizer,
+        text_encoder=encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=_flow_scheduler(dynamic=False, shift=1.73),  # AuraFlow 0.3's static shift
     )
 
 
