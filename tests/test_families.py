@@ -79,6 +79,7 @@ CASES = {
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
     "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
     "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8)),  # SDXL's VAE
+    "sana": Case("nbbatch:tiny-sana", "SanaPipeline", None, noise=(1, 8, 16, 16)),  # its 512 px bin, at 1/32
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -398,58 +399,6 @@ def test_lumina2_reads_its_system_prompt_first_so_a_prompt_is_cut_sooner_and_the
     cut = str(caught[0].message).split("' is cut off")[0].rsplit("'", 1)[-1]
     assert LONG.strip().endswith(cut) and len(cut) > 100, "the system prompt's tokens count against the window"
     assert max_difference(made[0].image, made[1].image) == 0, "what is cut off changes nothing"
-
-
-def tiny_sana(folder):
-    """A tiny Sana pipeline saved to `folder`: a family nbbatch runs with its generic rules."""
-    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
-    from transformers import Gemma2Config, Gemma2Model
-
-    from nbbatch.models.tiny import _text_model, gemma_tokenizer
-
-    tokenizer = gemma_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        encoder = Gemma2Model(
-            Gemma2Config(**_text_model(tokenizer), head_dim=8, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-        )  # fmt: skip
-        vae = AutoencoderDC(
-            in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock",) * 2,
-            decoder_block_types=("ResBlock",) * 2, encoder_block_out_channels=(8, 8),
-            decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), ()), encoder_layers_per_block=(1, 1),
-            decoder_layers_per_block=(1, 1), decoder_qkv_multiscales=((), ()), upsample_block_type="interpolate",
-            downsample_block_type="conv", decoder_norm_types="rms_norm", decoder_act_fns="silu",
-            scaling_factor=0.41407,
-        )  # fmt: skip
-        transformer = SanaTransformer2DModel(
-            patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
-            num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=32,
-            sample_size=32,
-        )  # fmt: skip
-        SanaPipeline(
-            tokenizer=tokenizer,
-            text_encoder=encoder,
-            vae=vae,
-            transformer=transformer,
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        ).save_pretrained(folder)
-    return str(folder)
-
-
-def test_an_unchecked_family_runs_with_a_warning_and_equals_diffusers_alone(tmp_path):
-    from nbbatch.models import families
-
-    model = tiny_sana(tmp_path / "sana")
-    families._warned.discard("SanaPipeline")
-    with pytest.warns(UserWarning, match=r"^SanaPipeline runs with nbbatch's generic rules"):
-        made = nbbatch.generate(["a red cat", LONG], [1, 2], model=model, **SIZE)
-    pipe = raw_pipeline(model)
-    for item in made:
-        alone = pipe(item.prompt, generator=torch.Generator().manual_seed(item.seed), **RAW).images[0]
-        assert max_difference(item.image, alone) <= 1
-    with pytest.raises(ValueError, match=r"^variation seeds need SanaPipeline's own family rules"):
-        nbbatch.generate("a red cat", [1], model=model, variation_seed=3, variation_strength=0.5, **SIZE)
 
 
 def test_a_pipeline_of_no_family_nbbatch_knows_is_refused_in_one_line_before_the_last_one_leaves(tmp_path):

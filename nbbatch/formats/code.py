@@ -300,12 +300,15 @@ def _variation(item: _Exported) -> list[str]:
             "scale = pipe.vae_scale_factor * 2",
             f"shape = (1, pipe.{model}.config.in_channels, {height} // scale, {width} // scale)",
         ]
-    elif family.binning:  # PixArt-Σ draws its noise at its aspect-ratio bin's size
+    elif family.bins:  # PixArt-Σ and Sana draw their noise at their aspect-ratio bin's size
+        modules: dict[str, list[str]] = {}
+        for _, where in family.bins:
+            module, name = where.rsplit(".", 1)
+            modules.setdefault(module, []).append(name)
+        table = ", ".join(f"{side}: {where.rsplit('.', 1)[1]}" for side, where in family.bins)
         shape = [
-            "from diffusers.pipelines.pixart_alpha import pipeline_pixart_alpha as alpha",
-            "from diffusers.pipelines.pixart_alpha import pipeline_pixart_sigma as sigma",
-            "bins = {256: sigma.ASPECT_RATIO_2048_BIN, 128: alpha.ASPECT_RATIO_1024_BIN, "
-            "64: alpha.ASPECT_RATIO_512_BIN, 32: alpha.ASPECT_RATIO_256_BIN}[pipe.transformer.config.sample_size]",
+            *(f"from diffusers.pipelines.{module} import {', '.join(names)}" for module, names in modules.items()),
+            f"bins = {{{table}}}[pipe.transformer.config.sample_size]",
             f"binned = pipe.image_processor.classify_height_width_bin({height}, {width}, ratios=bins)",
             "shape = (1, pipe.transformer.config.in_channels, *(side // pipe.vae_scale_factor for side in binned))",
         ]

@@ -31,7 +31,7 @@ from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, cut_text, supports
-from nbbatch.models.families import GENERIC, family_of
+from nbbatch.models.families import family_of
 from nbbatch.models.pipelines import (
     Loaded,
     PipelineCache,
@@ -80,7 +80,7 @@ def call_arguments(
         arguments[family.guidance] = guidance
     if settings.true_cfg is not None:
         if not family.true_cfg:
-            what = f"guidance is its CFG ({family.guidance})" if family.name != "generic" else "it has none"
+            what = f"guidance is its CFG ({family.guidance})"
             raise SettingError(
                 "true_cfg", f"is FLUX.1's real CFG beside its distilled guidance; for {family.name} {what}"
             )
@@ -482,8 +482,6 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
             "the latent hires upscaler needs SD 1.x/2.x or SDXL's 4-channel latents (their image-to-image takes "
             f"those in place of a picture); {settings.model} has none: use the lanczos upscaler"
         )
-    if family is GENERIC and settings.variation_seed is not None and type(pipe).__name__ != "StableDiffusionPipeline":
-        raise ValueError(f"variation seeds need {type(pipe).__name__}'s own family rules, which nbbatch lacks yet")
     if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
         raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
@@ -512,7 +510,7 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
             )
         common.update(refiner=settings.refiner, refiner_at=settings.refiner_at or 0.8)
     previewer = None
-    if loaded.latent_map is not None and family is not GENERIC:
+    if loaded.latent_map is not None:
         shape = family.noise_shape(pipe, height, width)
         unpack = functools.partial(family.unpack, shape=shape) if family.latents in ("packed", "patched") else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)

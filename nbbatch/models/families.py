@@ -9,7 +9,7 @@ families), whether a negative prompt does anything, and which tokenizer bounds w
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
 Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
-PixArt-Σ, AuraFlow and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
+PixArt-Σ, Sana, AuraFlow and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
 (packed latents), and FLUX.1 Kontext, which edits a picture it is given by an instruction (packed
 latents). `family_of` refuses, in one line, a pipeline of no family it knows.
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nbbatch.core.errors import SettingError
-from nbbatch.core.notices import notice
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,9 @@ class Family:
     """The diffusers inpaint pipeline made from a loaded one (None: the family has none)."""
     legacy_callback: bool = False
     """Whether the pipeline takes only the old ``callback(step, timestep, latents)`` (PixArt-Σ): no stop mid-call."""
-    binning: bool = False
-    """Whether the pipeline rounds the size to its aspect-ratio bins first (PixArt-Σ), and so draws noise there."""
+    bins: tuple[tuple[int, str], ...] = ()
+    """The aspect-ratio bins the pipeline rounds the size to first, and so draws noise at (PixArt-Σ, Sana): by the
+    transformer's sample size, the diffusers table (``module.NAME`` under ``diffusers.pipelines``) it picks."""
     prefix: tuple[str, str] | None = None
     """The pipeline attribute it puts before every prompt, and the text between (Lumina 2's system prompt)."""
     edit: bool = False
@@ -86,8 +86,8 @@ class Family:
             )
             channels = pipe.transformer.config.in_channels
         height, width = int(height or default), int(width or default)
-        if self.binning:  # the noise is drawn at the bin's size; the picture is resized back afterwards
-            height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=_bins(pipe))
+        if self.bins:  # the noise is drawn at the bin's size; the picture is resized back afterwards
+            height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=self.bin_table(pipe))
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
             return (1, channels // 4, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))
         if self.latents == "patched":  # 2x2 patches already in the channels, as Flux2KleinPipeline draws them
@@ -104,6 +104,14 @@ class Family:
         return (
             encoder.dtype if encoder is not None else (pipe.unet if self.latents == "unet" else pipe.transformer).dtype
         )
+
+    def bin_table(self, pipe: Any) -> dict[str, list[float]]:
+        """The aspect-ratio bins the pipeline picks for its transformer's sample size."""
+        import importlib
+
+        where = dict(self.bins)[pipe.transformer.config.sample_size]
+        module, name = where.rsplit(".", 1)
+        return getattr(importlib.import_module(f"diffusers.pipelines.{module}"), name)
 
     def unpack(self, latents: Any, shape: tuple[int, ...]) -> Any:
         """Packed latents (tokens of 2x2 patches) as channels x height x width; `shape` is one image's, unpacked.
@@ -201,14 +209,13 @@ class Family:
         return tokenizer, max(window, 2)
 
 
-def _bins(pipe: Any) -> dict[str, list[float]]:
-    """PixArt's aspect-ratio bins for its transformer's sample size, as its pipeline picks them."""
-    from diffusers.pipelines.pixart_alpha import pipeline_pixart_alpha as alpha
-    from diffusers.pipelines.pixart_alpha import pipeline_pixart_sigma as sigma
-
-    side = pipe.transformer.config.sample_size
-    return {256: sigma.ASPECT_RATIO_2048_BIN, 128: alpha.ASPECT_RATIO_1024_BIN, 64: alpha.ASPECT_RATIO_512_BIN,
-            32: alpha.ASPECT_RATIO_256_BIN}[side]  # fmt: skip
+_ALPHA, _SIGMA = "pixart_alpha.pipeline_pixart_alpha.ASPECT_RATIO", "pixart_alpha.pipeline_pixart_sigma.ASPECT_RATIO"
+PIXART_BINS = ((256, f"{_SIGMA}_2048_BIN"), (128, f"{_ALPHA}_1024_BIN"), (64, f"{_ALPHA}_512_BIN"),
+               (32, f"{_ALPHA}_256_BIN"))  # fmt: skip
+"""PixArt-Σ's bins by sample size, as `PixArtSigmaPipeline` picks them."""
+SANA_BINS = ((128, "sana.pipeline_sana.ASPECT_RATIO_4096_BIN"), (64, f"{_SIGMA}_2048_BIN"), (32, f"{_ALPHA}_1024_BIN"),
+             (16, f"{_ALPHA}_512_BIN"))  # fmt: skip
+"""Sana's bins by sample size, as `SanaPipeline` picks them."""
 
 
 def _both(name: str) -> tuple[str, str]:
@@ -330,7 +337,19 @@ FAMILIES = (
         weights=False,
         max_sequence=300,
         legacy_callback=True,
-        binning=True,
+        bins=PIXART_BINS,
+    ),
+    Family(
+        "Sana",
+        ("SanaPipeline",),
+        None,
+        latents="transformer",
+        reader=("tokenizer", 300),  # Gemma 2 after its complex human instruction, which has a window of its own
+        weights=False,
+        float32_noise=True,
+        max_sequence=300,
+        default_size=1024,
+        bins=SANA_BINS,
     ),
     Family(
         "AuraFlow",
@@ -368,34 +387,14 @@ FAMILIES = (
 """The families nbbatch knows, by their pipelines' class names."""
 
 GENERIC = Family("generic", (), None)
-"""The rules of `UNCHECKED` pipelines: the SD rules, where they apply."""
-
-UNCHECKED = ("SanaPipeline",)
-"""Pipelines that run with the generic rules (batches, refine, save and code match diffusers) though their
-own family is not written yet: variation seeds, previews and image-to-image may not work on them."""
-
-_warned: set[str] = set()
+"""The rules of a pipeline of no family nbbatch knows (a record's, to export): the SD rules, where they apply."""
 
 
 def check_family(pipe: Any) -> None:
-    """Refuse, in one line, a pipeline of no family nbbatch knows; warn once of one it runs with generic rules."""
-    if family_of(pipe) is not GENERIC:
-        return
-    name = type(pipe).__name__
-    if name in UNCHECKED:
-        if name not in _warned:
-            _warned.add(name)
-            notice(
-                f"{name} runs with nbbatch's generic rules (its own family is not written yet): batches, refine "
-                "and code export match diffusers; variation seeds, step previews and image-to-image may not work",
-                UserWarning,
-                stacklevel=2,
-            )
-        return
-    known = ", ".join(family.name for family in FAMILIES)
-    raise ValueError(
-        f"nbbatch does not know the {name} family yet: it runs {known} (and, unchecked, {', '.join(UNCHECKED)})"
-    )
+    """Refuse, in one line, a pipeline of no family nbbatch knows."""
+    if family_of(pipe) is GENERIC:
+        known = ", ".join(family.name for family in FAMILIES)
+        raise ValueError(f"nbbatch does not know the {type(pipe).__name__} family yet: it runs {known}")
 
 
 def family_of(pipe: Any) -> Family:

@@ -34,6 +34,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-lumina2": "lumina2",
     "nbbatch:tiny-pixart": "pixart",
     "nbbatch:tiny-auraflow": "auraflow",
+    "nbbatch:tiny-sana": "sana",
 }
 _VERSION = "v2"
 _UNET_SHAPE = {
@@ -106,6 +107,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         "lumina2",
         "pixart",
         "auraflow",
+        "sana",
     ):
         return _tiny_transformer(kind)
     if kind == "sdxl-refiner":
@@ -225,7 +227,9 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     real CFG against an empty prompt, FLUX.2's empirical shift); ``lumina2``: a Gemma 2
     encoder under its system prompt; ``pixart``: PixArt-Σ's (T5, SDXL's VAE, aspect-ratio bins, the old
     step callback); ``auraflow``: AuraFlow's (a UMT5 encoder, SDXL's 4-channel VAE, a static shift,
-    1024 px unless a size is given). Every VAE scales by 8 as the real ones.
+    1024 px unless a size is given); ``sana``: Sana's (a Gemma 2 encoder after its complex human
+    instruction, a deep-compression VAE that scales by 32 as the real one, aspect-ratio bins, noise
+    in float32). Every other VAE scales by 8 as the real ones.
     """
     import torch
     from diffusers import AutoencoderKL
@@ -278,6 +282,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _lumina2(vae)
         if kind == "auraflow":
             return _auraflow(vae, t5_tokenizer)
+        if kind == "sana":
+            return _sana()
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
@@ -601,6 +607,36 @@ def _auraflow(vae: Any, tokenizer: Any) -> DiffusionPipeline:
         vae=vae,
         transformer=transformer,
         scheduler=_flow_scheduler(dynamic=False, shift=1.73),  # AuraFlow 0.3's static shift
+    )
+
+
+def _sana() -> DiffusionPipeline:
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = gemma_tokenizer()
+    config = Gemma2Config(
+        **_text_model(tokenizer), head_dim=8, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    blocks = 6  # five halvings: 32x, as the real DC-AE f32
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=8, attention_head_dim=2, encoder_block_types=("ResBlock",) * blocks,
+        decoder_block_types=("ResBlock",) * blocks, encoder_block_out_channels=(8,) * blocks,
+        decoder_block_out_channels=(8,) * blocks, encoder_qkv_multiscales=((),) * blocks,
+        decoder_qkv_multiscales=((),) * blocks, encoder_layers_per_block=(1,) * blocks,
+        decoder_layers_per_block=(1,) * blocks, upsample_block_type="interpolate", downsample_block_type="conv",
+        decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+    )  # fmt: skip
+    transformer = SanaTransformer2DModel(
+        patch_size=1, in_channels=8, out_channels=8, num_layers=1, num_attention_heads=2, attention_head_dim=4,
+        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=32,
+        sample_size=16,  # its 512 px bins
+    )  # fmt: skip
+    scheduler = DPMSolverMultistepScheduler(  # Sana's: DPM-Solver++ on flow sigmas, shift 3
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return SanaPipeline(
+        tokenizer=tokenizer, text_encoder=Gemma2Model(config), vae=vae, transformer=transformer, scheduler=scheduler
     )
 
 
