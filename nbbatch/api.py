@@ -140,7 +140,7 @@ def reproduce(
     if not isinstance(index, int) or isinstance(index, bool) or not -len(loaded) <= index < len(loaded):
         raise ValueError(f"there is no image {index!r} in {str(path)!r}: it holds {len(loaded)} image(s)")
     item = loaded[index]
-    if item.origin == "foreign":
+    if item.foreign:
         raise ValueError(f"{str(path)!r} was not made by nbbatch: it has no generator state to reproduce")
     job = Job(
         item.prompt,

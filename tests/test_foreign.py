@@ -366,6 +366,7 @@ def test_a_foreign_picture_varies_with_a_model_given_and_is_never_refined_or_rem
     info.add_text("parameters", text)
     Image.new("RGB", (32, 32), (200, 180, 40)).save(path, pnginfo=info)  # the real text on a picture to vary
     loaded = nbbatch.load(path)
+    assert loaded[0].foreign and loaded[0].origin == "foreign" and loaded[0].state is None, "no made-up state"
     with pytest.raises(
         ValueError, match="'realistic_realisticVisionV20_v20' is AUTOMATIC1111's name for its checkpoint"
     ):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nbbatch.core.axes import axis_label
 from nbbatch.core.spec import Settings
@@ -17,6 +17,10 @@ from nbbatch.core.spec import Settings
 if TYPE_CHECKING:
     from PIL import Image
 
+
+Origin = Literal["batch", "refine", "vary", "hires", "inpaint", "edit", "foreign"]
+"""How an image came to be: made by a batch or by one of the ways of improving a picked one, or read from a PNG
+another tool made (``foreign``: no generator state, so no refinement from its starting noise)."""
 
 EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires", "picture")
 """The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
@@ -26,7 +30,8 @@ EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires", "pict
 class Item:
     """One finished image and everything needed to make it again.
 
-    `state` is the initial state of the image's own generator; `params` holds every
+    `state` is the initial state of the image's own generator (None for a picture another tool
+    made: `foreign`); `params` holds every
     setting used, defaults resolved; `parent` is the item this one refines or varies.
     `loaded_from` is the file it was read from: what its record names is then data from
     that file, which `nbbatch.formats.trust.settings_to_remake` checks before anything loads it.
@@ -39,13 +44,18 @@ class Item:
     prompt_index: int
     settings: Settings = field(repr=False)
     params: MappingProxyType = field(repr=False)
-    state: bytes = field(repr=False)
+    state: bytes | None = field(repr=False)
     init_image: Image.Image | None = field(default=None, repr=False)
     parent: Item | None = field(default=None, repr=False)
-    origin: str = "batch"
+    origin: Origin = "batch"
     broken: bool = False
     loaded_from: str | None = field(default=None, repr=False, compare=False)
     mask: Image.Image | None = field(default=None, repr=False)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether another tool made it: read from its PNG, with no generator state of nbbatch's."""
+        return self.origin == "foreign"
 
     @property
     def depth(self) -> int:

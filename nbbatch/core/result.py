@@ -628,7 +628,7 @@ def refine_jobs(
 
     A loaded item loads only what its file may name (`nbbatch.formats.trust`), unless `allow_download`.
     """
-    if item.origin == "foreign":
+    if item.foreign:
         raise ValueError(
             f"this picture was made by {item.params.get('tool', 'another tool')}: its starting noise came from that "
             "tool's generator, so nbbatch cannot make it again or refine it; vary it instead"
@@ -679,7 +679,7 @@ def vary_jobs(
     """
     if not seeds:
         raise ValueError("no seeds given for the variations")
-    if item.origin == "foreign" and "model" not in overrides and not loadable(item.settings.model):
+    if item.foreign and "model" not in overrides and not loadable(item.settings.model):
         raise ValueError(
             f"{item.settings.model!r} is {item.params.get('tool', 'another tool')}'s name for its checkpoint, not a "
             "model nbbatch can load: pass model= a hub id or a diffusers folder"
@@ -732,10 +732,17 @@ def hires_jobs(
     from PIL import Image as PILImage
 
     picture = item.image if upscaler == "latent" else item.image.resize((width, height), PILImage.Resampling.LANCZOS)
-    state = None if item.origin == "foreign" else item.state  # another tool's noise: this seed's, as nbbatch draws it
     hires = {"scale": float(scale), "upscaler": upscaler, "width": item.image.width, "height": item.image.height}
     job = Job(
-        prompt or item.prompt, item.seed, 0, item.negative_prompt, picture, state, item, "hires", extra={"hires": hires}
+        prompt or item.prompt,
+        item.seed,
+        0,
+        item.negative_prompt,
+        picture,
+        item.state,
+        item,
+        "hires",
+        extra={"hires": hires},
     )
     return settings, (job,)
 
@@ -766,10 +773,9 @@ def inpaint_jobs(
     reset = {"variation_seed": None, "variation_strength": 0.0, "width": width, "height": height}
     settings = settings_to_remake(item, {**reset, **overrides}, allow_download)
     settings.image_to_image_steps()
-    state = None if item.origin == "foreign" else item.state
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(
-        Job(text.strip(), item.seed, index, negative, item.image, state, item, "inpaint", mask=picture)
+        Job(text.strip(), item.seed, index, negative, item.image, item.state, item, "inpaint", mask=picture)
         for index, text in enumerate(prompts)
     )
     return settings, jobs
@@ -822,8 +828,7 @@ def edit_jobs(
     if model is not None and model != item.settings.model:
         changes.update(EDIT_RESET, model=model)
     settings = settings_to_remake(item, {**changes, **overrides}, allow_download)
-    state = None if item.origin == "foreign" else item.state
-    starts = [(item.seed, state)] if seeds is None else [(seed, None) for seed in seeds]
+    starts = [(item.seed, item.state)] if seeds is None else [(seed, None) for seed in seeds]
     step = f"e{sum(step.origin == 'edit' for step in item.lineage()) + 1}"
     letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(instructions))]
     jobs = tuple(

@@ -155,7 +155,7 @@ def _check(item: _Exported) -> None:
     from nbbatch.models.standins import STANDINS
 
     model = str(item.settings.model)
-    if item.origin == "foreign":
+    if item.foreign:
         raise ValueError("this image was made by another tool: its noise came from another generator, so no code here")
     if model in STANDINS:
         raise ValueError(f"{model} is a stand-in built in memory and never saved: no code can load it")

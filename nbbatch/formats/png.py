@@ -35,7 +35,7 @@ from nbbatch.core.axes import axis_value
 from nbbatch.core.item import Item
 from nbbatch.core.observer import Observer
 from nbbatch.core.pictures import read_picture
-from nbbatch.core.seeds import SEED_MAX, generator_state, make_generator
+from nbbatch.core.seeds import SEED_MAX
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
 from nbbatch.formats.foreign import Foreign, read_foreign
 from nbbatch.formats.record import RECORD_VERSION, is_plain_name, parse_record
@@ -232,7 +232,7 @@ class Saver(Observer):
         """
         items = list(items)
         for item in items:
-            if item.origin == "foreign":
+            if item.foreign:
                 raise ValueError(
                     f"{item.params.get('file', 'a picture')} was made by {item.params.get('tool', 'another tool')}: "
                     "nbbatch saves only what it made (copy the file itself)"
@@ -485,7 +485,7 @@ def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[
         except ValueError:
             skipped.append(png.name)
             continue
-        if foreign or item.origin != "foreign":
+        if foreign or not item.foreign:
             items.append(item)
     if skipped and foreign:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
@@ -624,7 +624,6 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         "model": found.model,
         "strength": found.strength,
     }
-    state = generator_state(make_generator("cpu", seed))
     return Item(
         image,
         seed,
@@ -633,7 +632,7 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         0,
         settings,
         MappingProxyType(params),
-        state,
+        None,  # another tool's noise: its seed drawn nbbatch's way stands in where one is needed
         None,
         None,
         "foreign",
