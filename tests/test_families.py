@@ -46,16 +46,18 @@ class Case:
     long: str = ""
     """A long prompt the family reads whole (default `LONG`)."""
     raw: tuple[tuple[str, str], ...] = ()
+    """What a raw call adds to do what nbbatch does by default (Qwen-Image: an empty negative turns its CFG on)."""
     noise: tuple[int, ...] = (1, 16, 8, 8)
     """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
     lora: bool = True
-    """What a raw call adds to do what nbbatch does by default (Qwen-Image: an empty negative turns its CFG on)."""
+    weights: bool = False
+    """Whether A1111 weights are read (FLUX.1's T5, through compel) rather than refused."""
 
 
 CASES = {
-    "flux-dev": Case("nbbatch:tiny-flux", "FluxPipeline", "FluxImg2ImgPipeline", negative=False),
+    "flux-dev": Case("nbbatch:tiny-flux", "FluxPipeline", "FluxImg2ImgPipeline", negative=False, weights=True),
     "flux-schnell": Case(
-        "nbbatch:tiny-flux-schnell", "FluxPipeline", "FluxImg2ImgPipeline", negative=False, guidance=False
+        "nbbatch:tiny-flux-schnell", "FluxPipeline", "FluxImg2ImgPipeline", negative=False, guidance=False, weights=True
     ),
     "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
     "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline"),
@@ -198,13 +200,38 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
 
 
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
-    refusals = [("a (red:1.3) cat", {}, "prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline")]
+    if case.weights:
+        refusals = [("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; FLUX.1 reads one T5")]
+    else:
+        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL or FLUX.1 pipeline")]
     if not case.negative:
         refusals.append(("a red cat", {"negative_prompt": "blurry"}, case.refusal))
     for prompt, options, message in refusals:
         with pytest.raises(ValueError, match=message) as error:
             nbbatch.generate(prompt, [1], model=case.model, **SIZE, **options)
         assert "\n" not in str(error.value)
+
+
+def test_weights_on_flux_weight_its_t5_sequence_as_compel_does_by_hand():
+    from compel import CompelForFlux
+
+    model, cfg = "nbbatch:tiny-flux", {"true_cfg": 50.0, "negative_prompt": "blurry", "steps": 4}
+    options = {**cfg, "width": 64, "height": 64}  # true CFG at 50 makes a weight visible on random weights
+    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
+    assert made[0].params["encoded_by"] == "compel" and "encoded_by" not in made[1].params
+    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
+    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
+    pipe = raw_pipeline(model)
+    by_hand = CompelForFlux(pipe)("a (red)3 cat")  # compel's own syntax for (red:3)
+    raw = pipe(
+        prompt_embeds=by_hand.embeds, pooled_prompt_embeds=by_hand.pooled_embeds, negative_prompt="blurry",
+        true_cfg_scale=50.0, generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
+    ).images[0]  # fmt: skip
+    assert max_difference(made[0].image, raw) <= 1
+    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
+    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
+    with pytest.raises(ValueError, match="diffusers alone cannot"):
+        made[0].code()
 
 
 def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers_batched_does_not():

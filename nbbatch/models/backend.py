@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nbbatch.core import engine
-from nbbatch.core.attention import check_prompt, is_plain
+from nbbatch.core.attention import check_prompt, is_plain, parse_attention, plain_text
 from nbbatch.core.errors import OutOfMemory, SettingError
 from nbbatch.core.item import Item
 from nbbatch.core.notices import notice
 from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
-from nbbatch.models.conditioning import Conditioner, cut_text, supports
+from nbbatch.models.conditioning import Conditioner, T5Conditioner, cut_text, supports
 from nbbatch.models.families import family_of
 from nbbatch.models.pipelines import (
     Loaded,
@@ -203,7 +203,7 @@ class DiffusersPass:
     arguments: dict[str, Any]
     common: dict[str, Any]
     steps: int
-    conditioner: Conditioner | None
+    conditioner: Conditioner | T5Conditioner | None
     previewer: StepPreviewer | None
     refiner: Any = None
     """The SDXL refiner that takes the latents over at ``settings.refiner_at`` (None: no hand-off)."""
@@ -485,8 +485,13 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
         raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
-    conditioner = Conditioner(pipe, settings.clip_skip) if family.weights and supports(pipe) else None
-    check_prompts(pipe, jobs, conditioner is not None, settings.max_sequence_length)
+    conditioner: Conditioner | T5Conditioner | None = None
+    if family.weights == "clip" and supports(pipe):
+        conditioner = Conditioner(pipe, settings.clip_skip)
+    elif family.weights == "t5":
+        window = settings.max_sequence_length or family.reader[1] or 512
+        conditioner = T5Conditioner(pipe, window, true_cfg(arguments))
+    check_prompts(pipe, jobs, conditioner, settings.max_sequence_length)
     if loaded.vocabulary:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)
     first = jobs[0].init_image
@@ -561,8 +566,10 @@ def check_vocabulary(vocabulary: dict[str, Any], jobs: list[Job], model: str) ->
         )
 
 
-def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None = None) -> None:
-    """Refuse weight syntax it cannot read (or, on a pipeline without `weights` support, any); warn of a cut prompt.
+def check_prompts(
+    pipe: Any, jobs: list[Job], conditioner: Conditioner | T5Conditioner | None, window: int | None = None
+) -> None:
+    """Refuse weight syntax it cannot read (any, where no `conditioner` reads weights); warn of a cut prompt.
 
     `window` is the ``max_sequence_length`` asked for, in place of the family's default.
     """
@@ -570,13 +577,18 @@ def check_prompts(pipe: Any, jobs: list[Job], weights: bool, window: int | None 
     texts = dict.fromkeys(text for job in jobs for text in (job.prompt, job.negative_prompt) if text)
     for text in texts:
         check_prompt(text)
-        if not weights and not is_plain(text):
+        if conditioner is not None and not conditioner.reads_any_length and len(parse_attention(text)) > 1:
             raise ValueError(
-                f"prompt weights and BREAK need an SD 1.x/2.x or SDXL pipeline; {type(pipe).__name__} reads "
+                f"BREAK splits CLIP's 75-token windows; {family.name} reads one T5 sequence: take it out of {text!r}"
+            )
+        if conditioner is None and not is_plain(text):
+            raise ValueError(
+                f"prompt weights need an SD 1.x/2.x, SDXL or FLUX.1 pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
         tokenizer, read = family.prompt_window(pipe, window)
-        cut = None if weights else cut_text(tokenizer, read, text)
+        long = conditioner is not None and conditioner.reads_any_length
+        cut = None if long else cut_text(tokenizer, read, plain_text(text) if conditioner is not None else text)
         if cut:
             asked = window or family.reader[1] or read
             if family.max_sequence is None:

@@ -13,6 +13,8 @@ pieces, so a prompt with no weights gives exactly the embeddings diffusers makes
 image's embeddings are its own: a prompt and its negative are padded to the longer of the
 two with the empty prompt's window (as compel does) and nothing more, so an image comes out
 the same in any batch; the engine batches only images whose embeddings have one length.
+FLUX.1's weights go through `T5Conditioner`: compel weights its T5 sequence, as its own
+``CompelForFlux`` does.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class Conditioner:
     applies to the prompt and not to the negative prompt, so a chunk that comes here
     gives the same images as one diffusers encodes itself.
     """
+
+    reads_any_length = True
 
     def __init__(self, pipe: Any, clip_skip: int | None = None) -> None:
         self.pipe = pipe
@@ -180,6 +184,72 @@ class Conditioner:
         provider = self._prompt[-1]
         text = self.pipe.maybe_convert_prompt(plain_text(prompt), provider.tokenizer)
         return provider.get_pooled_embeddings([text], device=provider.device)
+
+
+class T5Conditioner:
+    """FLUX.1's prompts with A1111 weights: their T5 sequence weighted by compel, CLIP's pooled embedding of the text.
+
+    Only a chunk with weights comes here; a plain prompt goes to the pipeline as text. compel
+    reads the T5 window the pipeline reads (`window`, its ``max_sequence_length``) and a
+    fragment of weight 1 gives exactly the pipeline's own embeddings; CLIP's pooled embedding
+    is the pipeline's own of the text without its weights (compel's ``CompelForFlux`` does the
+    same: its pooled embedding ignores weights). ``BREAK`` splits CLIP's 75-token windows and
+    means nothing to one T5 sequence: `nbbatch.models.backend.check_prompts` refuses it. With
+    `negatives` (true CFG), every image gets its negative prompt's embeddings too, the empty
+    prompt's where it has none.
+    """
+
+    reads_any_length = False
+
+    def __init__(self, pipe: Any, window: int, negatives: bool) -> None:
+        import copy
+
+        from compel import Compel
+
+        self.pipe, self.window, self.negatives = pipe, window, negatives
+        tokenizer = copy.copy(pipe.tokenizer_2)
+        tokenizer.model_max_length = window  # compel pads and cuts to the tokenizer's length: the pipeline's window
+        compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder_2, truncate_long_prompts=True)
+        self._t5 = compel.conditioning_provider
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
+        """Whether a chunk with these prompts has weights, and so must be encoded here."""
+        return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """Every image's T5 sequence is the window long: any prompts share a call."""
+        return self.window
+
+    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
+        """The pipeline's ``prompt_embeds`` and ``pooled_prompt_embeds`` (and the negative ones, for true CFG)."""
+        import torch
+
+        made = [self._encode(prompt) for prompt in prompts]
+        arguments = {
+            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
+            "pooled_prompt_embeds": torch.cat([pooled for _, pooled in made]),
+        }
+        if self.negatives:
+            negative = [self._encode(text or "") for text in negatives]
+            arguments["negative_prompt_embeds"] = torch.cat([embeds for embeds, _ in negative])
+            arguments["negative_pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in negative])
+        return arguments
+
+    def _encode(self, prompt: str) -> tuple[Any, Any]:
+        if prompt not in self._cache:
+            import torch
+
+            windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
+            fragments = windows[0] if windows else [("", 1.0)]
+            with torch.no_grad(), _quiet():
+                plain = plain_text(prompt)
+                _, pooled, _ = self.pipe.encode_prompt(plain, prompt_2=plain, max_sequence_length=self.window)
+                embeds = self._t5.get_embeddings_for_weighted_prompt_fragments(
+                    [[text for text, _ in fragments]], [[weight for _, weight in fragments]], device=self._t5.device
+                )
+            self._cache[prompt] = (embeds.to(pooled.dtype), pooled)
+        return self._cache[prompt]
 
 
 def _layer_provider(tokenizer: Any, encoder: Any, hidden: int, normalise: bool, device: Any) -> Any:

@@ -4,8 +4,8 @@ A `Family` says, for the pipelines of one kind, how their starting noise is draw
 passed (its shape per image, its dtype, packed into 2x2 patches or not), what their
 scheduler needs to set its timesteps (a dynamic shift's ``mu``, computed as the pipeline
 computes it), which pipeline class makes image-to-image from a loaded one, whether
-nbbatch may encode their prompts itself (A1111 weights and long prompts: the CLIP-only
-families), whether a negative prompt does anything, and which tokenizer bounds what the
+nbbatch may encode their prompts itself (A1111 weights and long prompts on the CLIP-only
+families, weights on FLUX.1's T5), whether a negative prompt does anything, and which tokenizer bounds what the
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
 Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
@@ -45,7 +45,9 @@ class Family:
     latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
-    weights: bool = True
+    weights: Literal["clip", "t5"] | None = "clip"
+    """How nbbatch may encode prompts itself: ``clip`` (SD, SDXL: A1111 weights, ``BREAK``, any length), ``t5``
+    (FLUX.1: A1111 weights on its T5 sequence, through compel), None (prompts go to the pipeline as text)."""
     negative: str | None = None
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
@@ -242,7 +244,7 @@ FAMILIES = (
         inpaint="StableDiffusion3InpaintPipeline",
         latents="transformer",
         reader=("tokenizer_3", 256),  # T5 reads 256 tokens by default; CLIP's 77 are a part of the sequence
-        weights=False,
+        weights=None,
         max_sequence=512,
     ),
     Family(
@@ -253,7 +255,7 @@ FAMILIES = (
         latents="packed",
         embeddings="text_encoder_2",
         reader=("tokenizer_2", 512),  # T5; CLIP gives only the pooled embedding
-        weights=False,
+        weights="t5",
         negative=(
             "FLUX.1 ignores a negative prompt without true CFG (its guidance is distilled): pass --true-cfg above 1 "
             "(a second pass each step) or leave the negative prompt out"
@@ -269,7 +271,7 @@ FAMILIES = (
         latents="packed",
         embeddings="text_encoder_2",
         reader=("tokenizer_2", 512),
-        weights=False,
+        weights=None,
         negative=(
             "FLUX.1 Kontext ignores a negative prompt without true CFG (its guidance is distilled): pass --true-cfg "
             "above 1 (a second pass each step) or leave the negative prompt out"
@@ -285,7 +287,7 @@ FAMILIES = (
         None,  # no image-to-image: a picture it is given is a reference it edits from
         latents="patched",
         reader=("tokenizer", 512),
-        weights=False,
+        weights=None,
         negative=(
             "FLUX.2 Klein reads no negative prompt: diffusers' Flux2KleinPipeline guides against an empty one; "
             "leave the negative prompt out"
@@ -302,7 +304,7 @@ FAMILIES = (
         inpaint="QwenImageInpaintPipeline",
         latents="packed",
         reader=("tokenizer", 512),
-        weights=False,
+        weights=None,
         guidance="true_cfg_scale",  # its CFG; guidance_scale is for guidance-distilled checkpoints (none yet)
         max_sequence=1024,
     ),
@@ -313,7 +315,7 @@ FAMILIES = (
         inpaint="ZImageInpaintPipeline",
         latents="transformer",
         reader=("tokenizer", 512),
-        weights=False,
+        weights=None,
         float32_noise=True,
         max_sequence=512,
         default_size=1024,
@@ -325,7 +327,7 @@ FAMILIES = (
         "ChromaImg2ImgPipeline",  # no inpaint: ChromaInpaintPipeline reads a guidance_embeds Chroma lacks (0.42.1)
         latents="packed",
         reader=("tokenizer", 512),
-        weights=False,
+        weights=None,
         max_sequence=512,
     ),
     Family(
@@ -334,7 +336,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 300),
-        weights=False,
+        weights=None,
         max_sequence=300,
         legacy_callback=True,
         bins=PIXART_BINS,
@@ -345,7 +347,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 300),  # Gemma 2 after its complex human instruction, which has a window of its own
-        weights=False,
+        weights=None,
         float32_noise=True,
         max_sequence=300,
         default_size=1024,
@@ -357,7 +359,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 256),  # UMT5, padded to the length it reads: no prompt changes another
-        weights=False,
+        weights=None,
         max_sequence=512,
         default_size=1024,  # its pipeline draws 1024 px unless a size is given, whatever the model's sample size
     ),
@@ -367,7 +369,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 256),
-        weights=False,
+        weights=None,
         max_sequence=256,  # its caption positions: the real transformer's rotary table holds 300
         prefix=("system_prompt", " <Prompt Start> "),
     ),
@@ -377,7 +379,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 1024),
-        weights=False,
+        weights=None,
         pads_to_longest=True,  # with no attention mask: a short prompt beside a long one changes by ~110 levels
         float32_noise=True,
         shift_rule="cogview4",
