@@ -238,7 +238,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     tokenizer, t5_tokenizer = byte_tokenizer(), unigram_tokenizer()
     clip = clip_config(tokenizer)
     t5_width = 64 if kind == "sd3" else 32  # SD3 pads the two CLIPs' 32 + 32 to T5's width
-    t5_config = T5Config(
+    t5_options = dict(
         vocab_size=len(t5_tokenizer),
         d_model=t5_width,
         d_kv=8,
@@ -250,6 +250,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         eos_token_id=t5_tokenizer.eos_token_id,
         decoder_start_token_id=t5_tokenizer.pad_token_id,
     )
+    t5_config = T5Config(**t5_options)
     sdxl_vae = (0.13025, None)  # PixArt-Σ and AuraFlow decode with SDXL's 4-channel VAE
     scaling, shift = {"sd3": (1.5305, 0.0609), "cogview4": (1.0, None), "pixart": sdxl_vae, "auraflow": sdxl_vae}.get(
         kind, (0.3611, 0.1159)
@@ -281,7 +282,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         if kind == "lumina2":
             return _lumina2(vae)
         if kind == "auraflow":
-            return _auraflow(vae, t5_tokenizer)
+            return _auraflow(vae, t5_tokenizer, {**t5_options, "num_layers": 1})
         if kind == "sana":
             return _sana()
         t5 = T5EncoderModel(t5_config)
@@ -573,25 +574,12 @@ def _pixart(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
     )
 
 
-def _auraflow(vae: Any, tokenizer: Any) -> DiffusionPipeline:
+def _auraflow(vae: Any, tokenizer: Any, t5_options: dict[str, Any]) -> DiffusionPipeline:
     import torch
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
-        )
-    )
+    encoder = UMT5EncoderModel(UMT5Config(**t5_options))  # the other tiny T5s' shape, one layer
     transformer = AuraFlowTransformer2DModel(
         sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
         attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
