@@ -154,7 +154,7 @@ def test_axis_values_take_lists_and_ranges_as_a1111_writes_them(spec, name, valu
         ({"x": "prompt=dog,cat"}, "prompt S/R: 'dog' is not in the prompt 'a red cat'"),
         ({"x": "steps=1-400", "y": "guidance=1-300"}, "the grid makes 120000 images (120000 cells x 1)"),
         ({"x": "strength=0.5"}, "a strength axis is for image-to-image"),
-        ({"x": "variation_strength=0,1"}, "variation_strength as an axis needs a variation seed"),
+        ({"x": "variation_strength=0,1"}, "variation_strength as an axis needs variation_seed"),
         ({"x": "seed=1,2", "seeds": "3,4"}, "a seed axis gives every cell its seed: pass one seed"),
         ({"x": "size=33x32"}, "width must be a multiple of 8"),
     ],
@@ -283,7 +283,7 @@ def test_a_variation_image_is_made_again_from_its_png_and_refines_from_the_same_
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("--variation-strength 0.5", "--variation-strength needs a variation seed to blend towards"),
+        ("--variation-strength 0.5", "--variation-strength needs --variation-seed to blend towards"),
         ("--variation-seed 3 --variation-strength 2", "--variation-strength must be a number from 0 to 1"),
         ("--variation-seed 3 --image pic", "variation seeds blend the starting noise of text-to-image"),
         ("--x nope=1", "--x: 'nope' is not something a grid can vary"),

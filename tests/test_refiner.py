@@ -87,7 +87,7 @@ def test_the_progress_counts_the_base_s_steps_then_the_refiner_s():
     [
         ({"model": "nbbatch:tiny-sd", "refiner": REFINER}, "refiner takes SDXL latents over partway"),
         ({"model": BASE, "refiner": "nbbatch:tiny-flux"}, "the refiner nbbatch:tiny-flux is FLUX.1, not an SDXL model"),
-        ({"model": BASE, "refiner_at": 0.5}, "refiner_at says when the refiner takes over: give a refiner too"),
+        ({"model": BASE, "refiner_at": 0.5}, "refiner_at says when the refiner takes over: give refiner too"),
         (
             {"model": BASE, "refiner": REFINER, "refiner_at": 1.0},
             "refiner_at must be a number above 0 and below 1",
@@ -112,7 +112,7 @@ def test_the_magic_takes_refiner_and_refiner_at(shell):
             "a red cat",
         )  # fmt: skip
     assert shell.user_ns["_batch"][0].params["refiner_at"] == 0.6
-    with pytest.raises(UsageError, match="^--refiner-at says when the refiner takes over: give a refiner too$"):
+    with pytest.raises(UsageError, match="^--refiner-at says when the refiner takes over: give --refiner too$"):
         shell.run_cell_magic("batchgen", f"-m {BASE} --refiner-at 0.6", "a red cat")
 
 

@@ -323,9 +323,7 @@ def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel
     panel.controls["variation_seed"].value = ""
     panel.generate_button.click()
     panel.wait(60)
-    assert (
-        "variation strength needs a variation seed to blend towards" in panel.message.value and len(panel.results) == 1
-    )
+    assert "variation strength needs variation seed to blend towards" in panel.message.value and len(panel.results) == 1
 
 
 def test_out_of_memory_is_shown_and_the_finished_images_kept(panel, monkeypatch):

@@ -237,7 +237,7 @@ def _check_fits(settings: Settings, jobs: Sequence[Job], axes: Sequence[Axis]) -
         if axis.name in ("size", "width", "height") and image_to_image:
             raise ValueError(f"a {axis.name} axis is for text-to-image: input images keep their size")
         if axis.name == "variation_strength" and settings.variation_seed is None and not _has(axes, "variation_seed"):
-            raise SettingError("variation_strength", "as an axis needs a variation seed")
+            raise SettingError("variation_strength", "as an axis needs {needs}", needs="variation_seed")
         if axis.name == "seed" and len({job.seed for job in jobs}) > 1:
             raise ValueError("a seed axis gives every cell its seed: pass one seed (or none), not several")
         if axis.name == "prompt":

@@ -20,15 +20,17 @@ class SettingError(ValueError):
     `said_as` puts the magic's ``--true-cfg`` or the panel's "true cfg" in the field's place.
     `problem` is what follows the name: a predicate (``must be ...``) or, when `predicate` is
     False, a sentence of its own that follows a colon (``loras: LoRA weight must be a number``).
+    Where it needs another setting (`needs`), ``{needs}`` in `problem` names that one the same way.
     """
 
-    def __init__(self, field: str, problem: str, *, predicate: bool = True) -> None:
-        self.field, self.problem, self.predicate = field, problem, predicate
-        super().__init__(self.said_as(field))
+    def __init__(self, field: str, problem: str, *, predicate: bool = True, needs: str | None = None) -> None:
+        self.field, self.problem, self.predicate, self.needs = field, problem, predicate, needs
+        super().__init__(self.said_as(field, needs))
 
-    def said_as(self, name: str) -> str:
-        """The message with `name` for the field: ``--true-cfg must be ...``."""
-        return f"{name}{' ' if self.predicate else ': '}{self.problem}"
+    def said_as(self, name: str, needs: str | None = None) -> str:
+        """The message with `name` for the field and `needs` for the one it needs: ``--refiner-at ... --refiner``."""
+        problem = self.problem if self.needs is None else self.problem.replace("{needs}", needs or self.needs)
+        return f"{name}{' ' if self.predicate else ': '}{problem}"
 
 
 class OutOfMemory(RuntimeError):

@@ -150,9 +150,9 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _check_together(self) -> Settings:
         if self.variation_strength and self.variation_seed is None:
-            raise SettingError("variation_strength", "needs a variation seed to blend towards")
+            raise SettingError("variation_strength", "needs {needs} to blend towards", needs="variation_seed")
         if self.refiner_at is not None and self.refiner is None:
-            raise SettingError("refiner_at", "says when the refiner takes over: give a refiner too")
+            raise SettingError("refiner_at", "says when the refiner takes over: give {needs} too", needs="refiner")
         return self
 
     def replace(self, **changes: Any) -> Settings:

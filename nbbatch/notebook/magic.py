@@ -392,5 +392,6 @@ def _stop(message: str, error: BaseException | None) -> NoReturn:
 def _said(error: BaseException | None) -> str:
     """An error's first line as the magic's user reads it: a `SettingError` names its option (``--true-cfg``)."""
     if isinstance(error, SettingError):
-        return first_line(error.said_as(FLAGS.get(error.field, error.field)))
+        needs = FLAGS.get(error.needs, error.needs) if error.needs else None
+        return first_line(error.said_as(FLAGS.get(error.field, error.field), needs))
     return first_line(error)

@@ -662,6 +662,7 @@ def _describe(result: BatchResult) -> str:
 def _said(error: BaseException | None) -> str:
     """An error's first line as the panel says it: a `SettingError` names its control ("true cfg")."""
     if isinstance(error, SettingError):
-        title = next((s.title for s in SETTINGS if s.name == error.field), error.field.replace("_", " "))
-        return first_line(error.said_as(title))
+        titles = {setting.name: setting.title for setting in SETTINGS}
+        needs = titles.get(error.needs, error.needs) if error.needs else None
+        return first_line(error.said_as(titles.get(error.field, error.field.replace("_", " ")), needs))
     return first_line(error)
