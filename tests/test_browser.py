@@ -259,7 +259,10 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     )
     assert page.locator(".nbbatch-grid .nbbatch-thumb-label").all_inner_texts() == ["seed 1", "seed 1 · inpaint"]
     page.screenshot(path=str(OUTPUT / "panel-inpainted.png"), full_page=True)
+    page.wait_for_function("!document.querySelector('button.nbbatch-generate').disabled")  # the run has ended
+    page.wait_for_function("document.querySelectorAll('.nbbatch-origin .nbbatch-thumb').length === 8")
     page.locator(".nbbatch-thumb img").first.click(force=True)
+    page.wait_for_selector(".nbbatch-thumb.nbbatch-selected")  # picked: the refine box with Hires fix opens
     page.locator("button.nbbatch-hires").click()
     page.wait_for_function(
         "[...document.querySelectorAll('.nbbatch-thumb-label')].some(e => e.innerText === 'seed 1 · hires x2')"
