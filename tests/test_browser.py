@@ -238,12 +238,15 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
     assert page.locator(".nbbatch-grid .nbbatch-thumb img").last.evaluate("img => img.naturalWidth") == 128
     page.screenshot(path=str(OUTPUT / "panel-refined.png"), full_page=True)
 
+    page.wait_for_function("!document.querySelector('button.nbbatch-generate').disabled")  # the run has ended
     page.locator(".nbbatch-thumb img").first.click(force=True)  # the original, in the story row
+    page.locator(".nbbatch-thumb.nbbatch-selected").wait_for()
     pad = page.locator(".nbbatch-maskpad canvas")
+    pad.wait_for(state="visible")  # the refine box, hidden while the refinement ran, opens again
     pad.scroll_into_view_if_needed()
     page.wait_for_function(  # the picture is drawn on the pad: its middle pixel is not blank
         "(() => { const c = document.querySelector('.nbbatch-maskpad canvas');"
-        " return c && c.getContext('2d').getImageData(128, 128, 1, 1).data[3] > 0; })()"
+        " return c && c.offsetParent !== null && c.getContext('2d').getImageData(128, 128, 1, 1).data[3] > 0; })()"
     )
     box = pad.bounding_box()
     page.mouse.move(box["x"] + 10, box["y"] + box["height"] * 0.75)
