@@ -151,7 +151,7 @@ def reproduce(
         item.state,
         None,
         item.origin,
-        extra=item.extra,
+        provenance=item.provenance.as_plain(),
         mask=item.mask,
     )
     runner = (session or default_session()).runner()

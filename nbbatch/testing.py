@@ -7,7 +7,6 @@ Used by the tests and the benchmarks, which measure the inline preview of large 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import MappingProxyType
 
 import numpy as np
 from PIL import Image
@@ -37,5 +36,5 @@ def synthetic_picture(index: int, size: int = 1024) -> Image.Image:
 def picture_result(images: Sequence[Image.Image], prompt: str = "a synthetic picture") -> BatchResult:
     """A result holding `images` as seeds 0, 1, ... of one prompt, as if a batch had made them."""
     settings = Settings()
-    items = [Item(image, seed, prompt, "", 0, settings, MappingProxyType({}), b"") for seed, image in enumerate(images)]
+    items = [Item(image, seed, prompt, "", 0, settings, None, b"") for seed, image in enumerate(images)]
     return BatchResult(items, settings, total=len(items), runner=default_session().runner())

@@ -62,13 +62,13 @@ def test_two_loras_are_weighted_together_as_set_adapters_weighs_them(loras, tmp_
 def test_a_lora_is_recorded_as_a1111_writes_it_and_reproduced(loras, tmp_path):
     model = "nbbatch:tiny-sd"
     made = nbbatch.generate("a red cat", [5], model=model, loras=[(loras[model], 0.5)], **FAST)
-    (record,) = made[0].params["loras"]
-    assert (record["name"], record["weight"], len(record["hash"])) == ("style0", 0.5, 12)
+    (record,) = made[0].call.loras
+    assert (record.name, record.weight, len(record.hash)) == ("style0", 0.5, 12)
     (path,) = made.save(tmp_path / "out", grid=False)
     with Image.open(path) as png:
         text = png.text["parameters"]
     assert text.splitlines()[0] == "a red cat <lora:style0:0.5>"
-    assert f'Lora hashes: "style0: {record["hash"]}"' in text
+    assert f'Lora hashes: "style0: {record.hash}"' in text
     assert nbbatch.load(path)[0].prompt == "a red cat", "the exact record keeps the prompt as written"
     nbbatch.generate("a red cat", [5], model=model, **FAST)  # the LoRA is off in the cached pipeline now
     with pytest.raises(ValueError, match="p00-s5.png names what nbbatch loads only when you allow it: LoRA '"):
@@ -77,7 +77,7 @@ def test_a_lora_is_recorded_as_a1111_writes_it_and_reproduced(loras, tmp_path):
     shutil.copy(loras[model], path.parent)  # beside the picture: found there, whatever the record's path
     again = nbbatch.reproduce(path)
     assert max_difference(again[0].image, made[0].image) == 0
-    assert again[0].params["loras"][0]["source"] == str((path.parent / "style0.safetensors").resolve())
+    assert again[0].call.loras[0].source == str((path.parent / "style0.safetensors").resolve())
 
 
 def test_bad_loras_are_one_line_errors_and_leave_the_pipeline_as_it_was(loras, tmp_path):
@@ -123,7 +123,7 @@ def test_an_embedding_equals_diffusers_load_textual_inversion(tmp_path, vectors)
     assert max_difference(made[0].image, direct_call(model, "a cattoy on a mat", 1, **KWARGS)) > 0
     weighted = nbbatch.generate("a (cattoy:1.4) on a mat", [1], model=model, embeddings=[path], **FAST)
     assert max_difference(weighted[0].image, made[0].image) > 0, "weights reach an embedding's vectors"
-    assert made[0].params["embeddings"][0]["token"] == "cattoy"
+    assert made[0].call.embeddings[0].token == "cattoy"
     later = nbbatch.generate("a cattoy on a mat", [1], model=model, **FAST)
     assert max_difference(later[0].image, direct_call(model, "a cattoy on a mat", 1, **KWARGS)) <= 1, "unloaded"
 
@@ -148,6 +148,6 @@ def test_an_embedding_is_recorded_for_a1111_readers(tmp_path):
     made = nbbatch.generate("a cattoy", [1], model="nbbatch:tiny-sd", embeddings=[path], **FAST)
     (saved,) = made.save(tmp_path / "out", grid=False)
     with Image.open(saved) as png:
-        assert f'TI hashes: "cattoy: {made[0].params["embeddings"][0]["hash"]}"' in png.text["parameters"]
+        assert f'TI hashes: "cattoy: {made[0].call.embeddings[0].hash}"' in png.text["parameters"]
     with pytest.raises(ValueError, match="embedding file .*nothing.pt' does not exist"):
         nbbatch.generate("a cat", [1], model="nbbatch:tiny-sd", embeddings=[str(tmp_path / "nothing.pt")], **FAST)

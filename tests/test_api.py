@@ -43,9 +43,10 @@ def test_items_record_every_parameter_and_the_generator_state():
     result = nbbatch.generate("a cat", [7], negative_prompt="blurry", guidance=6.0, **FAST)
     item = result[0]
     assert item.negative_prompt == "blurry"
-    params = dict(item.params)
-    assert params.pop("scheduler_config")["_class_name"] == "EulerDiscreteScheduler"
-    assert params == {
+    recorded = item.call.model_dump(exclude_defaults=True)
+    assert recorded.pop("scheduler_config")["_class_name"] == "EulerDiscreteScheduler"
+    assert item.provenance.as_plain() == {}, "a plain batch: no template, grid cell or refinement"
+    assert recorded == {
         "model": "nbbatch:tiny-sd",
         "pipeline": "StableDiffusionPipeline",
         "scheduler": "EulerDiscreteScheduler",
@@ -62,7 +63,7 @@ def test_items_record_every_parameter_and_the_generator_state():
 
 def test_pipeline_default_guidance_is_recorded(model):
     result = nbbatch.generate("a cat", [0], model=model, **FAST)
-    assert result[0].params["guidance_scale"] == (7.5 if model.endswith("tiny-sd") else 5.0)
+    assert result[0].call.guidance_scale == (7.5 if model.endswith("tiny-sd") else 5.0)
 
 
 def test_image_to_image_makes_every_picture_with_every_prompt_and_seed(model):
@@ -71,7 +72,7 @@ def test_image_to_image_makes_every_picture_with_every_prompt_and_seed(model):
     result = nbbatch.generate(["warm", "cold"], "0-1", images=[red, blue], strength=0.5, model=model, steps=4)
     assert len(result) == 8 and {item.image.size for item in result} == {(40, 40)}
     assert [item.init_image for item in result] == [red] * 4 + [blue] * 4
-    assert result[0].params["pipeline"].endswith("Img2ImgPipeline") and result[0].params["strength"] == 0.5
+    assert result[0].call.pipeline.endswith("Img2ImgPipeline") and result[0].call.strength == 0.5
     blue_cold = result[7]
     assert (blue_cold.prompt, blue_cold.seed) == ("cold", 1)
     direct = direct_call(model, "cold", 1, image=blue, strength=0.5, num_inference_steps=4)
@@ -82,7 +83,7 @@ def test_image_to_image_makes_every_picture_with_every_prompt_and_seed(model):
 
 def test_cpu_float16_runs_and_says_so():
     result = nbbatch.generate("a cat", "0-1", dtype="fp16", **FAST)
-    assert result[0].params["dtype"] == "float16"
+    assert result[0].call.dtype == "float16"
     assert "float16" in result.placement
     assert not result.broken and len(result) == 2
 

@@ -57,7 +57,7 @@ def test_an_edit_from_the_seed_s_own_noise_equals_diffusers_kontext_alone_for_ea
     instructions = ["make it green", "a much longer instruction: paint the cat blue and give it a tall red hat"]
     edited = batch.edit(5, instructions, model=KONTEXT)
     assert [item.label for item in edited] == ["seed 5 · edit e1a", "seed 5 · edit e1b"]
-    assert [item.params["pipeline"] for item in edited] == ["FluxKontextPipeline"] * 2
+    assert [item.call.pipeline for item in edited] == ["FluxKontextPipeline"] * 2
     assert all(item.image.size == (64, 64) and item.parent is batch[1] for item in edited)
     for item in edited:
         assert max_difference(item.image, raw_edit(kontext, batch[1].image, item.prompt, 5)) <= 1
@@ -103,12 +103,12 @@ def test_an_editing_model_edits_every_picture_of_a_folder_by_each_instruction(ba
     for item in batch:
         item.image.save(tmp_path / f"cat-{item.seed}.png")
     edited = nbbatch.generate(["make it green", "make it blue"], [9], images=tmp_path, model=KONTEXT, steps=2)
-    assert [(item.params["picture"], item.prompt) for item in edited] == [
+    assert [(item.provenance.picture, item.prompt) for item in edited] == [
         (f"cat-{seed}.png", instruction) for seed in (4, 5) for instruction in ("make it green", "make it blue")
     ]
-    assert edited[3].label == "seed 9 · cat-5.png" and "strength" not in edited[3].params
+    assert edited[3].label == "seed 9 · cat-5.png" and edited[3].call.strength is None
     for item in edited:
-        picture = batch.by_seed(int(item.params["picture"][4]))
+        picture = batch.by_seed(int(item.provenance.picture[4]))
         assert max_difference(item.image, raw_edit(kontext, picture.image, item.prompt, 9)) <= 1
 
 
@@ -191,7 +191,7 @@ def raw_klein(pipe, picture, instruction, seed):
 def test_flux2_klein_edits_from_the_seed_s_own_noise_and_equals_diffusers_alone(batch, klein):
     edited = batch.edit(5, ["make it green", "a much longer instruction: paint the cat blue"], model=KLEIN)
     assert [item.label for item in edited] == ["seed 5 · edit e1a", "seed 5 · edit e1b"]
-    assert [item.params["pipeline"] for item in edited] == ["Flux2KleinPipeline"] * 2
+    assert [item.call.pipeline for item in edited] == ["Flux2KleinPipeline"] * 2
     for item in edited:
         assert max_difference(item.image, raw_klein(klein, batch[1].image, item.prompt, 5)) <= 1
 
@@ -207,7 +207,7 @@ def test_flux2_klein_edits_each_picture_of_a_folder_in_calls_of_its_own(batch, k
     for item in batch:
         item.image.save(tmp_path / f"cat-{item.seed}.png")
     edited = nbbatch.generate(["make it green", "make it blue"], [9], images=tmp_path, model=KLEIN, steps=2)
-    assert [(item.params["picture"], item.prompt) for item in edited] == [
+    assert [(item.provenance.picture, item.prompt) for item in edited] == [
         (f"cat-{seed}.png", instruction) for seed in (4, 5) for instruction in ("make it green", "make it blue")
     ]
     assert [[pixels(p).tolist() for p in pictures] for pictures in given] == [
@@ -216,7 +216,7 @@ def test_flux2_klein_edits_each_picture_of_a_folder_in_calls_of_its_own(batch, k
     ], "a call per picture, each given its one picture: a picture never sees another's"
     monkeypatch.undo()
     for item in edited:
-        picture = batch.by_seed(int(item.params["picture"][4]))
+        picture = batch.by_seed(int(item.provenance.picture[4]))
         assert max_difference(item.image, raw_klein(klein, picture.image, item.prompt, 9)) <= 1
     (path,) = edited.save(tmp_path / "saved", grid=False)[:1]
     assert max_difference(nbbatch.reproduce(path)[0].image, edited[0].image) == 0

@@ -85,9 +85,9 @@ def test_generated_images_record_their_template_choices_and_draw_seed():
     result = nbbatch.generate("a {red|green} cat", seeds=[0], random=3, random_seed=5, **TINY)
     again = nbbatch.generate("a {red|green} cat", seeds=[0], random=3, random_seed=5, **TINY)
     assert [item.prompt for item in result] == [item.prompt for item in again]
-    assert all(item.params["template"] == "a {red|green} cat" for item in result)
-    assert all(item.params["template_seed"] == 5 for item in result)
-    assert [item.prompt for item in result] == [f"a {item.params['choices'][0]} cat" for item in result]
+    assert all(item.provenance.template == "a {red|green} cat" for item in result)
+    assert all(item.provenance.template_seed == 5 for item in result)
+    assert [item.prompt for item in result] == [f"a {item.provenance.choices[0]} cat" for item in result]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_every_cell_of_an_xy_grid_equals_raw_diffusers_with_that_setting():
     ]
     for item in result:
         steps, guidance = item.cell["x"][1], item.cell["y"][1]
-        assert item.params["num_inference_steps"] == steps and item.params["guidance_scale"] == guidance
+        assert item.call.num_inference_steps == steps and item.call.guidance_scale == guidance
         raw = direct_call(
             "nbbatch:tiny-sd", "a red cat", 3, num_inference_steps=steps, guidance_scale=guidance, width=32, height=32
         )
@@ -244,12 +244,12 @@ def test_variation_strength_0_and_1_equal_raw_diffusers_images_of_the_seed_and_t
     assert max_difference(sweep[0].image, seed_image) <= 1
     assert max_difference(sweep[2].image, variation_image) <= 1
     assert max_difference(sweep[1].image, seed_image) > 10 and max_difference(sweep[1].image, variation_image) > 10
-    assert [item.params["variation_strength"] for item in sweep] == [0, 0.5, 1]
+    assert [item.call.variation_strength for item in sweep] == [0, 0.5, 1]
     assert " · variation seed 9 at several strengths · " in sweep.summary(), "the caption says so"
     with pytest.raises(ValueError, match=re.escape("seed 3 is in 3 cells of this grid: pick a cell first, e.g. ")):
         sweep.refine(3, "a blue cat")
     half = sweep.cell(x=0.5)
-    assert [item.params["variation_strength"] for item in half] == [0.5] and half.verify(3) <= 1
+    assert [item.call.variation_strength for item in half] == [0.5] and half.verify(3) <= 1
     with pytest.raises(ValueError, match=re.escape("its values are x: 0, 0.5, 1")):
         sweep.cell(x=0.25)
 
@@ -312,4 +312,4 @@ def test_magic_makes_an_xy_grid_with_a_variation_seed_and_saves_it(shell, tmp_pa
     assert [item.cell for item in loaded] == [item.cell for item in result]
     again = nbbatch.reproduce(tmp_path, 5)  # made again: the same pixels, cell, template and choices
     assert max_difference(again[0].image, result[5].image) <= 1 and again[0].label == result[5].label
-    assert again[0].params["choices"] == result[5].params["choices"] and again[0].label.endswith("guidance: 7")
+    assert again[0].provenance.choices == result[5].provenance.choices and again[0].label.endswith("guidance: 7")

@@ -106,7 +106,7 @@ def raw_pipeline(model: str):
 def test_batch_of_prompts_of_other_lengths_and_sizes_equals_diffusers_alone(case):
     negative = {"negative_prompt": "blurry"} if case.negative else {}
     made = nbbatch.generate(["a red cat", case.long or LONG], [1, 2], model=case.model, **SIZE, **negative)
-    assert [item.params["pipeline"] for item in made] == [case.pipeline] * 4
+    assert [item.call.pipeline for item in made] == [case.pipeline] * 4
     for item in made:
         alone = direct_call(case.model, item.prompt, item.seed, **RAW, **{**dict(case.raw), **negative})
         assert max_difference(item.image, alone) <= 1, (item.prompt[:20], item.seed)
@@ -131,7 +131,7 @@ def test_vary_is_the_family_s_own_image_to_image_pipeline(case):
             made.vary(1, seeds=[7], strength=0.6)
         return
     varied = made.vary(1, seeds=[7], strength=0.6)[0]
-    assert varied.params["pipeline"] == case.image_to_image and varied.image.size == (64, 64), "the picture's size"
+    assert varied.call.pipeline == case.image_to_image and varied.image.size == (64, 64), "the picture's size"
     pipe = getattr(diffusers, case.image_to_image).from_pipe(raw_pipeline(case.model))
     expected = pipe(
         "a red cat",
@@ -167,7 +167,7 @@ def test_save_load_and_reproduce_make_the_same_pixels(case, tmp_path):
     made = nbbatch.generate("a red cat", [3], model=case.model, **SIZE)
     (path,) = made.save(tmp_path / "plain", grid=False)
     again = nbbatch.reproduce(path)[0]
-    assert max_difference(again.image, made[0].image) == 0 and again.params["pipeline"] == case.pipeline
+    assert max_difference(again.image, made[0].image) == 0 and again.call.pipeline == case.pipeline
 
 
 def test_the_code_export_of_every_family_remakes_its_pictures_with_diffusers_alone(tmp_path):
@@ -188,13 +188,13 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
         with pytest.raises(ValueError, match=r"^this FLUX.1 model has no guidance: its transformer embeds none"):
             nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.0, 30.0]), **SIZE)
         made = nbbatch.generate("a red cat", [1], model=case.model, **SIZE)[0]
-        assert "guidance_scale" not in made.params, "an unused guidance is not recorded"
+        assert made.call.guidance_scale is None, "an unused guidance is not recorded"
         return
     grid = nbbatch.generate("a red cat", [1], model=case.model, x=("guidance", [1.0, 30.0]), **SIZE)
-    assert [item.params[case.cfg] for item in grid] == [1.0, 30.0]
+    assert [getattr(item.call, case.cfg) for item in grid] == [1.0, 30.0]
     assert max_difference(grid[0].image, grid[1].image) > 1
     for item in grid:
-        scale = {case.cfg: item.params[case.cfg]}
+        scale = {case.cfg: getattr(item.call, case.cfg)}
         expected = direct_call(case.model, "a red cat", 1, **scale, **RAW, **dict(case.raw))
         assert max_difference(item.image, expected) <= 1
 
@@ -218,7 +218,7 @@ def test_weights_on_flux_weight_its_t5_sequence_as_compel_does_by_hand():
     model, cfg = "nbbatch:tiny-flux", {"true_cfg": 50.0, "negative_prompt": "blurry", "steps": 4}
     options = {**cfg, "width": 64, "height": 64}  # true CFG at 50 makes a weight visible on random weights
     made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
-    assert made[0].params["encoded_by"] == "compel" and "encoded_by" not in made[1].params
+    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
     assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
     assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
     pipe = raw_pipeline(model)
@@ -310,7 +310,7 @@ def test_a_lora_on_the_transformer_equals_diffusers_own_loader(case, tmp_path):
     type(pipe).save_lora_weights(str(tmp_path), transformer_lora_layers=layers, weight_name="style.safetensors")
     path = str(tmp_path / "style.safetensors")
     made = nbbatch.generate("a red cat", [1], model=case.model, loras=[(path, 0.7)], **SIZE)[0]
-    assert made.params["loras"][0]["weight"] == 0.7
+    assert made.call.loras[0].weight == 0.7
 
     def prepare(raw):
         raw.load_lora_weights(path, adapter_name="style")
@@ -361,7 +361,7 @@ def test_a_negative_prompt_on_flux_works_with_true_cfg_and_is_refused_without():
 def test_qwen_image_guidance_is_its_true_cfg_with_an_empty_negative_as_its_model_card_runs_it():
     model = "nbbatch:tiny-qwen-image"
     made = nbbatch.generate("a red cat", [1], model=model, **SIZE)[0]
-    assert made.params["true_cfg_scale"] == 4.0 and "guidance_scale" not in made.params, "the pipeline's default"
+    assert made.call.true_cfg_scale == 4.0 and made.call.guidance_scale is None, "the pipeline's default"
     assert "CFG scale: 4.0," in a1111_parameters(made) and "Distilled" not in a1111_parameters(made)
     expected = direct_call(model, "a red cat", 1, true_cfg_scale=4.0, negative_prompt="", **RAW)
     assert max_difference(made.image, expected) <= 1
@@ -374,7 +374,7 @@ def test_qwen_image_guidance_is_its_true_cfg_with_an_empty_negative_as_its_model
 def test_max_sequence_length_reads_that_many_tokens_as_diffusers_does(model):
     with pytest.warns(UserWarning, match="is cut off"):
         made = nbbatch.generate(LONG, [1], model=model, max_sequence_length=16, **SIZE)[0]
-    assert made.params["max_sequence_length"] == 16
+    assert made.call.max_sequence_length == 16
     raw = dict(CASES["qwen-image"].raw) if "qwen" in model else {}
     assert max_difference(made.image, direct_call(model, LONG, 1, max_sequence_length=16, **RAW, **raw)) <= 1
     full = nbbatch.generate(LONG, [1], model=model, **SIZE)[0]
@@ -412,7 +412,7 @@ def test_the_magic_takes_true_cfg_and_max_sequence_length(shell):
             "--max-sequence-length 16 --negative blurry", "a red cat"
         )  # fmt: skip
     item = shell.user_ns["_batch"][0]
-    assert (item.params["true_cfg_scale"], item.params["max_sequence_length"]) == (2.5, 16)
+    assert (item.call.true_cfg_scale, item.call.max_sequence_length) == (2.5, 16)
     expected = direct_call(
         "nbbatch:tiny-flux", "a red cat", 1, true_cfg_scale=2.5, max_sequence_length=16, negative_prompt="blurry", **RAW
     )
@@ -471,7 +471,7 @@ def test_inpaint_is_the_family_s_own_inpaint_pipeline_with_the_original_pasted_b
             made.inpaint(1, "box:16,16,48,48", "a blue dog")
         return
     inpainted = made.inpaint(1, "box:16,16,48,48", "a blue dog", strength=0.8)[0]
-    assert inpainted.params["pipeline"] == INPAINT[name] and inpainted.image.size == (64, 64)
+    assert inpainted.call.pipeline == INPAINT[name] and inpainted.image.size == (64, 64)
     pipe = getattr(diffusers, INPAINT[name]).from_pipe(raw_pipeline(case.model))
     mask = make_mask("box:16,16,48,48", (64, 64))
     expected = pipe(
@@ -498,6 +498,6 @@ def test_a_step_distilled_flux2_klein_refuses_guidance_and_records_none(tmp_path
     with pytest.raises(ValueError, match=r"^this FLUX.2 Klein model is step-distilled: it has no guidance"):
         nbbatch.generate("a red cat", [1], model=model, guidance=4.0, **SIZE)
     made = nbbatch.generate("a red cat", [1], model=model, **SIZE)[0]
-    assert "guidance_scale" not in made.params
+    assert made.call.guidance_scale is None
     expected = pipe(prompt="a red cat", generator=torch.Generator().manual_seed(1), **RAW).images[0]
     assert max_difference(made.image, expected) <= 1

@@ -31,7 +31,7 @@ def folder(tmp_path):
 def test_a_folder_of_three_pictures_two_prompts_two_seeds_makes_twelve_images_each_equal_alone(folder):
     result = nbbatch.generate(["warm", "cold"], [1, 2], images=folder, strength=0.6, model="nbbatch:tiny-sd", **STEPS)
     names = sorted(COLOURS)
-    assert [(item.params["picture"], item.prompt, item.seed) for item in result] == [
+    assert [(item.provenance.picture, item.prompt, item.seed) for item in result] == [
         (name, prompt, seed) for name in names for prompt in ("warm", "cold") for seed in (1, 2)
     ]
     assert result[5].label == "seed 2 · b-green.png"
@@ -40,7 +40,7 @@ def test_a_folder_of_three_pictures_two_prompts_two_seeds_makes_twelve_images_ea
         "a-red.png · prompt 1: cold",
     ]
     for item in result:
-        picture = Image.open(folder / item.params["picture"]).convert("RGB")
+        picture = Image.open(folder / item.provenance.picture).convert("RGB")
         alone = direct_call("nbbatch:tiny-sd", item.prompt, item.seed, image=picture, strength=0.6, **RAW)
         assert max_difference(item.image, alone) <= 1, item.label
 
@@ -50,7 +50,7 @@ def test_pictures_of_other_sizes_each_keep_their_size_and_equal_alone(tmp_path):
     small.save(tmp_path / "small.png")
     wide.save(tmp_path / "wide.png")
     result = nbbatch.generate("a boat", [3], images=str(tmp_path / "*.png"), model="nbbatch:tiny-sd", **STEPS)
-    assert [(item.params["picture"], item.image.size) for item in result] == [
+    assert [(item.provenance.picture, item.image.size) for item in result] == [
         ("small.png", (32, 32)),
         ("wide.png", (48, 32)),
     ]
@@ -63,7 +63,7 @@ def test_the_picture_s_name_is_in_the_record_and_its_png_reproduces(folder, tmp_
     result = nbbatch.generate("warm", [1], images=[folder / "a-red.png"], model="nbbatch:tiny-sd", **STEPS)
     (path,) = result.save(tmp_path / "out", grid=False)
     again = nbbatch.reproduce(path)[0]
-    assert again.params["picture"] == "a-red.png" and again.label == "seed 1 · a-red.png"
+    assert again.provenance.picture == "a-red.png" and again.label == "seed 1 · a-red.png"
     assert max_difference(again.image, result[0].image) == 0
 
 
@@ -87,12 +87,12 @@ def test_a_bad_folder_or_glob_is_one_line_before_anything_loads(tmp_path, monkey
 def test_the_magic_takes_a_folder_for_image(shell, folder):
     with capture_output():
         shell.run_cell_magic("batchgen", f"-m nbbatch:tiny-sd --seeds 1 --steps 4 --image {folder} --out shots", "a")
-    assert [item.params["picture"] for item in shell.user_ns["shots"]] == sorted(COLOURS)
+    assert [item.provenance.picture for item in shell.user_ns["shots"]] == sorted(COLOURS)
     with capture_output():
         shell.run_cell_magic(
             "batchgen", f"-m nbbatch:tiny-sd --seeds 1 --steps 4 --image {folder} --mask box:0,0,16,16 --out fixed", "a"
         )
-    assert [item.params["pipeline"] for item in shell.user_ns["fixed"]] == ["StableDiffusionInpaintPipeline"] * 3
+    assert [item.call.pipeline for item in shell.user_ns["fixed"]] == ["StableDiffusionInpaintPipeline"] * 3
     with pytest.raises(UsageError, match="^the input images: the glob .* holds no pictures"):
         shell.run_cell_magic("batchgen", f"-m nbbatch:tiny-sd --image {folder / 'inner' / 'none'}*", "a")
 
@@ -109,9 +109,9 @@ def test_a_folder_inpaints_each_picture_with_the_mask_of_its_name_and_keeps_the_
         mask.paste(255, box)
         mask.save(masks / name)  # c-blue.jpg's mask is a PNG of the same stem
     result = nbbatch.generate("a cat", [4], images=folder, mask=masks, strength=0.9, model="nbbatch:tiny-sd", **STEPS)
-    assert [item.params["pipeline"] for item in result] == ["StableDiffusionInpaintPipeline"] * 3
+    assert [item.call.pipeline for item in result] == ["StableDiffusionInpaintPipeline"] * 3
     for item in result:
-        picture = Image.open(folder / item.params["picture"]).convert("RGB")
+        picture = Image.open(folder / item.provenance.picture).convert("RGB")
         inside = np.asarray(item.mask) > 127
         assert np.abs(pixels(item.image) - pixels(picture))[~inside].max() == 0, "outside: the picture's pixels"
         assert np.abs(pixels(item.image) - pixels(picture))[inside].max() > 8, "inside: repainted"
@@ -136,6 +136,6 @@ def test_a_file_name_a_record_cannot_hold_is_left_out_and_the_picture_still_save
     odd.mkdir()
     Image.new("RGB", (32, 32), (200, 40, 40)).save(odd / "bell\x07.png")
     made = nbbatch.generate("a boat", [2], images=odd, model="nbbatch:tiny-sd", **STEPS)
-    assert made[0].label == "seed 2" and "picture" not in made[0].params
+    assert made[0].label == "seed 2" and made[0].provenance.picture is None
     (path,) = made.save(tmp_path / "out", grid=False)
     assert max_difference(nbbatch.reproduce(path)[0].image, made[0].image) == 0

@@ -23,20 +23,20 @@ EXPECTED = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
 
 def seen(item) -> dict:
     """What a user gets from a loaded item, in the corpus' field names."""
-    params = item.params
+    found = item.found
     return {
-        "tool": params["tool"],
+        "tool": found.tool,
         "prompt": item.prompt,
         "negative_prompt": item.negative_prompt,
         "seed": item.seed,
-        "steps": params["num_inference_steps"],
-        "guidance": params["guidance_scale"],
-        "width": params["width"],
-        "height": params["height"],
-        "sampler": params["sampler"],
-        "schedule": params["schedule"],
-        "model": params["model"],
-        "strength": params["strength"],
+        "steps": found.steps,
+        "guidance": found.guidance,
+        "width": found.width,
+        "height": found.height,
+        "sampler": found.sampler,
+        "schedule": found.schedule,
+        "model": found.model,
+        "strength": found.strength,
         "scheduler": item.settings.scheduler,
     }
 
@@ -58,7 +58,7 @@ def test_a_folder_of_other_tools_pngs_loads_those_with_parameters_and_names_the_
     for name in ("img2img_cropped.png", "novelai1_cropped.png"):
         (tmp_path / name).write_bytes((CORPUS / name).read_bytes())
     loaded = nbbatch.load(tmp_path)
-    assert [item.params["tool"] for item in loaded] == ["ComfyUI", "NovelAI"]
+    assert [item.found.tool for item in loaded] == ["ComfyUI", "NovelAI"]
 
 
 def png(path: Path, **chunks: str) -> Path:
@@ -279,17 +279,17 @@ WRITTEN = {
 def test_formats_the_corpus_lacks_are_read_field_by_field(tmp_path, name):
     chunks, expected = WRITTEN[name]
     (item,) = nbbatch.load(png(tmp_path / "a.png", **chunks))
-    params = item.params
+    found = item.found
     got = (
         item.prompt,
         item.negative_prompt,
         item.seed,
-        params["num_inference_steps"],
-        params["guidance_scale"],
-        params["width"],
-        params["height"],
+        found.steps,
+        found.guidance,
+        found.width,
+        found.height,
         item.settings.scheduler,
-        params["model"],
+        found.model,
     )
     assert got == expected
 
@@ -377,8 +377,8 @@ def test_a_foreign_picture_varies_with_a_model_given_and_is_never_refined_or_rem
         nbbatch.reproduce(path)
     varied = loaded.vary(235284042, seeds=[1, 2], model="nbbatch:tiny-sd", steps=10)
     assert [item.seed for item in varied] == [1, 2] and varied[0].prompt == "photo of a duck"
-    assert varied[0].params["scheduler"] == "UniPCMultistepScheduler" and varied[0].params["guidance_scale"] == 5.0
+    assert varied[0].call.scheduler == "UniPCMultistepScheduler" and varied[0].call.guidance_scale == 5.0
     assert varied[0].negative_prompt == "monochrome" and varied[0].image.size == (32, 32)
     options = {"scheduler": loaded[0].settings.scheduler, "guidance": loaded[0].settings.guidance}
     batch = nbbatch.generate(loaded[0].prompt, [3], model="nbbatch:tiny-sd", **options, **FAST)
-    assert (batch[0].params["scheduler"], batch[0].params["guidance_scale"]) == ("UniPCMultistepScheduler", 5.0)
+    assert (batch[0].call.scheduler, batch[0].call.guidance_scale) == ("UniPCMultistepScheduler", 5.0)

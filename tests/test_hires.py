@@ -112,7 +112,7 @@ def test_the_magic_makes_a_hires_fix_of_the_last_result_and_refuses_lone_hires_o
         shell.run_cell_magic("batchgen", "-m nbbatch:tiny-sd --seeds 1-2 --steps 4 --width 32 --height 32", "a cat")
         shell.run_line_magic("batchgen", "--hires 2 --scale 1.5 --hires-strength 0.6 --out big")
     big = shell.user_ns["big"]
-    assert big[0].image.size == (48, 48) and big[0].params["strength"] == 0.6
+    assert big[0].image.size == (48, 48) and big[0].call.strength == 0.6
     assert np.asarray(big[0].image).std() > 0
     for line, message in [
         ("--scale 2", "--scale go with --hires SEED"),
@@ -132,7 +132,7 @@ def test_a_hires_fix_on_a_transformer_family_is_its_own_image_to_image_pipeline(
     batch = nbbatch.generate("a red cat", [2], model=model, steps=2, width=64, height=64)
     hires = batch.upscale(2, scale=1.5, strength=0.5)
     (item,) = hires
-    assert item.image.size == (96, 96) and item.params["pipeline"] == pipeline
+    assert item.image.size == (96, 96) and item.call.pipeline == pipeline
     raw = diffusers.DiffusionPipeline.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
     pipe = getattr(diffusers, pipeline).from_pipe(raw)
     pipe.set_progress_bar_config(disable=True)

@@ -60,7 +60,7 @@ def test_inpaint_repaints_inside_the_mask_keeps_the_outside_and_equals_diffusers
     original = batch.by_seed(4)
     inpainted = batch.inpaint(4, "box:8,8,24,24", "a blue dog", strength=0.9)
     (item,) = inpainted
-    assert item.params["pipeline"] == pipeline and item.label == "seed 4 · inpaint"
+    assert item.call.pipeline == pipeline and item.label == "seed 4 · inpaint"
     assert item.parent is original and inpainted.parent is batch
     before, after = np.asarray(original.image, np.int16), np.asarray(item.image, np.int16)
     outside = np.ones((32, 32), bool)
@@ -128,7 +128,7 @@ def test_the_built_in_model_inpaints_by_blending_recolouring_the_shape_and_keepi
     asked, kept = [], []
     for original in batch:
         repainted = batch.inpaint(original.seed, "box:8,8,56,56", prompts)
-        assert [item.params["pipeline"] for item in repainted] == ["StableDiffusionImg2ImgPipeline"] * 2
+        assert [item.call.pipeline for item in repainted] == ["StableDiffusionImg2ImgPipeline"] * 2
         asked += [judge(item.image).colour == colour for item, colour in zip(repainted, ("blue", "green"))]
         outside = np.ones((64, 64), bool)
         outside[8:56, 8:56] = False
@@ -139,6 +139,6 @@ def test_the_built_in_model_inpaints_by_blending_recolouring_the_shape_and_keepi
     assert max_difference(alone.image, batch.inpaint(3, "box:8,8,56,56", prompts)[1].image) <= 1, "as in a batch"
     (path,) = batch.inpaint(3, "box:8,8,56,56", prompts[1]).save(tmp_path, grid=False)
     again = nbbatch.reproduce(path)[0]
-    assert max_difference(again.image, alone.image) == 0 and again.params["inpaint"] == "blend"
+    assert max_difference(again.image, alone.image) == 0 and again.call.inpaint == "blend"
     with pytest.raises(ValueError, match="^nbbatch inpainted this image by blending at every step itself"):
         again.code()

@@ -34,7 +34,7 @@ def test_magic_images_equal_the_python_api_images(shell):
     run(shell, f"--seeds 5,9 {FAST} --negative 'dull, flat' --guidance 5 --out mine", "a {thing} at noon")
     result = shell.user_ns["mine"]
     assert [item.prompt for item in result] == ["a lighthouse at noon"] * 2
-    assert result[0].negative_prompt == "dull, flat" and result[0].params["guidance_scale"] == 5.0
+    assert result[0].negative_prompt == "dull, flat" and result[0].call.guidance_scale == 5.0
     direct = nbbatch.generate(
         "a lighthouse at noon", [9], negative_prompt="dull, flat", guidance=5.0, steps=4, width=32, height=32
     )
@@ -52,7 +52,7 @@ def test_image_to_image_from_a_variable_and_from_a_file(shell, tmp_path):
     shell.user_ns["pictures"] = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
     run(shell, "--image pictures --strength 0.5 --steps 4 --seeds 0-1", "warm\ncold")
     from_variable = shell.user_ns["_batch"]
-    assert len(from_variable) == 8 and from_variable[0].params["strength"] == 0.5, "pictures x prompts x seeds"
+    assert len(from_variable) == 8 and from_variable[0].call.strength == 0.5, "pictures x prompts x seeds"
     blue_cold = from_variable[7]
     assert (blue_cold.init_image, blue_cold.prompt, blue_cold.seed) == (shell.user_ns["pictures"][1], "cold", 1)
     path = tmp_path / "blue.png"
@@ -71,7 +71,7 @@ def test_refine_in_a_cell_makes_one_refinement_per_line_from_the_last_result(she
     assert max_difference(refined[0].image, batch.by_seed(5).image) <= 1
     run(shell, "--refine 5 --from refined --prompt-index 1 --steps 5", "a cottage in snow at night")
     again = shell.user_ns["_batch"]
-    assert again[0].label == "seed 5 · r2" and again[0].params["num_inference_steps"] == 5
+    assert again[0].label == "seed 5 · r2" and again[0].call.num_inference_steps == 5
     assert [step.prompt for step in again[0].lineage()] == [
         "a cottage",
         "a cottage in snow, detailed",
@@ -84,7 +84,7 @@ def test_vary_in_a_cell(shell):
     run(shell, "--vary 1 --seeds 20-22 --steps 4", "# keep the prompt")
     varied = shell.user_ns["_batch"]
     assert [item.label for item in varied] == ["seed 20 · vary of 1", "seed 21 · vary of 1", "seed 22 · vary of 1"]
-    assert varied[0].params["strength"] == 0.3
+    assert varied[0].call.strength == 0.3
 
 
 def test_the_line_form_refines_and_varies_with_the_image_prompt(shell):

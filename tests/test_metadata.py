@@ -43,7 +43,8 @@ def test_save_writes_one_png_per_image_with_both_chunks_a_grid_and_an_index(batc
         record = json.loads(png.text["nbbatch"])
     assert record["seed"] == 5 and record["settings"]["scheduler"] == "euler-a"
     assert record["call"]["pipeline"] == "StableDiffusionPipeline" and record["call"]["guidance_scale"] == 7.5
-    assert record["scheduler_config"]["_class_name"] == "EulerAncestralDiscreteScheduler"
+    assert record["call"]["scheduler_config"]["_class_name"] == "EulerAncestralDiscreteScheduler"
+    assert record["nbbatch_record"] == 2 and "provenance" not in record, "a plain batch's: nothing to say"
     assert record["generator"]["device"] == "cpu" and len(record["generator"]["state"]) > 6000
     assert set(record["versions"]) == {"nbbatch", "diffusers", "transformers", "torch", "python"}
     lines = (tmp_path / "index.jsonl").read_text().splitlines()
@@ -70,7 +71,7 @@ def test_image_to_image_saves_its_input_once_and_reproduces(tmp_path):
     paths = batch.save(tmp_path)
     inputs = [p.name for p in tmp_path.iterdir() if p.name.startswith("input-")]
     assert len(inputs) == 1
-    assert nbbatch.load(paths[2])[0].params["strength"] == 0.5
+    assert nbbatch.load(paths[2])[0].call.strength == 0.5
     assert max_difference(nbbatch.reproduce(paths[2])[0].image, batch[2].image) <= 1
 
 
@@ -104,8 +105,8 @@ def test_a_png_from_another_tool_loads_what_its_parameters_hold(tmp_path):
     Image.new("RGB", (64, 48)).save(path, pnginfo=info)
     (item,) = nbbatch.load(path)
     assert (item.prompt, item.negative_prompt, item.seed) == ("a fox in snow", "text", 42)
-    assert (item.params["num_inference_steps"], item.params["guidance_scale"]) == (25, 5)
-    assert (item.params["width"], item.params["height"]) == (64, 48)
+    assert (item.found.tool, item.found.steps, item.found.guidance) == ("AUTOMATIC1111", 25, 5)
+    assert (item.settings.width, item.settings.height, item.call) == (64, 48, None), "its settings; no call of ours"
     with pytest.raises(ValueError, match="was not made by nbbatch: it has no generator state"):
         nbbatch.reproduce(path)
 
@@ -177,7 +178,7 @@ def test_autosave_keeps_chunks_1_and_2_after_a_failure_in_chunk_3(shell, tmp_pat
     assert names == ["grid.png", "index.jsonl", "p00-s0.png", "p00-s1.png", "p00-s2.png", "p00-s3.png"]
     saved = nbbatch.load(tmp_path)
     assert [item.seed for item in saved] == [0, 1, 2, 3]
-    assert saved[3].params["num_inference_steps"] == 4
+    assert saved[3].call.num_inference_steps == 4
     with Image.open(tmp_path / "p00-s3.png") as png:
         assert (
             "Steps: 4, Sampler: Euler, Schedule type: Uniform, CFG scale: 7.0, Seed: 3, Size: 32x32"
@@ -219,3 +220,29 @@ def test_a_missing_input_image_a_damaged_index_line_and_an_index_past_the_end_ar
     (tmp_path / "index.jsonl").write_text('{"file": "p00-s1.png"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 1 of .* is damaged: not an index entry"):
         nbbatch.load(tmp_path)
+
+
+def test_a_png_saved_in_record_layout_1_loads_as_the_same_record(tmp_path):
+    grid = nbbatch.generate("a {red|blue} kite", [4], x=("steps", [3, 4]), random=1, random_seed=2, **FAST)
+    refined = nbbatch.generate("a red kite", [5], **FAST).refine(5, "a green kite")
+    paths = [*grid.save(tmp_path, grid=False), *refined.save(tmp_path, grid=False)]
+    for path in paths:  # as wave 2 wrote them: the provenance inside the call, the scheduler config beside it
+        with Image.open(path) as png:
+            record, image = json.loads(png.text["nbbatch"]), png.copy()
+            parameters = png.text["parameters"]
+        record["call"] |= record.pop("provenance", {})
+        record["scheduler_config"] = record["call"].pop("scheduler_config")
+        record["nbbatch_record"] = 1
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters)
+        info.add_text("nbbatch", json.dumps(record))
+        image.save(path, pnginfo=info)
+    loaded = nbbatch.load(tmp_path)
+    made = [*grid, *refined]
+    assert [item.label for item in loaded] == [item.label for item in made] == [
+        "seed 4 · steps: 3", "seed 4 · steps: 4", "seed 5 · r1",
+    ]  # fmt: skip
+    assert [(item.call, item.provenance) for item in loaded] == [(item.call, item.provenance) for item in made]
+    assert loaded[0].provenance.template == "a {red|blue} kite" and loaded[2].provenance.step == "r1"
+    assert [item.code() for item in loaded] == [item.code() for item in made]
+    assert max_difference(nbbatch.reproduce(paths[2])[0].image, refined[0].image) <= 1

@@ -70,7 +70,7 @@ claims["the inpaint repaints the region with the new prompt"] = colours(recolour
 """,
     "explore": """
 claims["each template picture takes its colour choice"] = all(
-    judge(item.image).colour == item.params["choices"][0] for item in templates)
+    judge(item.image).colour == item.provenance.choices[0] for item in templates)
 alone = [nbbatch.generate("a red square on a blue background", [seed], steps=20)[0].image for seed in (5, 12)]
 ends = [sweep.cell(x=strength)[0].image for strength in (0.0, 1.0)]
 claims["variation strength 0 is the seed's own image, 1 the variation seed's"] = all(

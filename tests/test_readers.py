@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST
 
 import nbbatch
-from nbbatch.formats.foreign import read_foreign
+from nbbatch.formats.foreign import read_foreign, scheduler_name
 from nbbatch.formats.png import a1111_parameters
 
 READER_PYTHON = Path(__file__).parents[1] / ".venv-reader" / "bin" / "python"
@@ -107,7 +107,7 @@ def test_nbbatch_reads_its_own_parameters_text_as_it_reads_other_tools(saved):
         "schedule": found.schedule,
         "model": found.model,
     }
-    assert seen == EXPECTED and found.scheduler == "dpm++2m-karras"
+    assert seen == EXPECTED and scheduler_name(found.sampler, found.schedule) == "dpm++2m-karras"
 
 
 @pytest.mark.parametrize(

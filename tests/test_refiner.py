@@ -43,7 +43,7 @@ def test_each_image_of_a_refined_batch_equals_the_guide_s_two_calls_made_alone(r
                             refiner=REFINER, **SIZE)  # fmt: skip
     for item in made:
         assert max_difference(item.image, raw(item.prompt, item.seed)) <= 1, item.label
-        assert (item.params["refiner"], item.params["refiner_at"]) == (REFINER, 0.8)
+        assert (item.call.refiner, item.call.refiner_at) == (REFINER, 0.8)
     early = nbbatch.generate("a red cat", [1], model=BASE, refiner=REFINER, refiner_at=0.5, guidance=3.0, **SIZE)[0]
     assert max_difference(early.image, raw("a red cat", 1, at=0.5, guidance_scale=3.0)) <= 1
     plain = nbbatch.generate("a red cat", [1], model=BASE, guidance=3.0, **SIZE)[0]
@@ -111,7 +111,7 @@ def test_the_magic_takes_refiner_and_refiner_at(shell):
             "batchgen", f"-m {BASE} --refiner {REFINER} --refiner-at 0.6 --seeds 1 --steps 10 --width 32 --height 32",
             "a red cat",
         )  # fmt: skip
-    assert shell.user_ns["_batch"][0].params["refiner_at"] == 0.6
+    assert shell.user_ns["_batch"][0].call.refiner_at == 0.6
     with pytest.raises(UsageError, match="^--refiner-at says when the refiner takes over: give --refiner too$"):
         shell.run_cell_magic("batchgen", f"-m {BASE} --refiner-at 0.6", "a red cat")
 

@@ -37,7 +37,7 @@ def test_refining_with_a_new_prompt_equals_diffusers_with_that_prompt_and_seed(b
 
 def test_ancestral_scheduler_refinement_restores_the_whole_random_stream(model):
     batch = nbbatch.generate(["a cat", "a dog"], "0-3", model=model, scheduler="euler-a", **FAST)
-    assert batch[0].params["scheduler"] == "EulerAncestralDiscreteScheduler"
+    assert batch[0].call.scheduler == "EulerAncestralDiscreteScheduler"
     again = batch.refine(2, "a dog", prompt_index=1)
     assert max_difference(again[0].image, batch.by_seed(2, prompt_index=1).image) <= 1
     new = batch.refine(2, "a dog in the snow", prompt_index=1)
@@ -73,7 +73,7 @@ def test_refinements_keep_their_lineage_and_the_same_generator_state(batch):
 
 def test_refine_may_override_settings_but_not_the_size(batch):
     more = batch.refine(3, "a boat at sea", prompt_index=1, steps=6, guidance=3.0)
-    assert more[0].params["num_inference_steps"] == 6 and more[0].params["guidance_scale"] == 3.0
+    assert more[0].call.num_inference_steps == 6 and more[0].call.guidance_scale == 3.0
     assert more[0].image.size == (32, 32)
     with pytest.raises(ValueError, match=re.escape("its size stays 32x32: width 64 would change it")):
         batch.refine(3, "x", prompt_index=1, width=64)
@@ -100,7 +100,7 @@ def test_image_to_image_items_refine_with_their_input_and_strength(model):
     again = batch.refine(1, "a field")
     assert max_difference(again[0].image, batch.by_seed(1).image) <= 1
     new = batch.refine(1, "a field of flowers")
-    assert new[0].init_image is batch.by_seed(1).init_image and new[0].params["strength"] == 0.75
+    assert new[0].init_image is batch.by_seed(1).init_image and new[0].call.strength == 0.75
     direct = direct_call(model, "a field of flowers", 1, image=picture, strength=0.75, num_inference_steps=4)
     assert max_difference(new[0].image, direct) <= 1
 

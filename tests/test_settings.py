@@ -113,7 +113,7 @@ def test_guidance_rescale_equals_diffusers_guidance_rescale_alone(model):
         assert max_difference(item.image, alone) <= 1
     plain = direct_call(model, "a red cat", 3, guidance_scale=7.5, num_inference_steps=3, width=32, height=32)
     assert max_difference(made[0].image, plain) > 2, "it changes the picture"
-    assert made[0].params["guidance_rescale"] == 0.7
+    assert made[0].call.guidance_rescale == 0.7
 
 
 def test_guidance_rescale_is_an_axis_a_magic_flag_and_reproduces_from_its_png_and_code(shell, tmp_path):
@@ -123,7 +123,7 @@ def test_guidance_rescale_is_an_axis_a_magic_flag_and_reproduces_from_its_png_an
         "a red cat",
     )
     grid = shell.user_ns["_batch"]
-    assert [item.params.get("guidance_rescale") for item in grid] == [None, 0.7], "0 is diffusers' default: off"
+    assert [item.call.guidance_rescale for item in grid] == [None, 0.7], "0 is diffusers' default: off"
     path = grid.save(tmp_path / "saved", grid=False)[1]
     again = nbbatch.reproduce(path)
     assert max_difference(again[0].image, grid[1].image) == 0

@@ -56,7 +56,7 @@ def test_nbbatch_images_equal_raw_diffusers_with_the_models_default_guidance():
     from diffusers import StableDiffusionPipeline
 
     result = nbbatch.generate("a red circle on a blue background", [4], model=MODEL, steps=20)
-    guidance = result[0].params["guidance_scale"]
+    guidance = result[0].call.guidance_scale
     assert guidance == shapes_defaults()["guidance"]
     pipe = StableDiffusionPipeline.from_pretrained(shapes.WEIGHTS, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -68,7 +68,7 @@ def test_nbbatch_images_equal_raw_diffusers_with_the_models_default_guidance():
     ).images[0]
     assert np.abs(np.asarray(raw, int) - np.asarray(result[0].image, int)).max() <= 1
     varied = result.vary(4, seeds=[5])[0]  # image-to-image takes the model's own image-to-image default
-    assert varied.params["guidance_scale"] == shapes_defaults()["image_to_image"]["guidance"] != guidance
+    assert varied.call.guidance_scale == shapes_defaults()["image_to_image"]["guidance"] != guidance
 
 
 def shapes_defaults():

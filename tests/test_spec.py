@@ -66,7 +66,7 @@ def test_every_input_picture_is_made_with_every_prompt_and_seed_grouped_by_pictu
     assert [(j.init_image, j.prompt, j.seed) for j in crossed] == [
         (picture, prompt, seed) for picture in (red, blue) for prompt in "ab" for seed in (0, 1)
     ]
-    assert [j.extra.get("picture") for j in crossed] == ["red.png"] * 4 + [None] * 4
+    assert [j.provenance.get("picture") for j in crossed] == ["red.png"] * 4 + [None] * 4
     shared = build_jobs(["a", "b"], (0,), images=[red])
     assert [j.init_image for j in shared] == [red, red]
     monkeypatch.setattr(spec, "MAX_IMAGES", 10)

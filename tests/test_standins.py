@@ -35,7 +35,7 @@ def test_flops_are_counted_on_the_meta_device():
 def test_a_stand_in_runs_as_a_model_on_the_cpu():
     made = nbbatch.generate("a house", [3], model="nbbatch:sd15-random", steps=1, width=64, height=64)
     again = nbbatch.generate("a house", [3], model="nbbatch:sd15-random", steps=1, width=64, height=64)
-    assert made[0].image.size == (64, 64) and made[0].params["pipeline"] == "StableDiffusionPipeline"
+    assert made[0].image.size == (64, 64) and made[0].call.pipeline == "StableDiffusionPipeline"
     assert max_difference(made[0].image, again[0].image) == 0
     nbbatch.clear_cache()  # 4 GB: let the next tests have the memory back
 
@@ -45,8 +45,8 @@ def test_each_speedup_is_within_two_levels_of_eager_recorded_and_undone(model, s
     eager = nbbatch.generate("a red cat", [1, 2], model=model, **FAST)
     fast = nbbatch.generate("a red cat", [1, 2], model=model, **{speedup: True}, **FAST)
     assert all(max_difference(a.image, b.image) <= 2 for a, b in zip(eager, fast))
-    assert fast[0].params["speedups"] == (speedup,) and getattr(fast[0].settings, speedup)
-    assert "speedups" not in eager[0].params
+    assert fast[0].call.speedups == [speedup] and getattr(fast[0].settings, speedup)
+    assert eager[0].call.speedups == []
     if speedup == "compile":  # other batch sizes and image sizes reuse the compiled blocks (dynamic shapes)
         assert len(nbbatch.generate("a red cat", [1, 2, 3], model=model, compile=True, **FAST)) == 3
         assert len(nbbatch.generate("a cat", [4], model=model, compile=True, steps=2, width=48, height=40)) == 1
@@ -65,4 +65,4 @@ def test_fuse_qkv_with_a_lora_is_a_one_line_error(tmp_path):
 def test_speedup_options_of_the_magic(shell):
     shell.run_cell_magic("batchgen", "--seeds 1 --steps 4 --width 32 --height 32 --channels-last --fuse-qkv", "a cat")
     made = shell.user_ns["_batch"]
-    assert made[0].params["speedups"] == ("channels_last", "fuse_qkv")
+    assert made[0].call.speedups == ["channels_last", "fuse_qkv"]

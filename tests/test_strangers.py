@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from types import MappingProxyType
 
 import pytest
 from conftest import FAST, json_paths, make_lora, max_difference
@@ -22,6 +21,7 @@ from PIL import Image, PngImagePlugin
 
 import nbbatch
 from nbbatch.__main__ import main
+from nbbatch.core.record import Call
 from nbbatch.formats.png import INDEX, folder_lock
 
 PAYLOADS = [
@@ -112,9 +112,12 @@ def test_hostile_values_in_any_field_never_become_code(rich, tmp_path):
         nbbatch.load(write_png(tmp_path / "p.png", replaced(record, ("call", "pipeline"), PAYLOADS[0])))
 
 
-def test_an_item_made_in_memory_with_hostile_params_is_refused_or_quoted(rich):
+def test_an_item_made_in_memory_with_a_hostile_call_is_refused_or_quoted(rich):
     _, _, item = rich
     benign = shape(item.code())
+    for key, value in (("pipeline", PAYLOADS[0]), ("width", "64); import os"), ("guidance_scale", float("nan"))):
+        with pytest.raises(ValueError, match=key):  # the typed record refuses it as it is made
+            Call.of({**item.call.model_dump(), key: value})
 
     class Sneaky:
         def __repr__(self):
@@ -123,7 +126,8 @@ def test_an_item_made_in_memory_with_hostile_params_is_refused_or_quoted(rich):
     for key in ("pipeline", "scheduler", "dtype", "num_inference_steps", "guidance_scale", "width", "height",
                 "variation_seed", "variation_strength", "generator_device"):  # fmt: skip
         for value in [*PAYLOADS, Sneaky(), 1.5, float("nan")]:
-            hostile = dataclasses.replace(item, params=MappingProxyType({**item.params, key: value}))
+            unchecked = item.call.model_copy(update={key: value})  # past the record's checks: the export's own
+            hostile = dataclasses.replace(item, call=unchecked)
             try:
                 code = hostile.code()
             except ValueError as error:
@@ -328,7 +332,7 @@ def test_a_folder_without_an_index_loads_its_readable_pictures(rich, tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     with pytest.warns(UserWarning, match=r"1 PNG\(s\) in .* hold no parameters nbbatch can read: plain.png"):
         loaded = nbbatch.load(tmp_path)
-    assert [item.params["file"] for item in loaded] == ["mine.png"]
+    assert [item.file for item in loaded] == ["mine.png"]
 
 
 SWEEP = """\
@@ -344,6 +348,7 @@ batch_size = 1
 LIMITED = """
 import resource, signal, sys
 from nbbatch.__main__ import main
+from nbbatch.core.record import Call
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, a write fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
 sys.exit(main(["run", sys.argv[1], "--out", sys.argv[2]]))
@@ -485,8 +490,8 @@ def test_a_scheduler_config_with_an_infinity_saves_loads_and_exports(tmp_path):
     made = nbbatch.generate(
         "a red cat", [2], model="nbbatch:tiny-sd", scheduler="dpm++2m", steps=4, width=32, height=32
     )
-    assert made[0].params["scheduler_config"]["lambda_min_clipped"] == float("-inf")
+    assert made[0].call.scheduler_config["lambda_min_clipped"] == float("-inf")
     (path,) = made.save(tmp_path, grid=False)
     again = nbbatch.reproduce(path)[0]
-    assert again.params["scheduler_config"]["lambda_min_clipped"] == float("-inf")
+    assert again.call.scheduler_config["lambda_min_clipped"] == float("-inf")
     assert "float('-inf')" in made.code(2)

@@ -269,7 +269,7 @@ def test_scheduler_and_clip_skip_from_the_panel_equal_generate(panel):
         "a red cube", seeds=[3], scheduler="dpm++2m-karras", clip_skip=2, guidance=7, steps=4, width=32, height=32
     )
     assert max_difference(result[0].image, expected[0].image) <= 1
-    assert result[0].params["scheduler_config"]["use_karras_sigmas"] and result[0].params["clip_skip"] == 1
+    assert result[0].call.scheduler_config["use_karras_sigmas"] and result[0].call.clip_skip == 1
     panel.controls["scheduler"].value = "ddim-karras"
     panel.generate_button.click()
     panel.wait(60)
@@ -285,7 +285,7 @@ def test_a_lora_from_the_panel_equals_generate_and_a_missing_one_is_an_error(pan
     (result,) = panel.results
     expected = nbbatch.generate("a red cube", seeds=[3], loras=[(lora, 0.6)], steps=4, width=32, height=32)
     assert max_difference(result[0].image, expected[0].image) <= 1
-    assert result[0].params["loras"][0]["weight"] == 0.6
+    assert result[0].call.loras[0].weight == 0.6
     panel.set(loras=[str(tmp_path / "gone.safetensors")])
     panel.generate_button.click()
     panel.wait(60)
@@ -304,7 +304,7 @@ def test_wildcards_from_a_folder_named_in_the_panel(panel, tmp_path):
     panel.generate_button.click()
     panel.wait(60)
     assert [item.prompt for item in panel.results[0]] == ["a green cube", "a red cube"]
-    assert panel.results[0][0].params["template"] == "a __colour__ cube"
+    assert panel.results[0][0].provenance.template == "a __colour__ cube"
 
 
 def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel):
@@ -319,7 +319,7 @@ def test_variation_seed_and_template_prompts_from_the_panel_equal_generate(panel
     )
     assert [item.prompt for item in result] == ["a red cube", "a blue cube"]
     assert all(max_difference(a.image, b.image) <= 1 for a, b in zip(result, expected))
-    assert result[0].params["variation_seed"] == 11 and result[0].params["choices"] == ["red"]
+    assert result[0].call.variation_seed == 11 and result[0].provenance.choices == ["red"]
     panel.controls["variation_seed"].value = ""
     panel.generate_button.click()
     panel.wait(60)
@@ -364,7 +364,7 @@ def test_image_to_image_from_an_upload_and_an_inpaint_with_an_uploaded_mask(pane
     panel.generate_button.click()
     panel.wait(60)
     (result,) = panel.results
-    assert result[0].params["strength"] == 0.5 and result[0].init_image.getpixel((0, 0)) == (255, 165, 0)
+    assert result[0].call.strength == 0.5 and result[0].init_image.getpixel((0, 0)) == (255, 165, 0)
     assert result[0].label == "seed 0 · orange.png"
     mask = Image.new("L", (32, 32))
     mask.paste(255, (16, 0, 32, 32))  # the right half repainted
@@ -495,9 +495,9 @@ def test_x_y_axes_random_draws_and_several_loras_from_the_panel_equal_generate(p
         "a {red|green|blue} cube", [3], x="steps=2,4", y="guidance=3,7", random=2, random_seed=11,
         loras=[(first, 0.6), (second, 1.0)], steps=4, width=32, height=32,
     )  # fmt: skip
-    assert len(result) == len(expected) == 8 and result[0].params["loras"] == expected[0].params["loras"]
+    assert len(result) == len(expected) == 8 and result[0].call.loras == expected[0].call.loras
     for made, alone in zip(result, expected):
-        assert (made.prompt, made.params["axes"]) == (alone.prompt, alone.params["axes"])
+        assert (made.prompt, made.provenance.axes) == (alone.prompt, alone.provenance.axes)
         assert max_difference(made.image, alone.image) <= 1
     panel.draw_seed.value = "soon"
     panel.generate_button.click()

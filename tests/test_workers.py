@@ -48,7 +48,7 @@ class FailingWorker(Worker):
 
 
 def without_versions(item) -> dict:
-    entry = record(item)
+    entry = record(item).to_dict()
     entry.pop("versions")
     return entry
 
@@ -170,14 +170,14 @@ def test_a_sweep_on_workers_resumes_with_exactly_the_deleted_images(tmp_path):
     assert all(max_difference(after[name], before[name]) <= 1 for name in before)
     assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 8  # one line per image, none twice
     here = nbbatch.generate(PROMPTS, "0-3", batch_size=2, **FAST)
-    loaded = sorted(nbbatch.load(tmp_path), key=lambda item: item.params["file"])  # the index: in finishing order
+    loaded = sorted(nbbatch.load(tmp_path), key=lambda item: item.file)  # the index: in finishing order
     assert_same_images(loaded, here, records=False)  # loaded items also name their files
 
 
 def test_items_cross_to_workers_and_back_with_their_records(model):
     item = nbbatch.generate("a cat", [3], model=model, **FAST)[0]
     back = pickle.loads(pack(item))
-    assert without_versions(back) == without_versions(item) and back.params["scheduler_config"] is not None
+    assert without_versions(back) == without_versions(item) and back.call.scheduler_config is not None
 
 
 def test_without_ray_the_workers_option_says_how_to_install_it(shell, monkeypatch):

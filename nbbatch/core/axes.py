@@ -220,7 +220,12 @@ def _cell_job(job: Job, cell: Sequence[tuple[str, Axis, Any]], settings: Setting
             prompt = prompt.replace(axis.values[0], value)
             negative = negative.replace(axis.values[0], value)
     return replace(
-        job, prompt=prompt, negative_prompt=negative, seed=seed, settings=settings, extra={**job.extra, "axes": record}
+        job,
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=seed,
+        settings=settings,
+        provenance={**job.provenance, "axes": record},
     )
 
 

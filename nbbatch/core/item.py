@@ -7,11 +7,12 @@ settings. Items remember their parent, so a refinement knows its whole lineage.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from nbbatch.core.axes import axis_label
+from nbbatch.core.record import Call, Provenance
 from nbbatch.core.spec import Settings
 
 if TYPE_CHECKING:
@@ -22,19 +23,37 @@ Origin = Literal["batch", "refine", "vary", "hires", "inpaint", "edit", "foreign
 """How an image came to be: made by a batch or by one of the ways of improving a picked one, or read from a PNG
 another tool made (``foreign``: no generator state, so no refinement from its starting noise)."""
 
-EXTRAS = ("template", "choices", "template_seed", "axes", "step", "hires", "picture")
-"""The per-image records a job adds to an item's params (see `nbbatch.core.spec.Job.extra`)."""
+
+@dataclass(frozen=True)
+class Foreign:
+    """What another tool wrote about how it made a picture, as read (None where it wrote nothing)."""
+
+    tool: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    true_cfg: float | None = None
+    width: int | None = None
+    height: int | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    model: str | None = None
+    strength: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Item:
     """One finished image and everything needed to make it again.
 
-    `state` is the initial state of the image's own generator (None for a picture another tool
-    made: `foreign`); `params` holds every
-    setting used, defaults resolved; `parent` is the item this one refines or varies.
-    `loaded_from` is the file it was read from: what its record names is then data from
-    that file, which `nbbatch.formats.trust.settings_to_remake` checks before anything loads it.
+    `state` is the initial state of the image's own generator; `call` every argument the
+    pipeline was called with, defaults resolved, and `provenance` where the image came from
+    (template, grid cell, refine step, ...): both typed (`nbbatch.core.record`). A picture
+    another tool made has neither state nor call, and what that tool wrote in `found`.
+    `parent` is the item this one refines or varies. `loaded_from` is the file it was read
+    from: what its record names is then data from that file, which
+    `nbbatch.formats.trust.settings_to_remake` checks before anything loads it.
     """
 
     image: Image.Image = field(repr=False)
@@ -43,7 +62,7 @@ class Item:
     negative_prompt: str
     prompt_index: int
     settings: Settings = field(repr=False)
-    params: MappingProxyType = field(repr=False)
+    call: Call | None = field(repr=False)
     state: bytes | None = field(repr=False)
     init_image: Image.Image | None = field(default=None, repr=False)
     parent: Item | None = field(default=None, repr=False)
@@ -51,6 +70,8 @@ class Item:
     broken: bool = False
     loaded_from: str | None = field(default=None, repr=False, compare=False)
     mask: Image.Image | None = field(default=None, repr=False)
+    provenance: Provenance = field(default=Provenance(), repr=False)
+    found: Foreign | None = field(default=None, repr=False)
 
     @property
     def foreign(self) -> bool:
@@ -63,14 +84,14 @@ class Item:
         return 0 if self.origin != "refine" or self.parent is None else self.parent.depth + 1
 
     @property
-    def extra(self) -> dict[str, Any]:
-        """What its job recorded besides the settings: template, choices, draw seed, grid cell."""
-        return {key: self.params[key] for key in EXTRAS if key in self.params}
+    def file(self) -> str | None:
+        """The name of the file it was read from (None when it was made in this kernel)."""
+        return None if self.loaded_from is None else os.path.basename(self.loaded_from)
 
     @property
     def cell(self) -> dict[str, tuple[str, Any]]:
         """Where this image sits in an X/Y/Z grid: ``{"x": ("steps", 20), ...}``; empty outside a grid."""
-        return {letter: (name, value) for letter, (name, value) in self.params.get("axes", {}).items()}
+        return dict(self.provenance.axes)
 
     @property
     def label(self) -> str:
@@ -83,19 +104,19 @@ class Item:
         ``edit e1`` (``edit e1b of 5`` from another seed's noise).
         """
         if self.origin == "refine":
-            text = f"seed {self.seed} · {self.params.get('step') or f'r{self.depth}'}"
+            text = f"seed {self.seed} · {self.provenance.step or f'r{self.depth}'}"
         elif self.origin == "edit":
             of = f" of {self.parent.seed}" if self.parent is not None and self.parent.seed != self.seed else ""
-            text = f"seed {self.seed} · edit {self.params.get('step', 'e1')}{of}"
+            text = f"seed {self.seed} · edit {self.provenance.step or 'e1'}{of}"
         elif self.origin == "inpaint":
             text = f"seed {self.seed} · inpaint"
-        elif self.origin == "hires":
-            text = f"seed {self.seed} · hires x{self.params['hires']['scale']:g}"
+        elif self.origin == "hires" and self.provenance.hires is not None:
+            text = f"seed {self.seed} · hires x{self.provenance.hires.scale:g}"
         elif self.origin == "vary" and self.parent is not None:
             text = f"seed {self.seed} · vary of {self.parent.seed}"
         else:
             text = f"seed {self.seed}"
-        picture = [self.params["picture"]] if "picture" in self.params else []
+        picture = [self.provenance.picture] if self.provenance.picture else []
         return " · ".join([text, *picture, *(axis_label(name, value) for name, value in self.cell.values())])
 
     def favourite(self, on: bool = True) -> None:

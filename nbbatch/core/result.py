@@ -194,7 +194,7 @@ class BatchResult(Sequence[Item]):
                 )
             indices = [item.prompt_index for item in matches]
             if len(set(indices)) < len(matches):
-                names = ", ".join(str(item.params.get("file", "?")) for item in matches)
+                names = ", ".join(str(item.file or "?") for item in matches)
                 raise ValueError(f"seed {seed} has {len(matches)} images here ({names}): pick one with by_file")
             shown = ", ".join(map(str, indices))
             raise SettingError("prompt_index", f"is needed: seed {seed} was used with prompts {shown}")
@@ -221,7 +221,7 @@ class BatchResult(Sequence[Item]):
     def by_file(self, name: str) -> Item:
         """The loaded item read from the file `name` (e.g. ``p00-s5-refine.png``)."""
         for item in self.items:
-            if item.params.get("file") == os.path.basename(name):
+            if item.file == os.path.basename(name):
                 return item
         raise ValueError(f"no image here was loaded from {name!r}")
 
@@ -419,7 +419,7 @@ class BatchResult(Sequence[Item]):
         """Grid rows: one group per prompt (and input picture file), titled with them (and what it refines)."""
         groups: dict[tuple[str | None, int, str], list[int]] = {}
         for position, item in enumerate(self.items):
-            groups.setdefault((item.params.get("picture"), item.prompt_index, item.prompt), []).append(position)
+            groups.setdefault((item.provenance.picture, item.prompt_index, item.prompt), []).append(position)
         return [Group(_title(self.items[positions[0]]), tuple(positions)) for positions in groups.values()]
 
     def grid(self, columns: int = 8, cell: int = 256, limit: int | None = None) -> Image.Image:
@@ -515,7 +515,9 @@ class BatchResult(Sequence[Item]):
         """One line: how many images, a variation seed, how the batch ended, where it ran and how long it took."""
         text = f"{self.count} · {self.settings.model}"
         blends = {
-            (i.params["variation_seed"], i.params["variation_strength"]) for i in self if "variation_seed" in i.params
+            (i.call.variation_seed, i.call.variation_strength)
+            for i in self
+            if i.call is not None and i.call.variation_seed is not None
         }
         if blends:  # its images are their seeds' noise blended towards another seed's
             seeds, strengths = sorted({seed for seed, _ in blends}), {strength for _, strength in blends}
@@ -630,7 +632,7 @@ def refine_jobs(
     """
     if item.foreign:
         raise ValueError(
-            f"this picture was made by {item.params.get('tool', 'another tool')}: its starting noise came from that "
+            f"this picture was made by {_tool(item)}: its starting noise came from that "
             "tool's generator, so nbbatch cannot make it again or refine it; vary it instead"
         )
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -659,7 +661,17 @@ def refine_jobs(
     step = f"r{item.depth + 1}"
     letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(prompts))] if len(prompts) > 1 else [""]
     jobs = tuple(
-        Job(text, item.seed, index, negative, item.init_image, item.state, item, "refine", extra={"step": step + mark})
+        Job(
+            text,
+            item.seed,
+            index,
+            negative,
+            item.init_image,
+            item.state,
+            item,
+            "refine",
+            provenance={"step": step + mark},
+        )
         for index, (text, mark) in enumerate(zip(prompts, letters))
     )
     return settings, jobs
@@ -681,7 +693,7 @@ def vary_jobs(
         raise ValueError("no seeds given for the variations")
     if item.foreign and "model" not in overrides and not loadable(item.settings.model):
         raise ValueError(
-            f"{item.settings.model!r} is {item.params.get('tool', 'another tool')}'s name for its checkpoint, not a "
+            f"{item.settings.model!r} is {_tool(item)}'s name for its checkpoint, not a "
             "model nbbatch can load: pass model= a hub id or a diffusers folder"
         )
     reset = {"strength": 0.3, "width": None, "height": None, "variation_seed": None, "variation_strength": 0.0}
@@ -742,7 +754,7 @@ def hires_jobs(
         item.state,
         item,
         "hires",
-        extra={"hires": hires},
+        provenance={"hires": hires},
     )
     return settings, (job,)
 
@@ -834,7 +846,7 @@ def edit_jobs(
     jobs = tuple(
         Job(
             text.strip(), seed, index, "", item.image, start, item, "edit",
-            extra={"step": step + (letters[index] if len(instructions) > 1 else "")},
+            provenance={"step": step + (letters[index] if len(instructions) > 1 else "")},
         )
         for index, text in enumerate(instructions)
         for seed, start in starts
@@ -917,8 +929,8 @@ def changes(before: Item, after: Item) -> str:
         parts.append("inpaint")
     if after.origin == "edit" and after.parent is before:
         parts.append(f'"{after.prompt}"')
-    if after.origin == "hires" and after.parent is before:
-        parts.append(f"hires x{after.params['hires']['scale']:g} {after.params['hires']['upscaler']}")
+    if after.origin == "hires" and after.parent is before and after.provenance.hires is not None:
+        parts.append(f"hires x{after.provenance.hires.scale:g} {after.provenance.hires.upscaler}")
     if after.prompt != before.prompt and after.origin != "edit":  # an instruction is not a changed prompt
         old, new = before.prompt.split(), after.prompt.split()
         marks = difflib.ndiff(old, new)
@@ -949,10 +961,15 @@ def _title(item: Item) -> str:
         return f"variations of {item.parent.label}: {item.prompt}"
     if item.origin == "edit" and item.parent is not None:
         return f"edits of {item.parent.label}: {item.prompt}"
-    picture = f"{item.params['picture']} · " if "picture" in item.params else ""
+    picture = f"{item.provenance.picture} · " if item.provenance.picture else ""
     return f"{picture}prompt {item.prompt_index}: {item.prompt}"
 
 
 def _seed_list(seeds: Sequence[int]) -> str:
     shown = ", ".join(str(seed) for seed in seeds[:20])
     return shown + (f", ... ({len(seeds)} in all)" if len(seeds) > 20 else "")
+
+
+def _tool(item: Item) -> str:
+    """The name of the tool that made a picture read from its file ("another tool" when it did not say)."""
+    return item.found.tool if item.found is not None else "another tool"

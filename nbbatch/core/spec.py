@@ -5,7 +5,7 @@ the panel and the Python API share one set of checks. `Settings` is a pydantic m
 fields' types and ranges are the checks (and, through `expectation`, the words of their
 errors and of the docs' reference); a bad value raises `SettingError` naming its field, which
 each front end says its own way (``--true-cfg`` in the magic, "true cfg" in the panel).
-pydantic rather than msgspec or attrs: the image record (`nbbatch.formats.record`) is
+pydantic rather than msgspec or attrs: the image record (`nbbatch.core.record`) is
 already checked by it, its strict mode refuses ``2.5`` steps and ``"yes"`` switches, and its
 constraints can be read back to word an error.
 """
@@ -245,9 +245,9 @@ class Job:
     `state` is a saved generator state; when set it replaces the seed, so a refinement
     starts from exactly the noise its parent started from. `parent` is the result item
     this image refines or varies. `settings`, when set, replaces the batch's settings
-    for this image (a cell of an X/Y/Z grid); `extra` is recorded with the image (the
-    template and its choices, the grid cell). A `mask` (white: repaint) makes it an inpaint
-    of `init_image`.
+    for this image (a cell of an X/Y/Z grid); `provenance` is recorded with the image, as
+    plain data (`nbbatch.core.record.Provenance`: the template and its choices, the grid
+    cell, ...). A `mask` (white: repaint) makes it an inpaint of `init_image`.
     """
 
     prompt: str
@@ -259,7 +259,7 @@ class Job:
     parent: Any = field(default=None, compare=False, repr=False)
     origin: str = "batch"
     settings: Settings | None = field(default=None, compare=False, repr=False)
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     mask: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
@@ -309,14 +309,22 @@ def build_jobs(
         pictures, list(names)[: len(pictures)], list(masks)[: len(pictures)]
     ):
         for index, prompt in enumerate(prompts):
-            extra = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
+            provenance = {"template": prompt.template, "choices": list(prompt.choices)} if prompt.template else {}
             if prompt.template and prompt.seed is not None:
-                extra["template_seed"] = prompt.seed
+                provenance["template_seed"] = prompt.seed
             if name is not None:
-                extra["picture"] = name
+                provenance["picture"] = name
             for seed in seeds:
                 jobs.append(
-                    Job(prompt.text.strip(), seed, index, negative_prompt.strip(), image, extra=extra, mask=mask)
+                    Job(
+                        prompt.text.strip(),
+                        seed,
+                        index,
+                        negative_prompt.strip(),
+                        image,
+                        provenance=provenance,
+                        mask=mask,
+                    )
                 )
     return tuple(jobs)
 

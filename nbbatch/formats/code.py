@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nbbatch import __version__
+from nbbatch.core.record import TORCH_DTYPES, Call, Provenance
 from nbbatch.core.seeds import generator_state, make_generator, slerp
-from nbbatch.formats.record import TORCH_DTYPES
 from nbbatch.models.families import family_named
 
 if TYPE_CHECKING:
@@ -50,7 +50,11 @@ class _Exported(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def params(self) -> Mapping[str, Any]: ...
+    def call(self) -> Call | None: ...
+    @property
+    def provenance(self) -> Provenance: ...
+    @property
+    def foreign(self) -> bool: ...
     @property
     def state(self) -> bytes: ...
     @property
@@ -66,11 +70,10 @@ class _Exported(Protocol):
 
 def item_code(item: _Exported) -> str:
     """The Python source that makes `item`'s image again with diffusers alone, ending with it in ``image``."""
-    _check(item)
-    params = item.params
-    pipeline = _diffusers_class(params.get("pipeline", "AutoPipelineForText2Image"), "Pipeline")
-    scheduler = _diffusers_class(params["scheduler"], "Scheduler") if params.get("scheduler") else None
-    dtype = params.get("dtype", "float32")
+    call = _check(item)
+    pipeline = _diffusers_class(call.pipeline, "Pipeline")
+    scheduler = _diffusers_class(call.scheduler, "Scheduler")
+    dtype = call.dtype
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"the record's dtype {str(dtype)[:40]!r} is none of {', '.join(TORCH_DTYPES)}: no code")
     imports = ["import torch", f"from diffusers import {', '.join(sorted({pipeline, scheduler} - {None}))}"]
@@ -81,13 +84,12 @@ def item_code(item: _Exported) -> str:
         *([f"    variant={item.settings.variant!r},"] if item.settings.variant else []),
         ")",
     ]
-    if scheduler:
-        config = pprint.pformat(_plain(params.get("scheduler_config", {})), width=100, sort_dicts=True)
-        body.append(f"pipe.scheduler = {scheduler}.from_config(\n{textwrap.indent(config, '    ')}\n)")
-    body += _placement(item) + _adapters(params) + _generator(item, imports)
+    config = pprint.pformat(_plain(call.scheduler_config), width=100, sort_dicts=True)
+    body.append(f"pipe.scheduler = {scheduler}.from_config(\n{textwrap.indent(config, '    ')}\n)")
+    body += _placement(item, call) + _adapters(call) + _generator(item, call, imports)
     if any(line.startswith("vectors = safetensors") for line in body):
         imports.append("import safetensors.torch")
-    arguments = _arguments(item)
+    arguments = _arguments(item, call)
     if item.init_image is not None:
         imports += ["import base64", "import io", "from PIL import Image"]
         body.append(f"init_image = Image.open(io.BytesIO(base64.b64decode({_png_base64(item.init_image)!r})))")
@@ -95,23 +97,23 @@ def item_code(item: _Exported) -> str:
     if item.mask is not None:
         body.append(f"mask = Image.open(io.BytesIO(base64.b64decode({_png_base64(item.mask)!r})))")
         arguments["mask_image"] = "mask"
-    if params.get("variation_seed") is not None and params.get("variation_strength"):
+    if call.variation_seed is not None and call.variation_strength:
         imports += ["from typing import Any", "from diffusers.utils.torch_utils import randn_tensor"]
-        body += _variation(item)
+        body += _variation(item, call)
         arguments["latents"] = "latents"
-    if params.get("refiner"):
+    if call.refiner:
         imports.append("from diffusers import AutoPipelineForImage2Image")
-        body += _refiner(item, dtype)
-        arguments.update(denoising_end=_literal(_float(params["refiner_at"])), output_type="'latent'")
-    call = "".join(f"    {name}={value},\n" for name, value in arguments.items())
-    if params.get("refiner"):
-        body.append(f"latents = pipe(\n{call}).images  # the base's part of the steps")
+        body += _refiner(item, call.refiner, dtype)
+        arguments.update(denoising_end=_literal(_float(call.refiner_at)), output_type="'latent'")
+    written = "".join(f"    {name}={value},\n" for name, value in arguments.items())
+    if call.refiner:
+        body.append(f"latents = pipe(\n{written}).images  # the base's part of the steps")
         handed = {name: arguments[name] for name in _HANDED if name in arguments}
         handed.update(image="latents", denoising_start=arguments.pop("denoising_end"), generator="generator")
-        call = "".join(f"    {name}={value},\n" for name, value in handed.items())
-        body.append(f"image = refiner(\n{call}).images[0]  # the refiner's, from the base's latents")
+        written = "".join(f"    {name}={value},\n" for name, value in handed.items())
+        body.append(f"image = refiner(\n{written}).images[0]  # the refiner's, from the base's latents")
     else:
-        body.append(f"image = pipe(\n{call}).images[0]")
+        body.append(f"image = pipe(\n{written}).images[0]")
     if item.mask is not None:
         body.append("image = pipe.image_processor.apply_overlay(mask, init_image, image)  # the original outside")
     header = (
@@ -149,32 +151,33 @@ def takes_size(pipeline: str, argument: str = "height") -> bool:
     return argument in inspect.signature(getattr(diffusers, _diffusers_class(pipeline, "Pipeline")).__call__).parameters
 
 
-def _check(item: _Exported) -> None:
-    """Refuse, in one line, an image whose making diffusers alone cannot repeat."""
+def _check(item: _Exported) -> Call:
+    """The item's call; refused, in one line, where diffusers alone cannot repeat its making."""
     from nbbatch.core.attention import is_plain
     from nbbatch.models.standins import STANDINS
 
     model = str(item.settings.model)
-    if item.foreign:
+    call = item.call
+    if item.foreign or call is None:
         raise ValueError("this image was made by another tool: its noise came from another generator, so no code here")
     if model in STANDINS:
         raise ValueError(f"{model} is a stand-in built in memory and never saved: no code can load it")
-    if item.params.get("hires", {}).get("upscaler") == "latent":
+    if item.provenance.hires is not None and item.provenance.hires.upscaler == "latent":
         raise ValueError(
             "nbbatch upscaled this hires fix's latents itself: diffusers alone has no latent upscaler "
             "(a lanczos hires fix exports)"
         )
-    if item.params.get("inpaint") == "blend":
+    if call.inpaint == "blend":
         raise ValueError(
             "nbbatch inpainted this image by blending at every step itself (diffusers' inpaint pipeline misreads "
             "this model's UNet): no code"
         )
-    if item.params.get("refiner") and item.settings.scheduler is not None:
+    if call.refiner and item.settings.scheduler is not None:
         raise ValueError(
             "the refiner ran with a scheduler made from its own config, which the record does not hold: no code "
             "(a refiner with its own scheduler exports)"
         )
-    if item.params.get("encoded_by") == "compel":
+    if call.encoded_by == "compel":
         if (item.settings.clip_skip or 1) > 1:
             why = f"clip skip {item.settings.clip_skip}"
         elif not all(is_plain(text) for text in (item.prompt, item.negative_prompt) if text):
@@ -182,17 +185,18 @@ def _check(item: _Exported) -> None:
         else:
             why = "a prompt longer than 75 tokens"
         raise ValueError(f"nbbatch encoded this image's prompt itself with compel ({why}): diffusers alone cannot")
+    return call
 
 
 _HANDED = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "clip_skip")
 """The base call's arguments the refiner's call takes too."""
 
 
-def _refiner(item: _Exported, dtype: str) -> list[str]:
+def _refiner(item: _Exported, refiner: str, dtype: str) -> list[str]:
     """The SDXL refiner loaded as the diffusers guide loads it: sharing the base's VAE and second text encoder."""
     from nbbatch.models.pipelines import resolve_model
 
-    source = resolve_model(str(item.params["refiner"]))
+    source = resolve_model(refiner)
     placed = "refiner.enable_model_cpu_offload()" if item.settings.offload else "refiner.to(pipe.device)"
     return [
         "refiner = AutoPipelineForImage2Image.from_pretrained(",
@@ -212,9 +216,9 @@ def _source(item: _Exported) -> str:
     return resolve_model(item.settings.model)
 
 
-def _placement(item: _Exported) -> list[str]:
-    params, settings = item.params, item.settings
-    device = _device(params.get("device", "cpu"))
+def _placement(item: _Exported, call: Call) -> list[str]:
+    settings = item.settings
+    device = _device(call.device)
     lines = ["pipe.enable_model_cpu_offload()" if settings.offload else f"pipe.to({device!r})"]
     if str(device).startswith(("cuda", "mps")) or settings.offload:
         lines.append("pipe.vae.enable_slicing()")
@@ -223,18 +227,17 @@ def _placement(item: _Exported) -> list[str]:
     return lines
 
 
-def _adapters(params: Mapping[str, Any]) -> list[str]:
+def _adapters(call: Call) -> list[str]:
     lines = []
-    loras = params.get("loras", ())
-    for number, lora in enumerate(loras):
-        lines.append(f"pipe.load_lora_weights({lora['source']!r}, adapter_name='lora{number}')")
-    if loras:
-        names = [f"lora{number}" for number in range(len(loras))]
-        weights = [_float(lora["weight"]) for lora in loras]
+    for number, lora in enumerate(call.loras):
+        lines.append(f"pipe.load_lora_weights({lora.source!r}, adapter_name='lora{number}')")
+    if call.loras:
+        names = [f"lora{number}" for number in range(len(call.loras))]
+        weights = [_float(lora.weight) for lora in call.loras]
         lines.append(f"pipe.set_adapters({names!r}, adapter_weights={weights!r})")
-    for embedding in params.get("embeddings", ()):
-        source, token = embedding["source"], embedding["token"]
-        if "XL" not in params.get("pipeline", ""):
+    for embedding in call.embeddings:
+        source, token = embedding.source, embedding.token
+        if "XL" not in call.pipeline:
             lines.append(f"pipe.load_textual_inversion({source!r}, token={token!r})")
             continue
         lines += [  # an SDXL file holds a tensor for each text encoder
@@ -245,9 +248,9 @@ def _adapters(params: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _generator(item: _Exported, imports: list[str]) -> list[str]:
+def _generator(item: _Exported, call: Call, imports: list[str]) -> list[str]:
     """The image's generator: seeded, or set to its saved state where that is not the seed's (a refinement's)."""
-    device = _device(item.params.get("generator_device", item.settings.generator_device))
+    device = _device(call.generator_device)
     made = f"generator = torch.Generator({device!r})"
     if item.state == generator_state(make_generator(device, item.seed)):
         return [f"{made}.manual_seed({_int(item.seed)})"]
@@ -260,10 +263,9 @@ def _generator(item: _Exported, imports: list[str]) -> list[str]:
     ]
 
 
-def _arguments(item: _Exported) -> dict[str, str]:
-    params = item.params
+def _arguments(item: _Exported, call: Call) -> dict[str, str]:
     arguments = {"prompt": repr(item.prompt)}
-    if item.negative_prompt or (params.get("true_cfg_scale") or 0) > 1:  # true CFG runs only with one, if empty
+    if item.negative_prompt or (call.true_cfg_scale or 0) > 1:  # true CFG runs only with one, if empty
         arguments["negative_prompt"] = repr(item.negative_prompt)
     for name in (
         "num_inference_steps",
@@ -273,22 +275,21 @@ def _arguments(item: _Exported) -> dict[str, str]:
         "max_sequence_length",
         "strength",
     ):
-        if params.get(name) is not None and (name != "strength" or item.init_image is not None):
-            arguments[name] = _literal(params[name])
-    if item.init_image is None or takes_size(params["pipeline"]):  # FLUX's img2img and others: 1024 unless told
-        arguments["width"], arguments["height"] = _literal(params.get("width")), _literal(params.get("height"))
-        if takes_size(params["pipeline"], "max_area"):  # FLUX.1 Kontext fits its size to this area (1024² else)
-            arguments["max_area"] = _literal(_int(params["width"]) * _int(params["height"]))
+        if getattr(call, name) is not None and (name != "strength" or item.init_image is not None):
+            arguments[name] = _literal(getattr(call, name))
+    if item.init_image is None or takes_size(call.pipeline):  # FLUX's img2img and others: 1024 unless told
+        arguments["width"], arguments["height"] = _literal(call.width), _literal(call.height)
+        if takes_size(call.pipeline, "max_area"):  # FLUX.1 Kontext fits its size to this area (1024² else)
+            arguments["max_area"] = _literal(_int(call.width) * _int(call.height))
     arguments["generator"] = "generator"
     return arguments
 
 
-def _variation(item: _Exported) -> list[str]:
+def _variation(item: _Exported, call: Call) -> list[str]:
     """The starting noise blended towards the variation seed's, as `nbbatch.core.engine.starting_noise` draws it."""
-    params = item.params
-    device = _device(params.get("generator_device", item.settings.generator_device))
-    height, width = _int(params["height"]), _int(params["width"])
-    family = family_named(str(params.get("pipeline")))
+    device = _device(call.generator_device)
+    height, width = _int(call.height), _int(call.width)
+    family = family_named(call.pipeline)
     model = "unet" if family.latents == "unet" else "transformer"
     if family.latents == "packed":  # channels in 2x2 patches, each side even, packed after the blend
         shape = [
@@ -324,10 +325,10 @@ def _variation(item: _Exported) -> list[str]:
         inspect.getsource(slerp).rstrip(),
         "",
         *shape,
-        f"other_generator = torch.Generator({device!r}).manual_seed({_int(params['variation_seed'])})",
+        f"other_generator = torch.Generator({device!r}).manual_seed({_int(call.variation_seed)})",
         "other = randn_tensor(shape, generator=other_generator, device=pipe._execution_device, dtype=dtype).float()",
         "own = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)",
-        f"latents = slerp({_literal(_float(params['variation_strength']))}, own.float(), other).to(dtype)",
+        f"latents = slerp({_literal(_float(call.variation_strength))}, own.float(), other).to(dtype)",
         *([pack] if pack else []),
     ]
 

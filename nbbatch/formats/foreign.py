@@ -19,11 +19,11 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from nbbatch.core.item import Foreign
 from nbbatch.models.pipelines import takes_schedule
 
 A1111_SAMPLERS = {
@@ -68,33 +68,6 @@ taken off first, the Karras ones giving the Karras schedule.
 
 SCHEDULES = {"karras": "karras", "exponential": "exponential", "beta": "beta"}
 """Schedule names that change a diffusers scheduler's sigmas; others (normal, simple, uniform, ...) are its default."""
-
-
-@dataclass(frozen=True)
-class Foreign:
-    """What another tool wrote about how it made a picture; None where it wrote nothing."""
-
-    tool: str
-    prompt: str
-    negative_prompt: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    true_cfg: float | None = None
-    width: int | None = None
-    height: int | None = None
-    sampler: str | None = None
-    schedule: str | None = None
-    model: str | None = None
-    strength: float | None = None
-
-    @property
-    def scheduler(self) -> str | None:
-        """The nbbatch scheduler name of its sampler and schedule (``dpm++2m-karras``), or None if unknown.
-
-        A schedule the diffusers scheduler does not have is left out (its default schedule is used).
-        """
-        return scheduler_name(self.sampler, self.schedule)
 
 
 def read_foreign(image: Image.Image) -> Foreign | None:

@@ -24,7 +24,6 @@ import sys
 import warnings
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from PIL import Image, PngImagePlugin
@@ -32,13 +31,13 @@ from PIL import Image, PngImagePlugin
 from nbbatch import __version__
 from nbbatch.core.attention import check_text
 from nbbatch.core.axes import axis_value
-from nbbatch.core.item import Item
+from nbbatch.core.item import Foreign, Item
 from nbbatch.core.observer import Observer
 from nbbatch.core.pictures import read_picture
+from nbbatch.core.record import RECORD_VERSION, Call, Generator, Record, Step, is_plain_name
 from nbbatch.core.seeds import SEED_MAX
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
-from nbbatch.formats.foreign import Foreign, read_foreign
-from nbbatch.formats.record import RECORD_VERSION, is_plain_name, parse_record
+from nbbatch.formats.foreign import read_foreign, scheduler_name
 from nbbatch.models.pipelines import schedule_name
 from nbbatch.settings import PLOT_TYPES
 
@@ -64,37 +63,49 @@ RNG = {"cpu": "CPU", "cuda": "GPU"}
 
 
 def a1111_parameters(item: Item) -> str:
-    """The ``parameters`` text A1111 writes: the prompt, ``Negative prompt: ...``, then ``key: value, ...``."""
-    params = item.params
-    true_cfg = params.get("true_cfg_scale")  # Forge's way: CFG scale is real CFG, the distilled one beside it
-    hires = params.get("hires")  # A1111 writes the first pass's size and the upscale
+    """The ``parameters`` text A1111 writes: the prompt, ``Negative prompt: ...``, then ``key: value, ...``.
+
+    Made from the item's record (`Item.call` and `Item.provenance`), as the code export is.
+    """
+    call, hires = _call_of(item), item.provenance.hires  # A1111 writes the first pass's size and the upscale
+    true_cfg = call.true_cfg_scale  # Forge's way: CFG scale is real CFG, the distilled one beside it
     fields = {
-        "Steps": params.get("num_inference_steps"),
-        "Sampler": _sampler(params),
-        "Schedule type": schedule_type(params.get("scheduler_config", {})),
-        "CFG scale": params.get("guidance_scale") if true_cfg is None else true_cfg,
-        "Distilled CFG Scale": None if true_cfg is None else params.get("guidance_scale"),
+        "Steps": call.num_inference_steps,
+        "Sampler": _sampler(call),
+        "Schedule type": schedule_type(call.scheduler_config),
+        "CFG scale": call.guidance_scale if true_cfg is None else true_cfg,
+        "Distilled CFG Scale": None if true_cfg is None else call.guidance_scale,
         "Seed": item.seed,
-        "Size": f"{hires['width']}x{hires['height']}" if hires else f"{item.image.width}x{item.image.height}",
-        "Model": model_short_name(params["model"]) if params.get("model") else None,
-        "Denoising strength": params.get("strength"),
-        "Hires upscale": f"{hires['scale']:g}" if hires else None,
-        "Hires upscaler": UPSCALERS[hires["upscaler"]] if hires else None,
-        "Clip skip": params["clip_skip"] + 1 if params.get("clip_skip") else None,
-        "Refiner": model_short_name(params["refiner"]) if params.get("refiner") else None,
-        "Refiner switch at": params.get("refiner_at"),
-        "RNG": RNG.get(str(params.get("generator_device", "")).split(":")[0]),
-        "Variation seed": params.get("variation_seed") if params.get("variation_strength") else None,
-        "Variation seed strength": params.get("variation_strength") or None,
-        "Template": params.get("template"),
-        "Lora hashes": _hashes(params.get("loras", ()), "name"),
-        "TI hashes": _hashes(params.get("embeddings", ()), "token"),
+        "Size": f"{hires.width}x{hires.height}" if hires else f"{item.image.width}x{item.image.height}",
+        "Model": model_short_name(call.model),
+        "Denoising strength": call.strength,
+        "Hires upscale": f"{hires.scale:g}" if hires else None,
+        "Hires upscaler": UPSCALERS[hires.upscaler] if hires else None,
+        "Clip skip": call.clip_skip + 1 if call.clip_skip else None,
+        "Refiner": model_short_name(call.refiner) if call.refiner else None,
+        "Refiner switch at": call.refiner_at,
+        "RNG": RNG.get(call.generator_device.split(":")[0]),
+        "Variation seed": call.variation_seed if call.variation_strength else None,
+        "Variation seed strength": call.variation_strength or None,
+        "Template": item.provenance.template,
+        "Lora hashes": ", ".join(f"{r.name}: {r.hash}" for r in call.loras if r.hash) or None,
+        "TI hashes": ", ".join(f"{r.token}: {r.hash}" for r in call.embeddings if r.hash) or None,
         "Version": f"nbbatch {__version__}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value not in (None, ""))
     negative = f"\nNegative prompt: {item.negative_prompt}" if item.negative_prompt else ""
-    tags = "".join(f" <lora:{lora['name']}:{lora['weight']:g}>" for lora in params.get("loras", ()))
+    tags = "".join(f" <lora:{lora.name}:{lora.weight:g}>" for lora in call.loras)
     return f"{item.prompt}{tags}{negative}\n{line}"
+
+
+def _call_of(item: Item) -> Call:
+    """The item's call; a ValueError for a picture another tool made (nbbatch writes only what it made)."""
+    if item.call is None:
+        tool = item.found.tool if item.found else "another tool"
+        raise ValueError(
+            f"{item.file or 'a picture'} was made by {tool}: nbbatch saves only what it made (copy the file itself)"
+        )
+    return item.call
 
 
 def schedule_type(config: Mapping[str, Any]) -> str:
@@ -113,11 +124,6 @@ def model_short_name(model: str) -> str:
     A ``:`` or a ``/`` in the field breaks other tools' parsers; the full id stays in the record.
     """
     return model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].replace(":", "-")
-
-
-def _hashes(records: Sequence[Mapping[str, Any]], key: str) -> str | None:
-    """A1111's ``Lora hashes`` / ``TI hashes`` value: ``name: hash, name: hash`` (files without a hash left out)."""
-    return ", ".join(f"{r[key]}: {r['hash']}" for r in records if r.get("hash")) or None
 
 
 AXIS_TYPES = {**PLOT_TYPES, "seed": "Seed", "prompt": "Prompt S/R", "size": "Size"}
@@ -145,44 +151,32 @@ def grid_parameters(items: Sequence[Item]) -> str | None:
     return f"{a1111_parameters(items[0])}, {', '.join(fields)}"
 
 
-def _sampler(params: Mapping[str, Any]) -> str | None:
+def _sampler(call: Call) -> str | None:
     """The A1111 sampler name of the scheduler used (``DPM++ 2M SDE`` for DPM-Solver++ in its SDE form)."""
-    name = SAMPLERS.get(params.get("scheduler", ""), params.get("scheduler"))
-    if params.get("scheduler_config", {}).get("algorithm_type") == "sde-dpmsolver++":
+    name = SAMPLERS.get(call.scheduler, call.scheduler)
+    if call.scheduler_config.get("algorithm_type") == "sde-dpmsolver++":
         name = f"{name} SDE"
     return name
 
 
-_NOT_CALL = ("scheduler_config", "lineage", "file")
-"""What a loaded item's params hold besides its call: written apart, or known only once loaded."""
-
-
-def record(item: Item) -> dict[str, Any]:
-    """The exact, JSON-ready record of how `item` was made."""
-    return {
-        "nbbatch_record": RECORD_VERSION,
-        "prompt": item.prompt,
-        "negative_prompt": item.negative_prompt,
-        "seed": item.seed,
-        "prompt_index": item.prompt_index,
-        "origin": item.origin,
-        "broken": item.broken,
-        "settings": item.settings.model_dump(),
-        "call": _json_ready({key: value for key, value in item.params.items() if key not in _NOT_CALL}),
-        "scheduler_config": _json_ready(item.params.get("scheduler_config", {})),
-        "generator": {"device": item.settings.generator_device, "state": base64.b64encode(item.state).decode()},
-        "lineage": [{"prompt": step.prompt, "seed": step.seed, "origin": step.origin} for step in item.lineage()],
-        "versions": versions(),
-    }
-
-
-def _json_ready(value: Any) -> Any:
-    """`value` with every mapping as a dict and every tuple as a list: what `json.dumps` writes as JSON."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_ready(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(inner) for inner in value]
-    return value
+def record(item: Item, **files: str) -> Record:
+    """The exact record of how `item` was made; `files` names its input picture and mask (``init_image``, ``mask``)."""
+    return Record(
+        nbbatch_record=RECORD_VERSION,
+        prompt=item.prompt,
+        negative_prompt=item.negative_prompt,
+        seed=item.seed,
+        prompt_index=item.prompt_index,
+        origin=item.origin,
+        broken=item.broken,
+        settings=json.loads(json.dumps(item.settings.model_dump(), default=str)),
+        call=_call_of(item),
+        provenance=item.provenance,
+        generator=Generator(device=item.settings.generator_device, state=base64.b64encode(item.state or b"").decode()),
+        lineage=[Step(prompt=step.prompt, seed=step.seed, origin=step.origin) for step in item.lineage()],
+        versions=versions(),
+        **files,
+    )
 
 
 def versions() -> dict[str, str]:
@@ -232,21 +226,18 @@ class Saver(Observer):
         """
         items = list(items)
         for item in items:
-            if item.foreign:
-                raise ValueError(
-                    f"{item.params.get('file', 'a picture')} was made by {item.params.get('tool', 'another tool')}: "
-                    "nbbatch saves only what it made (copy the file itself)"
-                )
+            _call_of(item)  # another tool's picture: refused before anything is written
         paths, entries = [], []
         for number, item in enumerate(items):
-            entry = record(item)
+            files = {}
             if item.init_image is not None:
-                entry["init_image"] = self._input_image(item.init_image)
+                files["init_image"] = self._input_image(item.init_image)
             if item.mask is not None:
-                entry["mask"] = self._input_image(item.mask, "mask")
+                files["mask"] = self._input_image(item.mask, "mask")
+            entry = record(item, **files)
             info = PngImagePlugin.PngInfo()
             info.add_text("parameters", a1111_parameters(item))
-            info.add_text("nbbatch", json.dumps(entry, default=str))
+            info.add_text("nbbatch", entry.to_json())
             if stems is None:
                 stem = f"p{item.prompt_index:02d}-s{item.seed}" + (f"-{item.origin}" if item.origin != "batch" else "")
                 path = self._write(stem, _png_bytes(item.image, info))
@@ -254,7 +245,7 @@ class Saver(Observer):
                 path = self._write(stems[number], _png_bytes(item.image, info), fixed=True)
             paths.append(path)
             if path.name not in indexed:
-                entries.append({"file": path.name, **entry})
+                entries.append({"file": path.name, **entry.to_dict()})
         self.append_index(entries)
         self.written.extend(paths)
         return paths
@@ -464,14 +455,14 @@ def read_items(path: str | os.PathLike) -> list[Item]:
     if not path.exists():
         raise ValueError(f"{str(path)!r} does not exist")
     if path.suffix != ".jsonl":
-        return [_load_png(path)]
+        return [_load_png(path)[0]]
     listed = index_entries(path)
     items = [_load_png(_inside(path.parent, name)) for name in listed]
     others = [png for png in sorted(path.parent.glob("*.png")) if png.name not in listed]
     return link_parents(items + _folder_items(path.parent, others, foreign=False))
 
 
-def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[Item]:
+def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[Loaded]:
     """Items of a folder's PNGs (grids and input images left out); those without readable parameters are skipped.
 
     `foreign`: take other tools' pictures too (a folder without an index); else nbbatch's records only.
@@ -481,12 +472,12 @@ def _folder_items(folder: Path, pngs: Sequence[Path], *, foreign: bool) -> list[
         if png.name.startswith(("grid", "input-", ".")) or png.is_symlink():
             continue
         try:
-            item = _load_png(png)
+            loaded = _load_png(png)
         except ValueError:
             skipped.append(png.name)
             continue
-        if foreign or not item.foreign:
-            items.append(item)
+        if foreign or not loaded[0].foreign:
+            items.append(loaded)
     if skipped and foreign:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(
@@ -504,84 +495,82 @@ def _inside(folder: Path, name: str) -> Path:
     return path
 
 
-def link_parents(items: list[Item]) -> list[Item]:
-    """Give loaded refinements and variations their parent items back, where the parent is among `items`.
+Loaded = tuple[Item, Sequence[Step]]
+"""A loaded item and the lineage its record names (empty for another tool's picture)."""
+
+
+def link_parents(loaded: Sequence[Loaded]) -> list[Item]:
+    """The loaded items, with refinements and variations given their parent items back where the parent is loaded too.
 
     A record keeps its lineage as (prompt, seed, origin) steps; the parent is the latest
     loaded item matching the step before the last. Order is kept.
     """
-
-    def key(step: Mapping[str, Any]) -> tuple:
-        return (step.get("prompt"), step.get("seed"), step.get("origin"))
-
     linked: dict[tuple, Item] = {}
-    result = list(items)
-    for position in sorted(range(len(items)), key=lambda i: len(items[i].params.get("lineage", ()))):
-        lineage = items[position].params.get("lineage", ())
-        if len(lineage) > 1 and key(lineage[-2]) in linked:
-            result[position] = dataclasses.replace(items[position], parent=linked[key(lineage[-2])])
+    result = [item for item, _ in loaded]
+    for position in sorted(range(len(loaded)), key=lambda i: len(loaded[i][1])):
+        lineage = loaded[position][1]
+        if len(lineage) > 1 and (parent := linked.get((lineage[-2].prompt, lineage[-2].seed, lineage[-2].origin))):
+            result[position] = dataclasses.replace(result[position], parent=parent)
         item = result[position]
         linked[(item.prompt, item.seed, item.origin)] = item
     return result
 
 
-def _load_png(path: Path) -> Item:
+def _load_png(path: Path) -> Loaded:
     image, text, kind = read_picture(path)
     if kind != "PNG":
         raise ValueError(f"{str(path)!r} is a {kind} image: nbbatch reads parameters from PNGs")
     if "nbbatch" in text:
         try:
-            return _item_from_record(parse_record(text["nbbatch"]), image, path)
+            entry = Record.from_json(text["nbbatch"])
+            return _item_from_record(entry, image, path), entry.lineage
         except ValueError as error:
             raise ValueError(f"the nbbatch record in {str(path)!r} is damaged: {error}") from None
     with Image.open(path) as opened:
         found = read_foreign(opened)
     if found is None:
         raise ValueError(f"{str(path)!r} holds no generation parameters that nbbatch can read")
-    return _item_from_foreign(found, image, path)
+    return _item_from_foreign(found, image, path), ()
 
 
-def _item_from_record(entry: Mapping[str, Any], image: Image.Image, path: Path) -> Item:
-    """An item from a checked record (see `nbbatch.formats.record`); its input image must lie beside it."""
-    call = entry["call"]
-    if (call["width"], call["height"]) != image.size:
-        raise ValueError(f"call: it says {call['width']}x{call['height']}, the picture is {image.width}x{image.height}")
+def _item_from_record(entry: Record, image: Image.Image, path: Path) -> Item:
+    """An item from a checked record (see `nbbatch.core.record`); its input image must lie beside it."""
+    call = entry.call
+    if (call.width, call.height) != image.size:
+        raise ValueError(f"call: it says {call.width}x{call.height}, the picture is {image.width}x{image.height}")
     init_image = None
-    if entry.get("init_image"):
-        source = _inside(path.parent, entry["init_image"])
+    if entry.init_image:
+        source = _inside(path.parent, entry.init_image)
         if not source.is_file():
-            raise ValueError(f"its image-to-image input {entry['init_image']!r} is missing from {str(path.parent)!r}")
+            raise ValueError(f"its image-to-image input {entry.init_image!r} is missing from {str(path.parent)!r}")
         init_image, _, _ = read_picture(source)
     mask = None
-    if entry.get("mask"):
-        source = _inside(path.parent, entry["mask"])
+    if entry.mask:
+        source = _inside(path.parent, entry.mask)
         if not source.is_file():
-            raise ValueError(f"its inpaint mask {entry['mask']!r} is missing from {str(path.parent)!r}")
+            raise ValueError(f"its inpaint mask {entry.mask!r} is missing from {str(path.parent)!r}")
         with Image.open(source) as opened:
             mask = opened.convert("L")
         if mask.size != image.size:
             raise ValueError(
                 f"its inpaint mask is {mask.width}x{mask.height}, the picture {image.width}x{image.height}"
             )
-    params = {key: value for key, value in call.items() if value is not None and value != [] and value != {}}
-    params = {**params, "scheduler_config": entry["scheduler_config"]}
-    params["lineage"] = entry["lineage"]
-    params["file"] = path.name
     return Item(
         image,
-        entry["seed"],
-        entry["prompt"],
-        entry["negative_prompt"],
-        entry["prompt_index"],
-        Settings(**entry["settings"]),
-        MappingProxyType(params),
-        base64.b64decode(entry["generator"]["state"]),
+        entry.seed,
+        entry.prompt,
+        entry.negative_prompt,
+        entry.prompt_index,
+        Settings(**entry.settings),
+        call,
+        base64.b64decode(entry.generator.state),
         init_image,
         None,
-        entry["origin"],
-        entry["broken"],
+        entry.origin,
+        entry.broken,
         loaded_from=str(path),
         mask=mask,
+        provenance=entry.provenance,
     )
 
 
@@ -601,7 +590,8 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         check_text(text)
         texts.append(text)
     model = found.model if isinstance(found.model, str) and _is_name(found.model) else None
-    scheduler = found.scheduler if isinstance(found.scheduler, str) and _is_name(found.scheduler) else None
+    scheduler = scheduler_name(found.sampler, found.schedule)
+    scheduler = scheduler if isinstance(scheduler, str) and _is_name(scheduler) else None
     settings = Settings(
         model=model or "unknown",
         steps=_number(found.steps, 1, 1000, whole=True) or 30,
@@ -611,19 +601,6 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         strength=_number(found.strength, 0.01, 1) or 0.8,
         **sizes,
     )
-    params = {
-        "file": path.name,
-        "tool": found.tool,
-        "num_inference_steps": found.steps,
-        "guidance_scale": found.guidance,
-        "true_cfg_scale": found.true_cfg,
-        "sampler": found.sampler,
-        "schedule": found.schedule,
-        "width": found.width,
-        "height": found.height,
-        "model": found.model,
-        "strength": found.strength,
-    }
     return Item(
         image,
         seed,
@@ -631,12 +608,13 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         texts[1],
         0,
         settings,
-        MappingProxyType(params),
-        None,  # another tool's noise: its seed drawn nbbatch's way stands in where one is needed
+        None,  # no call of nbbatch's, and no state: another tool's noise
+        None,
         None,
         None,
         "foreign",
         loaded_from=str(path),
+        found=found,
     )
 
 

@@ -17,7 +17,6 @@ import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from nbbatch.core.errors import OutOfMemory, SettingError
 from nbbatch.core.item import Item
 from nbbatch.core.notices import notice
 from nbbatch.core.observer import QUIET, Observer
+from nbbatch.core.record import Call, Provenance
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
 from nbbatch.models.conditioning import Conditioner, T5Conditioner, cut_text, supports
@@ -201,7 +201,8 @@ class DiffusersPass:
     loaded: Loaded
     pipe: Any
     arguments: dict[str, Any]
-    common: dict[str, Any]
+    recorded: Call
+    """What each image's record says of the call (its size and prompt encoding are the image's own)."""
     steps: int
     conditioner: Conditioner | T5Conditioner | None
     previewer: StepPreviewer | None
@@ -213,7 +214,7 @@ class DiffusersPass:
     @property
     def generator_device(self) -> str:
         """Where each image's generator lives (its noise is drawn there)."""
-        return self.common["generator_device"]
+        return self.recorded.generator_device
 
     @property
     def back_off(self) -> bool:
@@ -302,7 +303,7 @@ class DiffusersPass:
                 kwargs["mask_image"] = [job.mask for job in jobs]
             if "height" in inspect.signature(pipe.__call__).parameters:  # else FLUX's and others' make 1024 px
                 kwargs["width"], kwargs["height"] = jobs[0].init_image.size
-            if jobs[0].extra.get("hires", {}).get("upscaler") == "latent":
+            if jobs[0].provenance.get("hires", {}).get("upscaler") == "latent":
                 kwargs["image"] = upscaled_latents(pipe, kwargs["image"], self.settings.width, self.settings.height)
         if {"width", "height"} <= kwargs.keys() and "max_area" in inspect.signature(pipe.__call__).parameters:
             kwargs["max_area"] = kwargs["width"] * kwargs["height"]  # FLUX.1 Kontext fits its size to this area
@@ -356,7 +357,7 @@ class DiffusersPass:
         As the diffusers SDXL guide's two calls (``denoising_end``, then ``denoising_start``),
         with each image's generator carried on from the base to the refiner.
         """
-        at = float(self.common["refiner_at"])
+        at = float(self.recorded.refiner_at or 0.8)
         with quiet_call():
             latents = self.pipe(**{**kwargs, "denoising_end": at, "output_type": "latent"}).images
         if self.pipe.interrupt:  # a cancel: the engine drops this chunk
@@ -370,11 +371,11 @@ class DiffusersPass:
             return np.asarray(self.refiner(**refined).images, dtype=np.float32)
 
     def item(self, made: Made) -> Item:
-        """The finished image as a result item, with the pass's settings and the call's parameters."""
+        """The finished image as a result item, with the pass's settings, its call and its job's provenance."""
         job = made.job
-        params = {**self.common, "width": made.image.width, "height": made.image.height, **job.extra}
+        own = {"width": made.image.width, "height": made.image.height}
         if self.conditioner is not None and self.conditioner.needed([job.prompt], [job.negative_prompt or None]):
-            params["encoded_by"] = "compel"  # its embeddings were built here, not by the pipeline: see code export
+            own["encoded_by"] = "compel"  # its embeddings were built here, not by the pipeline: see code export
         return Item(
             image=made.image,
             seed=job.seed,
@@ -382,7 +383,8 @@ class DiffusersPass:
             negative_prompt=job.negative_prompt,
             prompt_index=job.prompt_index,
             settings=self.settings,
-            params=MappingProxyType(params),
+            call=self.recorded.model_copy(update=own),
+            provenance=Provenance.of(job.provenance),
             state=made.state,
             init_image=job.init_image,
             mask=job.mask,
@@ -447,19 +449,19 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     pipe = loaded.view(image_to_image, settings.scheduler, inpaint=jobs[0].mask is not None and not blend)
     check_steps(pipe.scheduler, settings.steps)
     arguments = call_arguments(pipe, settings, image_to_image, loaded.defaults)
-    common: dict[str, Any] = {
+    recorded: dict[str, Any] = {
         "model": settings.model,
         "pipeline": type(pipe).__name__,
         "scheduler": type(pipe.scheduler).__name__,
-        "scheduler_config": MappingProxyType(dict(pipe.scheduler.config)),
+        "scheduler_config": dict(pipe.scheduler.config),
         "dtype": loaded.placement.dtype,
         "device": loaded.placement.device,
         "generator_device": device,
         **arguments,
     }
     if settings.variation_seed is not None:
-        common["variation_seed"] = settings.variation_seed
-        common["variation_strength"] = settings.variation_strength
+        recorded["variation_seed"] = settings.variation_seed
+        recorded["variation_strength"] = settings.variation_strength
     wanted = {name for name in SPEEDUPS if getattr(settings, name)}
     if "fuse_qkv" in wanted:
         if settings.loras:
@@ -469,14 +471,14 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
         loaded.adapters.unload_loras(loaded.pipe)  # those of earlier batches: loaded again when asked for
     apply_speedups(loaded.pipe, loaded.speedups, wanted)
     if wanted:
-        common["speedups"] = tuple(name for name in SPEEDUPS if name in wanted)
+        recorded["speedups"] = tuple(name for name in SPEEDUPS if name in wanted)
     if settings.loras:
-        common["loras"] = tuple(MappingProxyType(r) for r in loaded.adapters.load_loras(loaded.pipe, settings.loras))
+        recorded["loras"] = loaded.adapters.load_loras(loaded.pipe, settings.loras)
     embeddings = loaded.adapters.load_embeddings(loaded.pipe, settings.embeddings)
     if embeddings:
-        common["embeddings"] = tuple(MappingProxyType(r) for r in embeddings)
+        recorded["embeddings"] = embeddings
     family = family_of(pipe)
-    upscaler = jobs[0].extra.get("hires", {}).get("upscaler")
+    upscaler = jobs[0].provenance.get("hires", {}).get("upscaler")
     if upscaler == "latent" and (family.latents != "unet" or pipe.vae.config.get("latent_channels") != 4):
         raise ValueError(
             "the latent hires upscaler needs SD 1.x/2.x or SDXL's 4-channel latents (their image-to-image takes "
@@ -513,15 +515,16 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
                 "prompt weights, BREAK and prompts past 77 tokens do not go with a refiner yet: the refiner reads "
                 "the plain prompt with its own text encoder"
             )
-        common.update(refiner=settings.refiner, refiner_at=settings.refiner_at or 0.8)
+        recorded.update(refiner=settings.refiner, refiner_at=settings.refiner_at or 0.8)
     previewer = None
     if loaded.latent_map is not None:
         shape = family.noise_shape(pipe, height, width)
         unpack = functools.partial(family.unpack, shape=shape) if family.latents in ("packed", "patched") else None
         previewer = StepPreviewer(loaded.latent_map, pipe.vae_scale_factor, unpack)
     if blend:
-        common["inpaint"] = "blend"  # made by nbbatch's blending: the code export says it cannot
-    return DiffusersPass(settings, jobs, loaded, pipe, arguments, common, steps, conditioner, previewer, refiner, blend)
+        recorded["inpaint"] = "blend"  # made by nbbatch's blending: the code export says it cannot
+    call = Call.of({**recorded, "width": 64, "height": 64})  # checked before any image; each image has its own size
+    return DiffusersPass(settings, jobs, loaded, pipe, arguments, call, steps, conditioner, previewer, refiner, blend)
 
 
 def misread_by_inpaint(pipe: Any) -> bool:

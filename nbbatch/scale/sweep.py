@@ -24,10 +24,10 @@ from nbbatch.core.engine import Runner
 from nbbatch.core.errors import first_line
 from nbbatch.core.masks import SHAPES
 from nbbatch.core.observer import Observer
+from nbbatch.core.record import Record
 from nbbatch.core.result import run_batch
 from nbbatch.core.spec import Settings
 from nbbatch.formats.png import INDEX, Saver, folder_lock, index_entries
-from nbbatch.formats.record import parse_record
 from nbbatch.session import default_session
 
 if sys.version_info >= (3, 11):
@@ -227,7 +227,7 @@ def _record(path: Path) -> dict[str, Any]:
 
     try:
         with Image.open(path) as image:
-            return parse_record(image.text["nbbatch"])
+            return Record.from_json(image.text["nbbatch"]).to_dict()
     except (OSError, UnidentifiedImageError, KeyError, ValueError, AttributeError):
         raise ValueError(f"{path} is in the way: it is not an image of an nbbatch sweep; move it away") from None
 

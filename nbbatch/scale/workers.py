@@ -11,8 +11,6 @@ batches, so the pipelines are loaded once per worker. Ray is an optional depende
 
 from __future__ import annotations
 
-import copyreg
-import io
 import logging
 import os
 import pickle
@@ -23,7 +21,6 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from nbbatch.core.engine import CancelFlag, Progress, Run, Status
@@ -46,17 +43,8 @@ START_WAIT = 300.0
 
 
 def pack(value: Any) -> bytes:
-    """Pickle `value` for the trip between driver and worker; items' read-only mappings travel as dicts."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, MappingProxyType: lambda m: (_read_only, (dict(m),))}
-    pickler.dump(value)
-    return buffer.getvalue()
-
-
-def _read_only(mapping: dict) -> MappingProxyType:
-    """Unpickling half of `pack`: the dict made read-only again."""
-    return MappingProxyType(mapping)
+    """Pickle `value` for the trip between driver and worker (jobs one way, items and their records back)."""
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def check_workers(workers: object) -> None:

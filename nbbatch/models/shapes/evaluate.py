@@ -63,7 +63,7 @@ def follow_rates(model: str, guidance: float | None, steps: int | None) -> dict[
         hits["colour"].append(seen.colour == colour)
         hits["shape"].append(seen.shape == shape)
     rates = {name: round(float(np.mean(values)), 3) for name, values in hits.items()}
-    return {"guidance_scale": result[0].params.get("guidance_scale"), "pairs": len(result), **rates}
+    return {"guidance_scale": result[0].call.guidance_scale, "pairs": len(result), **rates}
 
 
 def colour_pairs(model: str, guidance: float | None, steps: int | None) -> dict[str, float]:

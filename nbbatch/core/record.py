@@ -1,4 +1,12 @@
-"""The nbbatch record of one image, checked field by field before anything else reads it.
+"""The record of one image: how it was made, typed, versioned, and checked field by field when read.
+
+An item carries its `Call` (every argument the pipeline was called with, where, with which
+scheduler config, adapters and speedups) and its `Provenance` (the template and choices, the
+grid cell, the refinement step, the hires fix, the input picture's name); a saved image
+carries a `Record`: those two with its prompt, seed, settings, generator state and lineage.
+`Record.to_json` writes it (the PNG's ``nbbatch`` chunk, an index line) and
+`Record.from_json` reads it back, the only way in; the A1111 text and the code export are
+both made from the same `Call`.
 
 A PNG or an ``index.jsonl`` line may come from anyone, so a record is data to be
 checked, never trusted: every field has a type and a range (the ones a user could type),
@@ -15,16 +23,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic_core import from_json
 
 from nbbatch.core.attention import MAX_PROMPT_CHARS, check_text
 from nbbatch.core.axes import AXES
 from nbbatch.core.seeds import MAX_IMAGES, SEED_MAX
 from nbbatch.core.spec import MAX_SIDE, Settings, check_name
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+"""The record's layout: 1 kept the provenance inside the call and the scheduler config beside it (read still)."""
 
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 """The dtypes a pipeline runs in, as torch names them (``torch.float16``)."""
@@ -112,7 +124,11 @@ class Hires(_Strict):
 
 
 class Call(_Strict):
-    """Every argument the pipeline was called with, and where: what the code export writes out."""
+    """Every argument the pipeline was called with, and where: what the code export writes out.
+
+    The sizes are the picture's; a guidance or strength the pipeline does not take is left
+    out (None), as are speedups, adapters and the refiner when none ran.
+    """
 
     model: Name
     pipeline: Annotated[str, Field(max_length=100), AfterValidator(_class_name)]
@@ -135,16 +151,49 @@ class Call(_Strict):
     loras: Annotated[list[LoraRecord], Field(max_length=100)] = []
     embeddings: Annotated[list[EmbeddingRecord], Field(max_length=100)] = []
     encoded_by: Literal["compel"] | None = None
+    refiner: Name | None = None
+    inpaint: Literal["blend"] | None = None
+    refiner_at: Annotated[float, Field(gt=0, lt=1)] | None = None
+    scheduler_config: Annotated[
+        dict[Annotated[str, Field(max_length=100)], ConfigScalar | list[ConfigScalar]], Field(max_length=200)
+    ] = {}
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Self:
+        """A call from plain data (mappings, tuples), checked as a saved one is: what a file would read back."""
+        return cls.model_validate_json(json.dumps(_json_ready(data)))
+
+
+class Provenance(_Strict):
+    """Where an image came from besides its call: template and choices, grid cell, refine step, hires, picture."""
+
     template: Prompt | None = None
     choices: Annotated[list[Prompt], Field(max_length=1000)] = []
     template_seed: Seed | None = None
     step: Annotated[str, Field(pattern=r"^[re]\d{1,4}[a-z]{0,8}$")] | None = None
     hires: Hires | None = None
     picture: FileName | None = None
-    refiner: Name | None = None
-    inpaint: Literal["blend"] | None = None
-    refiner_at: Annotated[float, Field(gt=0, lt=1)] | None = None
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Self:
+        """Provenance from a job's plain record (`nbbatch.core.spec.Job.provenance`), checked as a saved one is."""
+        return cls.model_validate_json(json.dumps(_json_ready(data)))
+
+    def as_plain(self) -> dict[str, Any]:
+        """What a job records to make this provenance again (only what is set)."""
+        return self.model_dump(exclude_defaults=True)
+
+
+def _json_ready(value: Any) -> Any:
+    """`value` with every mapping as a dict and every tuple as a list: what `json.dumps` writes as JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(inner) for inner in value]
+    return value
 
 
 class Generator(_Strict):
@@ -165,7 +214,7 @@ class Step(_Strict):
 class Record(_Strict):
     """An nbbatch record as saved in a PNG's ``nbbatch`` chunk (and, with ``file``, as an index line)."""
 
-    nbbatch_record: Literal[1]
+    nbbatch_record: Literal[2]
     prompt: Prompt
     negative_prompt: Prompt
     seed: Seed
@@ -174,9 +223,7 @@ class Record(_Strict):
     broken: StrictBool = False
     settings: dict[str, Any]
     call: Call
-    scheduler_config: Annotated[
-        dict[Annotated[str, Field(max_length=100)], ConfigScalar | list[ConfigScalar]], Field(max_length=200)
-    ]
+    provenance: Provenance = Provenance()
     generator: Generator
     lineage: Annotated[list[Step], Field(max_length=1000)] = []
     versions: Annotated[
@@ -186,25 +233,48 @@ class Record(_Strict):
     mask: FileName | None = None
     file: FileName | None = None
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """The record in `text` (JSON), checked; ValueError naming the first bad field.
 
-def parse_record(text: str | bytes) -> dict[str, Any]:
-    """The record in `text` (JSON), checked, as plain data; ValueError naming the first bad field.
+        Its ``settings`` must make a valid `Settings`. A record of layout 1 (wave 2's PNGs) is
+        read as the same record in today's layout.
+        """
+        try:
+            data = from_json(text)
+        except ValueError as error:
+            raise ValueError(f"the record: not JSON ({str(error).splitlines()[0]})") from None
+        if isinstance(data, dict) and data.get("nbbatch_record") == 1:
+            text = json.dumps(_from_layout_1(data))
+        try:
+            record = cls.model_validate_json(text)
+        except ValidationError as error:
+            raise ValueError(_first_error(error)) from None
+        try:
+            Settings(**record.settings)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"settings: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            ) from None
+        return record
 
-    Its ``settings`` must make a valid `Settings`.
-    """
-    try:
-        record = Record.model_validate_json(text)
-    except ValidationError as error:
-        raise ValueError(_first_error(error)) from None
-    try:
-        Settings(**record.settings)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"settings: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
-    checked = record.model_dump(mode="python")
-    for name in ("file", "init_image", "mask"):
-        if checked[name] is None:
-            del checked[name]
-    return checked
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain data (what is unset left out): an index line adds its ``file`` to this."""
+        return _json_ready(self.model_dump(exclude_defaults=True) | {"nbbatch_record": RECORD_VERSION})
+
+    def to_json(self) -> str:
+        """The record as JSON, as a PNG's ``nbbatch`` chunk holds it (`from_json` reads it back)."""
+        return json.dumps(self.to_dict())
+
+
+def _from_layout_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A layout-1 record in layout 2: the provenance taken out of the call, the scheduler config put in it."""
+    call = data.get("call")
+    if not isinstance(call, dict):
+        return data
+    provenance = {name: call.pop(name) for name in list(call) if name in Provenance.model_fields}
+    call["scheduler_config"] = data.pop("scheduler_config", {})
+    return {**data, "nbbatch_record": 2, "call": call, "provenance": provenance}
 
 
 def _first_error(error: ValidationError) -> str:
