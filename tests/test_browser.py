@@ -240,7 +240,7 @@ def test_panel_generates_selects_and_refines_in_jupyterlab(page):
 
     page.wait_for_function("!document.querySelector('button.nbbatch-generate').disabled")  # the run has ended
     page.locator(".nbbatch-thumb img").first.click(force=True)  # the original, in the story row
-    page.locator(".nbbatch-thumb.nbbatch-selected").wait_for()
+    page.wait_for_selector(".nbbatch-thumb.nbbatch-selected")  # it, and the same image in its batch's row below
     pad = page.locator(".nbbatch-maskpad canvas")
     pad.wait_for(state="visible")  # the refine box, hidden while the refinement ran, opens again
     pad.scroll_into_view_if_needed()
