@@ -326,21 +326,32 @@ PEAK_FP16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12
 
 
 def gpu(repeats: int, device: str = "cuda", side_scale: float = 1.0, steps: int = 30) -> dict:
-    """The stand-ins in fp16 on a GPU: images per second, speedups, compile time, peak memory and MFU.
+    """The stand-ins on a GPU (SD in fp16, FLUX.1-dev and Qwen-Image in bf16): images per second, speedups,
+    compile time, peak memory and MFU.
 
     Without CUDA it says so and counts the stand-ins' parameters and FLOPs on the meta device.
-    `device`, `side_scale` and `steps` let the same code run small on a CPU, as a check of it.
-    MFU = images per second x steps x 2 (guidance runs the UNet on two latents) x UNet FLOPs
-    per latent / the GPU's dense fp16 peak; the text encoders and the VAE are left out.
+    `device`, `side_scale` and `steps` let the same code run small on a CPU, as a check of it
+    (the UNet stand-ins only: the transformer ones do not fit a CPU's memory).
+    MFU = images per second x steps x denoiser forwards per step (2 for SD's CFG, 1 for FLUX.1-dev
+    and for Qwen-Image without a negative prompt) x denoiser FLOPs per latent / the GPU's dense
+    16-bit peak; the text encoders and the VAE are left out.
     """
-    from nbbatch.models.standins import IMAGE_SIDE, STANDINS, build_pipeline, parameter_count, unet_flops
+    from nbbatch.models.standins import (
+        IMAGE_SIDE,
+        STANDINS,
+        TRANSFORMERS,
+        build_pipeline,
+        denoiser_flops,
+        parameter_count,
+    )
 
     counted = {}
     for name, kind in STANDINS.items():
         meta = build_pipeline(name, device="meta")
+        denoiser = meta.transformer if kind in TRANSFORMERS else meta.unet
         counted[name] = {
-            "unet parameters": parameter_count(meta.unet),
-            "unet TFLOP per latent at its size": unet_flops(meta, IMAGE_SIDE[kind]) / 1e12,
+            "denoiser parameters": parameter_count(denoiser),
+            "denoiser TFLOP per latent at its size": denoiser_flops(meta, IMAGE_SIDE[kind]) / 1e12,
             "side": IMAGE_SIDE[kind],
         }
     if device == "cuda" and not torch.cuda.is_available():
@@ -349,7 +360,9 @@ def gpu(repeats: int, device: str = "cuda", side_scale: float = 1.0, steps: int 
     peak = next((value for key, value in PEAK_FP16.items() if key in gpu_name), None)
     rows = {}
     for name, kind in STANDINS.items():
-        side = int(IMAGE_SIDE[kind] * side_scale) // 8 * 8
+        if kind in TRANSFORMERS and device != "cuda":
+            continue
+        side = int(IMAGE_SIDE[kind] * side_scale) // 16 * 16
         rows.update(gpu_rows(name, side, device, steps, repeats, peak))
         nbbatch.clear_cache()
     return {"device": gpu_name, "dense fp16 peak TFLOP/s": peak and peak / 1e12, "rows": rows, "counted": counted}
@@ -453,13 +466,14 @@ def markdown(results: dict) -> str:
 
 
 def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: float | None) -> dict:
-    """One stand-in at batch 1, 4 and 8: raw diffusers and nbbatch, and each speedup at batch 4."""
-    from nbbatch.models.standins import build_pipeline, unet_flops
+    """One stand-in at batch 1, 4 and 8: raw diffusers and nbbatch, and each speedup at batch 4 (UNets only)."""
+    from nbbatch.models.standins import FORWARDS_PER_STEP, STANDINS, TRANSFORMERS, build_pipeline, denoiser_flops
 
-    dtype = "fp16" if device == "cuda" else "fp32"
+    kind = STANDINS[name]
+    dtype = ("bf16" if kind in TRANSFORMERS else "fp16") if device == "cuda" else "fp32"
     options = {"model": name, "device": device, "dtype": dtype, "width": side, "height": side, "steps": steps}
     pipe = default_session().pipelines.get(Settings(model=name, device=device, dtype=dtype)).pipe
-    flops = unet_flops(build_pipeline(name, device="meta"), side)
+    flops = denoiser_flops(build_pipeline(name, device="meta"), side) * FORWARDS_PER_STEP[kind]
     rows = {}
     for size in (1, 4, 8):
         seeds = f"0-{size - 1}"
@@ -469,7 +483,7 @@ def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: 
             ),
             "nbbatch": lambda seeds=seeds: nbbatch.generate(PROMPTS[0], seeds, **options),
         }
-        if size == 4:
+        if size == 4 and kind not in TRANSFORMERS:  # the speedups are the UNet's
             for speedup in ("channels_last", "fuse_qkv", "compile"):
                 ways[f"nbbatch --{speedup.replace('_', '-')}"] = lambda speedup=speedup, seeds=seeds: nbbatch.generate(
                     PROMPTS[0], seeds, **options, **{speedup: True}
@@ -487,7 +501,7 @@ def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: 
                 "images per second": per_second,
                 "first call extra seconds": max(0.0, first - seconds),
                 "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-                "MFU": per_second * steps * 2 * flops / peak if peak else None,
+                "MFU": per_second * steps * flops / peak if peak else None,
             }
     return rows
 
@@ -495,10 +509,10 @@ def gpu_rows(name: str, side: int, device: str, steps: int, repeats: int, peak: 
 def gpu_lines(section: dict) -> list[str]:
     counted = section.get("counted") or section.get("stand-ins on the meta device", {})
     lines = ["", "**Stand-ins** (random weights, the real architectures; counted on the meta device)", ""]
-    lines += ["| stand-in | UNet parameters | UNet TFLOP per latent | at |", "| --- | ---: | ---: | ---: |"]
+    lines += ["| stand-in | denoiser parameters | denoiser TFLOP per latent | at |", "| --- | ---: | ---: | ---: |"]
     for name, row in counted.items():
         lines.append(
-            f"| {name} | {row['unet parameters']:,} | {row['unet TFLOP per latent at its size']:.2f} | "
+            f"| {name} | {row['denoiser parameters']:,} | {row['denoiser TFLOP per latent at its size']:.2f} | "
             f"{row['side']}px |"
         )
     if "skipped" in section:

@@ -4,9 +4,10 @@ import pytest
 from conftest import FAST, max_difference
 
 import nbbatch
-from nbbatch.models.standins import IMAGE_SIDE, STANDINS, build_pipeline, parameter_count, unet_flops
+from nbbatch.models.standins import IMAGE_SIDE, STANDINS, build_pipeline, denoiser_flops, parameter_count
 
-# The real models' parameter counts (their published weight files): SD 1.5's UNet 859.5 M, SDXL base's 2.567 B.
+# The real models' parameter counts (their published weight files): SD 1.5's UNet 859.5 M, SDXL base's 2.567 B,
+# FLUX.1-dev's transformer 11.9 B (T5-XXL's encoder 4.76 B), Qwen-Image's 20.4 B (Qwen2.5-VL-7B 8.29 B).
 REAL = {
     "nbbatch:sd15-random": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
     "nbbatch:sdxl-random": {
@@ -14,6 +15,17 @@ REAL = {
         "vae": 83_653_863,
         "text_encoder": 123_060_480,
         "text_encoder_2": 694_659_840,
+    },
+    "nbbatch:flux-dev-random": {
+        "transformer": 11_901_408_320,
+        "vae": 83_819_683,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 4_762_310_656,
+    },
+    "nbbatch:qwen-image-random": {
+        "transformer": 20_430_401_088,
+        "vae": 126_892_531,
+        "text_encoder": 8_292_166_656,
     },
 }
 
@@ -26,10 +38,26 @@ def test_stand_ins_have_the_real_models_parameter_counts_and_allocate_nothing_on
 
 
 def test_flops_are_counted_on_the_meta_device():
-    """A UNet forward at the trained size: SD 1.5 about 0.8 TFLOP at 512, SDXL about 6.8 TFLOP at 1024."""
-    flops = {name: unet_flops(build_pipeline(name, device="meta"), IMAGE_SIDE[kind]) for name, kind in STANDINS.items()}
+    """A denoiser forward at the trained size: SD 1.5 about 0.8 TFLOP at 512, SDXL about 6.8 at 1024; FLUX.1-dev
+    about 74 (4096 image and 512 text tokens through 12 B parameters) and Qwen-Image about 69 at 1024."""
+    flops = {
+        name: denoiser_flops(build_pipeline(name, device="meta"), IMAGE_SIDE[kind]) for name, kind in STANDINS.items()
+    }
     assert 0.75e12 < flops["nbbatch:sd15-random"] < 0.85e12
     assert 6.5e12 < flops["nbbatch:sdxl-random"] < 7.0e12
+    assert 70e12 < flops["nbbatch:flux-dev-random"] < 78e12
+    assert 65e12 < flops["nbbatch:qwen-image-random"] < 73e12
+
+
+@pytest.mark.parametrize("name", ["nbbatch:flux-dev-random", "nbbatch:qwen-image-random"])
+def test_the_transformer_stand_ins_are_their_families_pipelines_and_refuse_the_cpu_in_one_line(name):
+    from nbbatch.models.families import family_of
+
+    pipe = build_pipeline(name, device="meta")
+    assert family_of(pipe).name == ("FLUX.1" if "flux" in name else "Qwen-Image")
+    assert pipe.scheduler.config.use_dynamic_shifting, "as the real models' schedulers"
+    with pytest.raises(ValueError, match=r"billion parameters: it runs on a GPU .* not on the CPU"):
+        nbbatch.generate("a house", [3], model=name, steps=1, width=64, height=64)
 
 
 def test_a_stand_in_runs_as_a_model_on_the_cpu():

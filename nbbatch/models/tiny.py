@@ -313,7 +313,8 @@ def clip_config(tokenizer: Any) -> Any:
     )
 
 
-def _flow_scheduler(dynamic: bool, shift: float) -> Any:
+def flow_scheduler(dynamic: bool, shift: float) -> Any:
+    """FLUX.1's flow-matching scheduler: a shift by the image's size (dev) or a static one (schnell)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     return FlowMatchEulerDiscreteScheduler(
@@ -345,7 +346,7 @@ def _flux(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any, kind:
         guidance_embeds=not schnell,
     )
     return (FluxKontextPipeline if kind == "flux-kontext" else FluxPipeline)(
-        scheduler=_flow_scheduler(dynamic=not schnell, shift=1.0 if schnell else 3.0),
+        scheduler=flow_scheduler(dynamic=not schnell, shift=1.0 if schnell else 3.0),
         vae=vae,
         text_encoder=clip,
         tokenizer=tokenizer,
@@ -374,7 +375,7 @@ def _sd3(vae: Any, tokenizer: Any, t5_tokenizer: Any, clip: Any, t5: Any) -> Dif
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
-        scheduler=_flow_scheduler(dynamic=False, shift=3.0),
+        scheduler=flow_scheduler(dynamic=False, shift=3.0),
         vae=vae,
         text_encoder=CLIPTextModelWithProjection(clip),
         tokenizer=tokenizer,
@@ -402,7 +403,7 @@ def _chroma(vae: Any, t5_tokenizer: Any, t5: Any) -> DiffusionPipeline:
         approximator_layers=1,
     )
     return ChromaPipeline(
-        scheduler=_flow_scheduler(dynamic=True, shift=3.0),
+        scheduler=flow_scheduler(dynamic=True, shift=3.0),
         vae=vae,
         text_encoder=t5,
         tokenizer=t5_tokenizer,
@@ -441,7 +442,6 @@ def _cogview4(vae: Any) -> DiffusionPipeline:
 def _qwen_image() -> DiffusionPipeline:
     from diffusers import (
         AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
         QwenImagePipeline,
         QwenImageTransformer2DModel,
     )
@@ -473,7 +473,20 @@ def _qwen_image() -> DiffusionPipeline:
         joint_attention_dim=32,
         axes_dims_rope=(4, 6, 6),
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(  # Qwen-Image's own configuration
+    return QwenImagePipeline(
+        scheduler=qwen_image_scheduler(),
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def qwen_image_scheduler() -> Any:
+    """Qwen-Image's own scheduler configuration: an exponential dynamic shift that ends at 0.02."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256,
         base_shift=0.5,
         max_image_seq_len=8192,
@@ -482,13 +495,6 @@ def _qwen_image() -> DiffusionPipeline:
         shift_terminal=0.02,
         time_shift_type="exponential",
         use_dynamic_shifting=True,
-    )
-    return QwenImagePipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
-        tokenizer=tokenizer,
-        transformer=transformer,
     )
 
 
@@ -518,7 +524,7 @@ def _flux2_klein() -> DiffusionPipeline:
         guidance_embeds=False,
     )
     return Flux2KleinPipeline(
-        scheduler=_flow_scheduler(dynamic=True, shift=3.0),
+        scheduler=flow_scheduler(dynamic=True, shift=3.0),
         vae=vae,
         text_encoder=encoder.eval(),
         tokenizer=tokenizer,
@@ -545,7 +551,7 @@ def _z_image(vae: Any) -> DiffusionPipeline:
         axes_dims=[4, 6, 6],
         axes_lens=[1024, 64, 64],
     )
-    scheduler = _flow_scheduler(dynamic=False, shift=3.0)  # Z-Image-Turbo's static shift
+    scheduler = flow_scheduler(dynamic=False, shift=3.0)  # Z-Image-Turbo's static shift
     return ZImagePipeline(
         scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer, transformer=transformer
     )
@@ -594,7 +600,7 @@ def _auraflow(vae: Any, tokenizer: Any, t5_options: dict[str, Any]) -> Diffusion
         text_encoder=encoder,
         vae=vae,
         transformer=transformer,
-        scheduler=_flow_scheduler(dynamic=False, shift=1.73),  # AuraFlow 0.3's static shift
+        scheduler=flow_scheduler(dynamic=False, shift=1.73),  # AuraFlow 0.3's static shift
     )
 
 
@@ -655,7 +661,7 @@ def _lumina2(vae: Any) -> DiffusionPipeline:
         axes_lens=(1024, 64, 64),
         cap_feat_dim=32,
     )
-    scheduler = _flow_scheduler(dynamic=False, shift=6.0)  # Lumina-Image 2.0's static shift
+    scheduler = flow_scheduler(dynamic=False, shift=6.0)  # Lumina-Image 2.0's static shift
     return Lumina2Pipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer
     )
