@@ -117,7 +117,8 @@ def test_the_docs_quote_the_evaluation_file_s_figures():
     readme = " ".join((SHAPES_PACKAGE.parents[2] / "README.md").read_text(encoding="utf-8").split())
     assert (
         f"the asked one in {default['shape']:.1%} of the evaluation's 96 pictures, its colour in "
-        f"{default['colour']:.1%} and the background's in {default['background']:.1%}" in readme
+        f"{default['colour']:.1%} and the background's in {default['background']:.1%}, and at guidance 5 and 7 the "
+        f"kind in {others[1]['shape']:.1%} and {others[2]['shape']:.1%}" in readme
     )
 
 
