@@ -63,7 +63,7 @@ class SleepingPass:
 def sleeping_items(settings: Settings, jobs: list[Job]) -> list[Item]:
     """The engine's chunk loop (one generator per image, pictures, states) around the sleeping stand-in."""
     work = SleepingPass(settings, jobs)
-    return [work.item(made) for made in run_pass(work).made]
+    return run_pass(work).items
 
 
 class SleepingWorker(Worker):

@@ -113,17 +113,6 @@ class Made:
     broken: bool
 
 
-@dataclass
-class Outcome:
-    """What a pass made and how it ended; `batch_size` is the chunk size that last worked."""
-
-    made: list[Made]
-    status: Status
-    error: BaseException | None
-    batch_size: int
-    elapsed: float
-
-
 class Pass(Protocol):
     """Jobs that run with one settings, made ready by a backend before anything runs.
 
@@ -175,7 +164,9 @@ class Backend(Protocol):
 
 @dataclass
 class Run:
-    """What `execute` made: the finished items, how the run ended, where it ran and the chunk size used.
+    """What a run made: the finished items, how it ended, where it ran and the chunk size that last worked.
+
+    One pass's (`run_pass`) or a whole batch's (`execute`, a runner).
 
     `positions` are the items' places among the jobs, where a stopped run on several
     workers leaves gaps; None means the first ``len(items)`` jobs, in order.
@@ -214,20 +205,20 @@ def run_pass(
     *,
     observer: Observer = QUIET,
     cancel: CancelFlag | None = None,
-    collect: Callable[[list[Made]], None] | None = None,
-) -> Outcome:
+    collect: Callable[[list[Item]], None] | None = None,
+) -> Run:
     """Run a pass's jobs in chunks of at most its `batch_size` images (all at once when None).
 
     With `back_off`, an out-of-memory error halves the chunk and retries it; finished
-    images are kept either way, each chunk's handed to `collect`. `observer` sees the
+    images are kept either way, each chunk's items handed to `collect`. `observer` sees the
     progress and, if it wants them, pictures of the chunk in flight (positions in the
-    pass's jobs) where the pass can make them. Returns every finished image and how the
-    run ended.
+    pass's jobs) where the pass can make them. Returns the pass's items and how it ended
+    (its `batch_size`: the chunk size that last worked).
     """
     jobs = list(work.jobs)
     size = min(work.batch_size or len(jobs), len(jobs)) or 1
     states = [_initial_state(job, work.generator_device) for job in jobs]
-    made: list[Made] = []
+    made: list[Item] = []
     start = time.perf_counter()
     status: Status = "complete"
     error: BaseException | None = None
@@ -274,7 +265,7 @@ def run_pass(
             if stop["cancelled"]:  # the VAE decoded half-denoised latents: not results
                 status = "cancelled"
                 break
-            new = [Made(jobs[i], image, states[i], broken) for i, (image, broken) in zip(chunk, images)]
+            new = [work.item(Made(jobs[i], image, states[i], broken)) for i, (image, broken) in zip(chunk, images)]
             made.extend(new)
             if collect is not None:
                 collect(new)  # the observer's autosave may fail: the images are kept all the same
@@ -285,7 +276,7 @@ def run_pass(
         status, error = "failed", exc
     if work.back_off and made:
         work.worked(size)
-    return Outcome(made, status, error, size, time.perf_counter() - start)
+    return Run(made, status, error, time.perf_counter() - start, work.placement, size)
 
 
 def _initial_state(job: Job, device: str) -> bytes:
@@ -313,12 +304,12 @@ def execute(
     if not backend.lock.acquire(blocking=False):
         raise ValueError("another batch is running (in the panel?): wait for it, or Cancel it")
     try:
-        return _execute(settings, jobs, backend, observer, cancel)
+        return _run_passes(settings, jobs, backend, observer, cancel)
     finally:
         backend.lock.release()
 
 
-def _execute(
+def _run_passes(
     settings: Settings,
     jobs: Sequence[Job],
     backend: Backend,
@@ -329,27 +320,26 @@ def _execute(
     passes = [work for own, segment in _segments(settings, jobs) for work in backend.prepare(own, segment)]
     ready = time.perf_counter()  # the pipelines are loaded: the time left counts from here
     items: list[Item] = []
-    outcome = None
+    ran = None
     for work in passes:  # each one pipeline view; a grid's cells with equal settings share one
         offset = len(items)
 
-        def collect(made: list[Made], work: Pass = work) -> None:
-            new = [work.item(m) for m in made]
+        def collect(new: list[Item]) -> None:
             first = len(items)
             items.extend(new)
             observer.made(new, first)
 
         work.start()
         watched = _InBatch(observer, offset, len(jobs), start, ready)
-        outcome = run_pass(work, observer=watched, cancel=cancel, collect=collect)
-        if outcome.status != "complete":
+        ran = run_pass(work, observer=watched, cancel=cancel, collect=collect)
+        if ran.status != "complete":
             break
-    assert outcome is not None  # there is at least one pass: jobs is not empty
+    assert ran is not None  # there is at least one pass: jobs is not empty
     broken = [item.seed for item in items if item.broken]
     if broken:
         notice(broken_message(broken, passes[0].dtype), RuntimeWarning, stacklevel=4)
     elapsed = time.perf_counter() - start
-    return Run(items, outcome.status, outcome.error, elapsed, passes[0].placement, outcome.batch_size)
+    return Run(items, ran.status, ran.error, elapsed, passes[0].placement, ran.batch_size)
 
 
 class _InBatch(Observer):

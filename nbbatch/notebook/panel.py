@@ -269,7 +269,7 @@ class Panel:
         except ValueError as error:
             self._error(_said(error), error)
             return
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, saver, runner))
+        self._start(lambda progress, cancel: self._run_live(settings, jobs, progress, cancel, saver, runner))
 
     def refine(self) -> None:
         """Refine the selected image with the follow-up prompt(s), from its saved generator state."""
@@ -333,7 +333,7 @@ class Panel:
             return
         parent = self._current()
         runner = parent.runner if parent is not None and parent.runner is not None else default_session().runner()
-        self._start(lambda progress, cancel: self._execute(settings, jobs, progress, cancel, None, runner, parent))
+        self._start(lambda progress, cancel: self._run_live(settings, jobs, progress, cancel, None, runner, parent))
 
     def show_code(self) -> None:
         """Show the Python (diffusers alone) that makes the selected image again, to copy into a notebook or script."""
@@ -408,7 +408,7 @@ class Panel:
             shown = "".join(f"<div class='nbbatch-notice'>{html.escape(note)}</div>" for note in dict.fromkeys(notes))
             self.message.value += shown
 
-    def _execute(
+    def _run_live(
         self,
         settings: Settings,
         jobs: tuple[Job, ...],
@@ -418,6 +418,7 @@ class Panel:
         runner: Runner,
         parent: BatchResult | None = None,
     ) -> None:
+        """Run `jobs` on `runner` in the panel's thread, its thumbnails filling in as chunks finish, then show it."""
         live = _LiveGrid(jobs, progress)
         self._thumbs, self.selected = [], None
         self.refine_area.layout.display = "none"
