@@ -10,7 +10,6 @@ from __future__ import annotations
 import pickle
 import time
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from PIL import Image
 
@@ -52,9 +51,7 @@ class SleepingPass:
 
     def item(self, made: Made) -> Item:
         job = made.job
-        return Item(
-            made.image, job.seed, job.prompt, "", job.prompt_index, self.settings, MappingProxyType({}), made.state
-        )
+        return Item(made.image, job.seed, job.prompt, "", job.prompt_index, self.settings, None, made.state)
 
     def worked(self, batch_size: int) -> None:
         pass

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import pytest
 import torch
@@ -52,8 +51,7 @@ class FakePass:
 
     def item(self, made):
         job = made.job
-        empty = MappingProxyType({})
-        return Item(made.image, job.seed, job.prompt, "", job.prompt_index, Settings(), empty, made.state)
+        return Item(made.image, job.seed, job.prompt, "", job.prompt_index, Settings(), None, made.state)
 
     def worked(self, batch_size: int) -> None:
         self.remembered.append(batch_size)
