@@ -51,7 +51,7 @@ class Case:
     """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
     lora: bool = True
     weights: bool = False
-    """Whether A1111 weights are read (FLUX.1's T5, through compel) rather than refused."""
+    """Whether A1111 weights are read (FLUX.1's T5 and SD3's three encoders, through compel) rather than refused."""
 
 
 CASES = {
@@ -59,7 +59,7 @@ CASES = {
     "flux-schnell": Case(
         "nbbatch:tiny-flux-schnell", "FluxPipeline", "FluxImg2ImgPipeline", negative=False, guidance=False, weights=True
     ),
-    "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
+    "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", weights=True),
     "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline"),
     "cogview4": Case("nbbatch:tiny-cogview4", "CogView4Pipeline", None),  # pads to the batch's longest prompt
     "qwen-image": Case(
@@ -201,9 +201,11 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
 
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
     if case.weights:
-        refusals = [("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; FLUX.1 reads one T5")]
+        refusals = [
+            ("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3) reads one")
+        ]
     else:
-        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL or FLUX.1 pipeline")]
+        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline")]
     if not case.negative:
         refusals.append(("a red cat", {"negative_prompt": "blurry"}, case.refusal))
     for prompt, options, message in refusals:
@@ -226,6 +228,52 @@ def test_weights_on_flux_weight_its_t5_sequence_as_compel_does_by_hand():
     raw = pipe(
         prompt_embeds=by_hand.embeds, pooled_prompt_embeds=by_hand.pooled_embeds, negative_prompt="blurry",
         true_cfg_scale=50.0, generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
+    ).images[0]  # fmt: skip
+    assert max_difference(made[0].image, raw) <= 1
+    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
+    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
+    with pytest.raises(ValueError, match="diffusers alone cannot"):
+        made[0].code()
+
+
+def test_weights_on_sd3_weight_its_three_encoders_sequences_as_compel_does_by_hand():
+    import copy
+
+    from compel import Compel, ReturnedEmbeddingsType
+
+    model, options = (
+        "nbbatch:tiny-sd3",
+        {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64},
+    )
+    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
+    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
+    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
+    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
+    pipe = raw_pipeline(model)
+    states = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED  # what SD3 reads of its CLIPs
+    t5_tokenizer = copy.copy(pipe.tokenizer_3)
+    t5_tokenizer.model_max_length = 256  # SD3's default max_sequence_length
+    encoders = [
+        Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, returned_embeddings_type=states),
+        Compel(tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2, returned_embeddings_type=states),
+        Compel(tokenizer=t5_tokenizer, text_encoder=pipe.text_encoder_3),
+    ]
+
+    def by_hand(text, plain):  # compel's own syntax; joined as diffusers' encode_prompt joins the three
+        clip_l, clip_g, t5 = (compel(text) for compel in encoders)
+        clip = torch.nn.functional.pad(
+            torch.cat([clip_l, clip_g], -1), (0, t5.shape[-1] - clip_l.shape[-1] - clip_g.shape[-1])
+        )
+        _, _, pooled, _ = pipe.encode_prompt(plain, None, None, do_classifier_free_guidance=False)
+        return torch.cat([clip, t5], -2), pooled
+
+    with torch.no_grad():
+        embeds, pooled = by_hand("a (red)3 cat", "a red cat")
+        negative, negative_pooled = by_hand("blurry", "blurry")
+    raw = pipe(
+        prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=negative,
+        negative_pooled_prompt_embeds=negative_pooled, guidance_scale=30.0,
+        generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
     ).images[0]  # fmt: skip
     assert max_difference(made[0].image, raw) <= 1
     alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]

@@ -30,7 +30,7 @@ from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.record import Call, Provenance
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
-from nbbatch.models.conditioning import Conditioner, T5Conditioner, cut_text, supports
+from nbbatch.models.conditioning import Conditioner, PromptEncoder, SD3Conditioner, T5Conditioner, cut_text, supports
 from nbbatch.models.families import family_of
 from nbbatch.models.pipelines import (
     Loaded,
@@ -204,7 +204,7 @@ class DiffusersPass:
     recorded: Call
     """What each image's record says of the call (its size and prompt encoding are the image's own)."""
     steps: int
-    conditioner: Conditioner | T5Conditioner | None
+    conditioner: PromptEncoder | None
     previewer: StepPreviewer | None
     refiner: Any = None
     """The SDXL refiner that takes the latents over at ``settings.refiner_at`` (None: no hand-off)."""
@@ -487,12 +487,15 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     if family.negative is not None and not true_cfg(arguments) and any(job.negative_prompt for job in jobs):
         raise ValueError(family.negative)
     _check_clip_skip(pipe, settings.clip_skip)
-    conditioner: Conditioner | T5Conditioner | None = None
+    conditioner: PromptEncoder | None = None
     if family.weights == "clip" and supports(pipe):
         conditioner = Conditioner(pipe, settings.clip_skip)
     elif family.weights == "t5":
         window = settings.max_sequence_length or family.reader[1] or 512
         conditioner = T5Conditioner(pipe, window, true_cfg(arguments))
+    elif family.weights == "sd3":
+        window = settings.max_sequence_length or family.reader[1] or 256
+        conditioner = SD3Conditioner(pipe, window, arguments.get("clip_skip"))
     check_prompts(pipe, jobs, conditioner, settings.max_sequence_length)
     if loaded.vocabulary:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)
@@ -569,9 +572,7 @@ def check_vocabulary(vocabulary: dict[str, Any], jobs: list[Job], model: str) ->
         )
 
 
-def check_prompts(
-    pipe: Any, jobs: list[Job], conditioner: Conditioner | T5Conditioner | None, window: int | None = None
-) -> None:
+def check_prompts(pipe: Any, jobs: list[Job], conditioner: PromptEncoder | None, window: int | None = None) -> None:
     """Refuse weight syntax it cannot read (any, where no `conditioner` reads weights); warn of a cut prompt.
 
     `window` is the ``max_sequence_length`` asked for, in place of the family's default.
@@ -581,12 +582,13 @@ def check_prompts(
     for text in texts:
         check_prompt(text)
         if conditioner is not None and not conditioner.reads_any_length and len(parse_attention(text)) > 1:
+            reads = "one T5 sequence" if family.weights == "t5" else "one CLIP window and one T5 sequence"
             raise ValueError(
-                f"BREAK splits CLIP's 75-token windows; {family.name} reads one T5 sequence: take it out of {text!r}"
+                f"BREAK splits CLIP's 75-token windows; {family.name} reads {reads}: take it out of {text!r}"
             )
         if conditioner is None and not is_plain(text):
             raise ValueError(
-                f"prompt weights need an SD 1.x/2.x, SDXL or FLUX.1 pipeline; {type(pipe).__name__} reads "
+                f"prompt weights need an SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
         tokenizer, read = family.prompt_window(pipe, window)

@@ -14,7 +14,9 @@ image's embeddings are its own: a prompt and its negative are padded to the long
 two with the empty prompt's window (as compel does) and nothing more, so an image comes out
 the same in any batch; the engine batches only images whose embeddings have one length.
 FLUX.1's weights go through `T5Conditioner`: compel weights its T5 sequence, as its own
-``CompelForFlux`` does.
+``CompelForFlux`` does. SD3's go through `SD3Conditioner`: compel weights each of its three
+encoders' sequences, which are put together as the pipeline puts them (compel has no SD3
+wrapper; sd_embed, which has one, is not on the package index).
 """
 
 from __future__ import annotations
@@ -252,8 +254,96 @@ class T5Conditioner:
         return self._cache[prompt]
 
 
-def _layer_provider(tokenizer: Any, encoder: Any, hidden: int, normalise: bool, device: Any) -> Any:
+class SD3Conditioner:
+    """SD3's prompts with A1111 weights: each encoder's sequence weighted by compel, joined as the pipeline joins them.
+
+    CLIP-L's and CLIP-G's states before the last (``clip_skip`` further back), cut at 77
+    tokens, side by side, padded with zeros to T5's width, then T5's `window` tokens after
+    them; the pooled embedding is the two CLIPs' of the text without its weights, as
+    ``CompelForFlux`` does for FLUX.1. A fragment of weight 1 gives exactly the pipeline's own
+    embeddings. Every image gets its negative prompt's embeddings (the empty prompt's where
+    it has none): SD3's guidance is real CFG.
+    """
+
+    reads_any_length = False
+
+    def __init__(self, pipe: Any, window: int, clip_skip: int | None) -> None:
+        import copy
+
+        from compel import Compel
+
+        self.pipe, self.window = pipe, window
+        hidden = -((clip_skip or 0) + 2)  # diffusers' clip_skip: states before the last, by default
+        device = pipe._execution_device
+        self._clips = [
+            _layer_provider(pipe.tokenizer, pipe.text_encoder, hidden, False, device, truncate=True),
+            _layer_provider(pipe.tokenizer_2, pipe.text_encoder_2, hidden, False, device, truncate=True),
+        ]
+        self._t5 = None
+        if pipe.text_encoder_3 is not None:  # without T5, the pipeline gives zeros in its place
+            tokenizer = copy.copy(pipe.tokenizer_3)
+            tokenizer.model_max_length = window
+            compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder_3, truncate_long_prompts=True)
+            self._t5 = compel.conditioning_provider
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
+        """Whether a chunk with these prompts has weights, and so must be encoded here."""
+        return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """Every image's sequence is 77 CLIP tokens and the T5 window: any prompts share a call."""
+        return 77 + self.window
+
+    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
+        """The pipeline's prompt and pooled embeddings, and the negative prompts' (SD3's CFG needs them)."""
+        import torch
+
+        made = [self._encode(prompt) for prompt in prompts]
+        negative = [self._encode(text or "") for text in negatives]
+        return {
+            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
+            "pooled_prompt_embeds": torch.cat([pooled for _, pooled in made]),
+            "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative]),
+            "negative_pooled_prompt_embeds": torch.cat([pooled for _, pooled in negative]),
+        }
+
+    def _encode(self, prompt: str) -> tuple[Any, Any]:
+        if prompt not in self._cache:
+            import torch
+
+            windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
+            fragments = windows[0] if windows else [("", 1.0)]
+            texts, weights = [[text for text, _ in fragments]], [[weight for _, weight in fragments]]
+            with torch.no_grad(), _quiet():
+                plain = plain_text(prompt)
+                _, _, pooled, _ = self.pipe.encode_prompt(
+                    plain, plain, plain, do_classifier_free_guidance=False, max_sequence_length=self.window
+                )
+                clips = [
+                    p.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=p.device) for p in self._clips
+                ]
+                clip = torch.cat(clips, dim=-1)
+                width = self.pipe.transformer.config.joint_attention_dim
+                if self._t5 is not None:
+                    t5 = self._t5.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=self._t5.device)
+                else:
+                    t5 = torch.zeros(1, self.window, width, dtype=clip.dtype, device=clip.device)
+                clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+            self._cache[prompt] = (torch.cat([clip, t5.to(clip.dtype)], dim=-2).to(pooled.dtype), pooled)
+        return self._cache[prompt]
+
+
+PromptEncoder = Conditioner | T5Conditioner | SD3Conditioner
+"""What encodes a chunk's prompts when nbbatch does it itself, by family (`nbbatch.models.families.Family.weights`)."""
+
+
+def _layer_provider(
+    tokenizer: Any, encoder: Any, hidden: int, normalise: bool, device: Any, truncate: bool = False
+) -> Any:
     """A compel `EmbeddingsProvider` that takes the text encoder's hidden state `hidden` (then its layer norm).
+
+    With `truncate`, a prompt is cut at the tokenizer's window (SD3 reads one); else windowed.
 
     compel's own clip-skip option reaches for ``text_model``, which transformers 5 removed,
     and knows one layer only; this one reads any layer, as diffusers' ``clip_skip`` does.
@@ -271,7 +361,7 @@ def _layer_provider(tokenizer: Any, encoder: Any, hidden: int, normalise: bool, 
     return LayerProvider(
         tokenizer=tokenizer,
         text_encoder=encoder,
-        truncate=False,
+        truncate=truncate,
         returned_embeddings_type=ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED,
         dtype_for_device_getter=lambda _: encoder.dtype,
         device=device,

@@ -45,9 +45,10 @@ class Family:
     latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
-    weights: Literal["clip", "t5"] | None = "clip"
+    weights: Literal["clip", "t5", "sd3"] | None = "clip"
     """How nbbatch may encode prompts itself: ``clip`` (SD, SDXL: A1111 weights, ``BREAK``, any length), ``t5``
-    (FLUX.1: A1111 weights on its T5 sequence, through compel), None (prompts go to the pipeline as text)."""
+    (FLUX.1: A1111 weights on its T5 sequence, through compel), ``sd3`` (SD3: A1111 weights on its two CLIPs'
+    and its T5's sequences, through compel), None (prompts go to the pipeline as text)."""
     negative: str | None = None
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
@@ -244,7 +245,7 @@ FAMILIES = (
         inpaint="StableDiffusion3InpaintPipeline",
         latents="transformer",
         reader=("tokenizer_3", 256),  # T5 reads 256 tokens by default; CLIP's 77 are a part of the sequence
-        weights=None,
+        weights="sd3",
         max_sequence=512,
     ),
     Family(
