@@ -260,7 +260,7 @@ class Record(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain data (what is unset left out): an index line adds its ``file`` to this."""
-        return _json_ready(self.model_dump(exclude_defaults=True) | {"nbbatch_record": RECORD_VERSION})
+        return _json_ready(self.model_dump(exclude_defaults=True))
 
     def to_json(self) -> str:
         """The record as JSON, as a PNG's ``nbbatch`` chunk holds it (`from_json` reads it back)."""
