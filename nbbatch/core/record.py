@@ -25,7 +25,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from pydantic_core import from_json
@@ -159,7 +159,7 @@ class Call(_Strict):
     ] = {}
 
     @classmethod
-    def of(cls, data: Mapping[str, Any]) -> Self:
+    def of(cls, data: Mapping[str, Any]) -> Call:
         """A call from plain data (mappings, tuples), checked as a saved one is: what a file would read back."""
         return cls.model_validate_json(json.dumps(_json_ready(data)))
 
@@ -176,7 +176,7 @@ class Provenance(_Strict):
     axes: dict[Literal["x", "y", "z"], tuple[Literal[tuple(AXES)], AxisValue]] = {}  # type: ignore[valid-type]
 
     @classmethod
-    def of(cls, data: Mapping[str, Any]) -> Self:
+    def of(cls, data: Mapping[str, Any]) -> Provenance:
         """Provenance from a job's plain record (`nbbatch.core.spec.Job.provenance`), checked as a saved one is."""
         return cls.model_validate_json(json.dumps(_json_ready(data)))
 
@@ -234,7 +234,7 @@ class Record(_Strict):
     file: FileName | None = None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Self:
+    def from_json(cls, text: str | bytes) -> Record:
         """The record in `text` (JSON), checked; ValueError naming the first bad field.
 
         Its ``settings`` must make a valid `Settings`. A record of layout 1 (wave 2's PNGs) is
