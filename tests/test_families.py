@@ -51,7 +51,7 @@ class Case:
     """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
     lora: bool = True
     weights: bool = False
-    """Whether A1111 weights are read (FLUX.1's T5 and SD3's three encoders, through compel) rather than refused."""
+    """Whether A1111 weights are read (FLUX.1's and Chroma's T5, SD3's three encoders, through compel), not refused."""
 
 
 CASES = {
@@ -60,7 +60,7 @@ CASES = {
         "nbbatch:tiny-flux-schnell", "FluxPipeline", "FluxImg2ImgPipeline", negative=False, guidance=False, weights=True
     ),
     "sd3": Case("nbbatch:tiny-sd3", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", weights=True),
-    "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline"),
+    "chroma": Case("nbbatch:tiny-chroma", "ChromaPipeline", "ChromaImg2ImgPipeline", weights=True),
     "cogview4": Case("nbbatch:tiny-cogview4", "CogView4Pipeline", None),  # pads to the batch's longest prompt
     "qwen-image": Case(
         "nbbatch:tiny-qwen-image",
@@ -202,10 +202,10 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
     if case.weights:
         refusals = [
-            ("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3) reads one")
+            ("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3|Chroma) reads one")
         ]
     else:
-        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline")]
+        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL, SD3, FLUX.1 or Chroma pipeline")]
     if not case.negative:
         refusals.append(("a red cat", {"negative_prompt": "blurry"}, case.refusal))
     for prompt, options, message in refusals:
@@ -273,6 +273,42 @@ def test_weights_on_sd3_weight_its_three_encoders_sequences_as_compel_does_by_ha
     raw = pipe(
         prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=negative,
         negative_pooled_prompt_embeds=negative_pooled, guidance_scale=30.0,
+        generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
+    ).images[0]  # fmt: skip
+    assert max_difference(made[0].image, raw) <= 1
+    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
+    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
+    with pytest.raises(ValueError, match="diffusers alone cannot"):
+        made[0].code()
+
+
+def test_weights_on_chroma_weight_its_masked_t5_sequence_as_compel_does_by_hand():
+    import copy
+
+    from compel import Compel
+
+    model, options = (
+        "nbbatch:tiny-chroma",
+        {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64},
+    )
+    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
+    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
+    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
+    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
+    pipe = raw_pipeline(model)
+    tokenizer = copy.copy(pipe.tokenizer)
+    tokenizer.model_max_length = 512  # Chroma's default max_sequence_length
+    compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder, padding_attention_mask_value=0)
+
+    def mask(text):  # the prompt's tokens and one padding token, as ChromaPipeline masks them
+        read = tokenizer(text, padding="max_length", truncation=True, return_tensors="pt").attention_mask.sum()
+        return (torch.arange(512)[None] <= read).float()
+
+    with torch.no_grad():
+        embeds, negative = compel("a (red)3 cat"), compel("blurry")  # compel's own syntax for (red:3)
+    raw = pipe(
+        prompt_embeds=embeds, prompt_attention_mask=mask("a red cat"), negative_prompt_embeds=negative,
+        negative_prompt_attention_mask=mask("blurry"), guidance_scale=30.0,
         generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
     ).images[0]  # fmt: skip
     assert max_difference(made[0].image, raw) <= 1

@@ -30,7 +30,15 @@ from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.record import Call, Provenance
 from nbbatch.core.seeds import make_generator, slerp
 from nbbatch.core.spec import check_variation
-from nbbatch.models.conditioning import Conditioner, PromptEncoder, SD3Conditioner, T5Conditioner, cut_text, supports
+from nbbatch.models.conditioning import (
+    Conditioner,
+    MaskedT5Conditioner,
+    PromptEncoder,
+    SD3Conditioner,
+    T5Conditioner,
+    cut_text,
+    supports,
+)
 from nbbatch.models.families import family_of
 from nbbatch.models.pipelines import (
     Loaded,
@@ -496,6 +504,8 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     elif family.weights == "sd3":
         window = settings.max_sequence_length or family.reader[1] or 256
         conditioner = SD3Conditioner(pipe, window, arguments.get("clip_skip"))
+    elif family.weights == "t5-masked":
+        conditioner = MaskedT5Conditioner(pipe, settings.max_sequence_length or family.reader[1] or 512)
     check_prompts(pipe, jobs, conditioner, settings.max_sequence_length)
     if loaded.vocabulary:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)
@@ -582,13 +592,13 @@ def check_prompts(pipe: Any, jobs: list[Job], conditioner: PromptEncoder | None,
     for text in texts:
         check_prompt(text)
         if conditioner is not None and not conditioner.reads_any_length and len(parse_attention(text)) > 1:
-            reads = "one T5 sequence" if family.weights == "t5" else "one CLIP window and one T5 sequence"
+            reads = "one CLIP window and one T5 sequence" if family.weights == "sd3" else "one T5 sequence"
             raise ValueError(
                 f"BREAK splits CLIP's 75-token windows; {family.name} reads {reads}: take it out of {text!r}"
             )
         if conditioner is None and not is_plain(text):
             raise ValueError(
-                f"prompt weights need an SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline; {type(pipe).__name__} reads "
+                f"prompt weights need an SD 1.x/2.x, SDXL, SD3, FLUX.1 or Chroma pipeline; {type(pipe).__name__} reads "
                 f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
         tokenizer, read = family.prompt_window(pipe, window)

@@ -16,7 +16,8 @@ the same in any batch; the engine batches only images whose embeddings have one 
 FLUX.1's weights go through `T5Conditioner`: compel weights its T5 sequence, as its own
 ``CompelForFlux`` does. SD3's go through `SD3Conditioner`: compel weights each of its three
 encoders' sequences, which are put together as the pipeline puts them (compel has no SD3
-wrapper; sd_embed, which has one, is not on the package index).
+wrapper; sd_embed, which has one, is not on the package index). Chroma's go through
+`MaskedT5Conditioner`: its T5 encoded with the padding masked, as the pipeline encodes it.
 """
 
 from __future__ import annotations
@@ -334,7 +335,77 @@ class SD3Conditioner:
         return self._cache[prompt]
 
 
-PromptEncoder = Conditioner | T5Conditioner | SD3Conditioner
+class MaskedT5Conditioner:
+    """Chroma's prompts with A1111 weights: its T5 sequence weighted by compel, with the pipeline's masks.
+
+    Chroma encodes T5 with the padding masked out (compel does too, told the mask value) and
+    hands the transformer a mask of the prompt's tokens and one padding token; both are made
+    here from the tokens compel read. A fragment of weight 1 gives exactly the pipeline's own
+    embeddings. Every image gets its negative prompt's embeddings (the empty prompt's where it
+    has none): Chroma's guidance is real CFG.
+    """
+
+    reads_any_length = False
+
+    def __init__(self, pipe: Any, window: int) -> None:
+        import copy
+
+        from compel import Compel
+
+        self.pipe, self.window = pipe, window
+        tokenizer = copy.copy(pipe.tokenizer)
+        tokenizer.model_max_length = window
+        compel = Compel(
+            tokenizer=tokenizer,
+            text_encoder=pipe.text_encoder,
+            truncate_long_prompts=True,
+            padding_attention_mask_value=0,
+        )
+        self._t5 = compel.conditioning_provider
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
+        """Whether a chunk with these prompts has weights, and so must be encoded here."""
+        return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """Every image's T5 sequence is the window long: any prompts share a call."""
+        return self.window
+
+    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
+        """The pipeline's prompt embeddings and attention masks, and the negative prompts' (Chroma's CFG)."""
+        import torch
+
+        made = [self._encode(prompt) for prompt in prompts]
+        negative = [self._encode(text or "") for text in negatives]
+        return {
+            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
+            "prompt_attention_mask": torch.cat([mask for _, mask in made]),
+            "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative]),
+            "negative_prompt_attention_mask": torch.cat([mask for _, mask in negative]),
+        }
+
+    def _encode(self, prompt: str) -> tuple[Any, Any]:
+        if prompt not in self._cache:
+            import torch
+
+            windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
+            fragments = windows[0] if windows else [("", 1.0)]
+            with torch.no_grad(), _quiet():
+                embeds, tokens = self._t5.get_embeddings_for_weighted_prompt_fragments(
+                    [[text for text, _ in fragments]],
+                    [[weight for _, weight in fragments]],
+                    should_return_tokens=True,
+                    device=self._t5.device,
+                )
+            read = int((tokens != self._t5.tokenizer.pad_token_id).sum())  # the prompt's tokens and its end
+            dtype = self.pipe.text_encoder.dtype
+            mask = (torch.arange(embeds.shape[1], device=embeds.device) <= read).to(dtype)[None]  # and one padding
+            self._cache[prompt] = (embeds.to(dtype), mask)
+        return self._cache[prompt]
+
+
+PromptEncoder = Conditioner | T5Conditioner | SD3Conditioner | MaskedT5Conditioner
 """What encodes a chunk's prompts when nbbatch does it itself, by family (`nbbatch.models.families.Family.weights`)."""
 
 

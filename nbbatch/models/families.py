@@ -45,10 +45,11 @@ class Family:
     latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
-    weights: Literal["clip", "t5", "sd3"] | None = "clip"
+    weights: Literal["clip", "t5", "sd3", "t5-masked"] | None = "clip"
     """How nbbatch may encode prompts itself: ``clip`` (SD, SDXL: A1111 weights, ``BREAK``, any length), ``t5``
     (FLUX.1: A1111 weights on its T5 sequence, through compel), ``sd3`` (SD3: A1111 weights on its two CLIPs'
-    and its T5's sequences, through compel), None (prompts go to the pipeline as text)."""
+    and its T5's sequences, through compel), ``t5-masked`` (Chroma: A1111 weights on its T5 sequence, encoded and
+    attended with the padding masked), None (prompts go to the pipeline as text)."""
     negative: str | None = None
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
@@ -328,7 +329,7 @@ FAMILIES = (
         "ChromaImg2ImgPipeline",  # no inpaint: ChromaInpaintPipeline reads a guidance_embeds Chroma lacks (0.42.1)
         latents="packed",
         reader=("tokenizer", 512),
-        weights=None,
+        weights="t5-masked",
         max_sequence=512,
     ),
     Family(
