@@ -51,7 +51,7 @@ class Case:
     """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
     lora: bool = True
     weights: bool = False
-    """Whether A1111 weights are read (FLUX.1's and Chroma's T5, SD3's three encoders, through compel), not refused."""
+    """Whether A1111 weights are read (FLUX.1's, Chroma's and AuraFlow's T5, SD3's three encoders), not refused."""
 
 
 CASES = {
@@ -80,10 +80,11 @@ CASES = {
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
     "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
-    "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8)),  # SDXL's VAE
+    "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8), weights=True),  # SDXL's VAE
     "sana": Case("nbbatch:tiny-sana", "SanaPipeline", None, noise=(1, 8, 16, 16)),  # its 512 px bin, at 1/32
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
+SIZE64 = {"width": 64, "height": 64}
 RAW = {"num_inference_steps": 2, "width": 64, "height": 64}
 LONG = "a very long prompt about a small blue dog running through a green park on a sunny day, " * 3
 
@@ -202,10 +203,20 @@ def test_a_guidance_grid_changes_the_picture_and_each_cell_equals_diffusers(case
 def test_what_the_family_would_ignore_is_refused_in_one_line(case):
     if case.weights:
         refusals = [
-            ("a red cat BREAK a blue sky", {}, r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3|Chroma) reads one")
+            (
+                "a red cat BREAK a blue sky",
+                {},
+                r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3|Chroma|AuraFlow) reads one",
+            )
         ]
     else:
-        refusals = [("a (red:1.3) cat", {}, "^prompt weights need an SD 1.x/2.x, SDXL, SD3, FLUX.1 or Chroma pipeline")]
+        refusals = [
+            (
+                "a (red:1.3) cat",
+                {},
+                "^prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma and AuraFlow pipelines;",
+            )
+        ]
     if not case.negative:
         refusals.append(("a red cat", {"negative_prompt": "blurry"}, case.refusal))
     for prompt, options, message in refusals:
@@ -316,6 +327,38 @@ def test_weights_on_chroma_weight_its_masked_t5_sequence_as_compel_does_by_hand(
     assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
     with pytest.raises(ValueError, match="diffusers alone cannot"):
         made[0].code()
+
+
+def test_weights_on_auraflow_weight_its_umt5_sequence_with_its_padding_zeroed_as_by_hand():
+    import copy
+
+    from compel import Compel
+
+    model, options = "nbbatch:tiny-auraflow", {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, **SIZE64}
+    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
+    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
+    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
+    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
+    pipe = raw_pipeline(model)
+    tokenizer = copy.copy(pipe.tokenizer)
+    tokenizer.model_max_length = 256  # AuraFlow's default max_sequence_length
+    compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder, padding_attention_mask_value=0)
+
+    def encoded(weighted, plain):  # as AuraFlowPipeline.encode_prompt: padding zeroed, the mask over every feature
+        kept = tokenizer(plain, padding="max_length", truncation=True, return_tensors="pt").attention_mask[..., None]
+        embeds = compel(weighted) * kept
+        return embeds, kept.expand(embeds.shape).reshape(1, -1)
+
+    with torch.no_grad():
+        (embeds, mask), (negative, negative_mask) = encoded("a (red)3 cat", "a red cat"), encoded("blurry", "blurry")
+    raw = pipe(
+        prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+        negative_prompt_attention_mask=negative_mask, guidance_scale=30.0,
+        generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
+    ).images[0]  # fmt: skip
+    assert max_difference(made[0].image, raw) <= 1
+    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
+    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
 
 
 def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers_batched_does_not():

@@ -160,7 +160,10 @@ def test_a_cut_prompt_is_a_warning_naming_what_was_cut_where_there_is_no_long_pr
     cut = r"prompt 'a red cat.*' is longer than the text encoder reads: '.*blue sky' is cut off"
     with pytest.warns(UserWarning, match=cut):
         check_prompts(other, [Job(prompt, 0)], None)
-    with pytest.raises(ValueError, match="prompt weights need an SD 1.x/2.x, SDXL, SD3, FLUX.1 or Chroma pipeline"):
+    with pytest.raises(
+        ValueError,
+        match="prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma and AuraFlow pipelines;",
+    ):
         check_prompts(other, [Job("a (red:1.2) cat", 0)], None)
 
 

@@ -39,7 +39,7 @@ from nbbatch.models.conditioning import (
     cut_text,
     supports,
 )
-from nbbatch.models.families import family_of
+from nbbatch.models.families import FAMILIES, family_of
 from nbbatch.models.pipelines import (
     Loaded,
     PipelineCache,
@@ -504,8 +504,9 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     elif family.weights == "sd3":
         window = settings.max_sequence_length or family.reader[1] or 256
         conditioner = SD3Conditioner(pipe, window, arguments.get("clip_skip"))
-    elif family.weights == "t5-masked":
-        conditioner = MaskedT5Conditioner(pipe, settings.max_sequence_length or family.reader[1] or 512)
+    elif family.weights in ("t5-masked", "t5-zeroed"):
+        window = settings.max_sequence_length or family.reader[1] or 512
+        conditioner = MaskedT5Conditioner(pipe, window, zeroed=family.weights == "t5-zeroed")
     check_prompts(pipe, jobs, conditioner, settings.max_sequence_length)
     if loaded.vocabulary:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)
@@ -597,9 +598,10 @@ def check_prompts(pipe: Any, jobs: list[Job], conditioner: PromptEncoder | None,
                 f"BREAK splits CLIP's 75-token windows; {family.name} reads {reads}: take it out of {text!r}"
             )
         if conditioner is None and not is_plain(text):
+            readers = [f.name for f in FAMILIES if f.weights]
             raise ValueError(
-                f"prompt weights need an SD 1.x/2.x, SDXL, SD3, FLUX.1 or Chroma pipeline; {type(pipe).__name__} reads "
-                f"{text!r} as plain text: write \\( \\) \\[ \\] for brackets"
+                f"prompt weights are read on {', '.join(readers[:-1])} and {readers[-1]} pipelines; "
+                f"{type(pipe).__name__} reads {text!r} as plain text: write \\( \\) \\[ \\] for brackets"
             )
         tokenizer, read = family.prompt_window(pipe, window)
         long = conditioner is not None and conditioner.reads_any_length

@@ -17,7 +17,8 @@ FLUX.1's weights go through `T5Conditioner`: compel weights its T5 sequence, as 
 ``CompelForFlux`` does. SD3's go through `SD3Conditioner`: compel weights each of its three
 encoders' sequences, which are put together as the pipeline puts them (compel has no SD3
 wrapper; sd_embed, which has one, is not on the package index). Chroma's go through
-`MaskedT5Conditioner`: its T5 encoded with the padding masked, as the pipeline encodes it.
+`MaskedT5Conditioner`: its T5 encoded with the padding masked, as the pipeline encodes it;
+AuraFlow's likewise, its padding's embeddings then zeroed as its pipeline zeroes them.
 """
 
 from __future__ import annotations
@@ -336,23 +337,24 @@ class SD3Conditioner:
 
 
 class MaskedT5Conditioner:
-    """Chroma's prompts with A1111 weights: its T5 sequence weighted by compel, with the pipeline's masks.
+    """Chroma's and AuraFlow's prompts with A1111 weights: their T5 sequence weighted by compel, with their masks.
 
-    Chroma encodes T5 with the padding masked out (compel does too, told the mask value) and
-    hands the transformer a mask of the prompt's tokens and one padding token; both are made
-    here from the tokens compel read. A fragment of weight 1 gives exactly the pipeline's own
-    embeddings. Every image gets its negative prompt's embeddings (the empty prompt's where it
-    has none): Chroma's guidance is real CFG.
+    Both encode T5 with the padding masked out (compel does too, told the mask value). Chroma
+    hands the transformer a mask of the prompt's tokens and one padding token; AuraFlow
+    (`zeroed`) zeroes the padding's embeddings and passes the token mask spread over every
+    feature, as its pipeline does. Both are made here from the tokens compel read. A fragment
+    of weight 1 gives exactly the pipeline's own embeddings. Every image gets its negative
+    prompt's embeddings (the empty prompt's where it has none): their guidance is real CFG.
     """
 
     reads_any_length = False
 
-    def __init__(self, pipe: Any, window: int) -> None:
+    def __init__(self, pipe: Any, window: int, zeroed: bool = False) -> None:
         import copy
 
         from compel import Compel
 
-        self.pipe, self.window = pipe, window
+        self.pipe, self.window, self.zeroed = pipe, window, zeroed
         tokenizer = copy.copy(pipe.tokenizer)
         tokenizer.model_max_length = window
         compel = Compel(
@@ -400,7 +402,12 @@ class MaskedT5Conditioner:
                 )
             read = int((tokens != self._t5.tokenizer.pad_token_id).sum())  # the prompt's tokens and its end
             dtype = self.pipe.text_encoder.dtype
-            mask = (torch.arange(embeds.shape[1], device=embeds.device) <= read).to(dtype)[None]  # and one padding
+            positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
+            if self.zeroed:
+                kept = (positions < read).to(embeds.dtype)[..., None].expand(embeds.shape)
+                embeds, mask = embeds * kept, kept.reshape(1, -1)
+            else:
+                mask = (positions <= read).to(dtype)  # and one padding token
             self._cache[prompt] = (embeds.to(dtype), mask)
         return self._cache[prompt]
 

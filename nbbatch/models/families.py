@@ -45,11 +45,12 @@ class Family:
     latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
-    weights: Literal["clip", "t5", "sd3", "t5-masked"] | None = "clip"
+    weights: Literal["clip", "t5", "sd3", "t5-masked", "t5-zeroed"] | None = "clip"
     """How nbbatch may encode prompts itself: ``clip`` (SD, SDXL: A1111 weights, ``BREAK``, any length), ``t5``
     (FLUX.1: A1111 weights on its T5 sequence, through compel), ``sd3`` (SD3: A1111 weights on its two CLIPs'
     and its T5's sequences, through compel), ``t5-masked`` (Chroma: A1111 weights on its T5 sequence, encoded and
-    attended with the padding masked), None (prompts go to the pipeline as text)."""
+    attended with the padding masked), ``t5-zeroed`` (AuraFlow: the same, the padding's embeddings zeroed), None
+    (prompts go to the pipeline as text)."""
     negative: str | None = None
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
@@ -361,7 +362,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 256),  # UMT5, padded to the length it reads: no prompt changes another
-        weights=None,
+        weights="t5-zeroed",
         max_sequence=512,
         default_size=1024,  # its pipeline draws 1024 px unless a size is given, whatever the model's sample size
     ),
