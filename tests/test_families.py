@@ -247,118 +247,80 @@ def test_weights_on_flux_weight_its_t5_sequence_as_compel_does_by_hand():
         made[0].code()
 
 
-def test_weights_on_sd3_weight_its_three_encoders_sequences_as_compel_does_by_hand():
+def _t5_compel(tokenizer, encoder, window, **options):
+    """compel on a T5 encoder reading `window` tokens, built as its own docs build it."""
     import copy
 
+    from compel import Compel
+
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.model_max_length = window
+    return Compel(tokenizer=tokenizer, text_encoder=encoder, **options), tokenizer
+
+
+def sd3_by_hand(pipe, weighted, plain):
+    """SD3: compel on each of the three encoders, joined as diffusers' encode_prompt joins them."""
     from compel import Compel, ReturnedEmbeddingsType
 
-    model, options = (
-        "nbbatch:tiny-sd3",
-        {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64},
-    )
-    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
-    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
-    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
-    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
-    pipe = raw_pipeline(model)
     states = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED  # what SD3 reads of its CLIPs
-    t5_tokenizer = copy.copy(pipe.tokenizer_3)
-    t5_tokenizer.model_max_length = 256  # SD3's default max_sequence_length
-    encoders = [
-        Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, returned_embeddings_type=states),
-        Compel(tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2, returned_embeddings_type=states),
-        Compel(tokenizer=t5_tokenizer, text_encoder=pipe.text_encoder_3),
-    ]
+    clip_l = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, returned_embeddings_type=states)
+    clip_g = Compel(tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2, returned_embeddings_type=states)
+    t5, _ = _t5_compel(pipe.tokenizer_3, pipe.text_encoder_3, 256)  # SD3's default max_sequence_length
+    sequences = [clip_l(weighted), clip_g(weighted), t5(weighted)]
+    width = sequences[2].shape[-1] - sequences[0].shape[-1] - sequences[1].shape[-1]
+    clip = torch.nn.functional.pad(torch.cat(sequences[:2], -1), (0, width))
+    _, _, pooled, _ = pipe.encode_prompt(plain, None, None, do_classifier_free_guidance=False)
+    return torch.cat([clip, sequences[2]], -2), pooled, "pooled_prompt_embeds"
 
-    def by_hand(text, plain):  # compel's own syntax; joined as diffusers' encode_prompt joins the three
-        clip_l, clip_g, t5 = (compel(text) for compel in encoders)
-        clip = torch.nn.functional.pad(
-            torch.cat([clip_l, clip_g], -1), (0, t5.shape[-1] - clip_l.shape[-1] - clip_g.shape[-1])
-        )
-        _, _, pooled, _ = pipe.encode_prompt(plain, None, None, do_classifier_free_guidance=False)
-        return torch.cat([clip, t5], -2), pooled
 
-    with torch.no_grad():
-        embeds, pooled = by_hand("a (red)3 cat", "a red cat")
-        negative, negative_pooled = by_hand("blurry", "blurry")
+def chroma_by_hand(pipe, weighted, plain):
+    """Chroma: compel on its T5 with the padding masked; the mask of the tokens and one padding token."""
+    compel, tokenizer = _t5_compel(pipe.tokenizer, pipe.text_encoder, 512, padding_attention_mask_value=0)
+    read = tokenizer(plain, padding="max_length", truncation=True, return_tensors="pt").attention_mask.sum()
+    return compel(weighted), (torch.arange(512)[None] <= read).float(), "prompt_attention_mask"
+
+
+def auraflow_by_hand(pipe, weighted, plain):
+    """AuraFlow: compel on its UMT5 with the padding masked, then zeroed; the mask spread over every feature."""
+    compel, tokenizer = _t5_compel(pipe.tokenizer, pipe.text_encoder, 256, padding_attention_mask_value=0)
+    kept = tokenizer(plain, padding="max_length", truncation=True, return_tensors="pt").attention_mask[..., None]
+    embeds = compel(weighted) * kept
+    return embeds, kept.expand(embeds.shape).reshape(1, -1), "prompt_attention_mask"
+
+
+@pytest.mark.parametrize(
+    ("model", "by_hand"),
+    [
+        ("nbbatch:tiny-sd3", sd3_by_hand),
+        ("nbbatch:tiny-chroma", chroma_by_hand),
+        ("nbbatch:tiny-auraflow", auraflow_by_hand),
+    ],
+    ids=["sd3", "chroma", "auraflow"],
+)
+def test_weights_on_a_real_cfg_family_equal_compel_s_embeddings_by_hand(model, by_hand):
+    options = {
+        "guidance": 30.0,
+        "negative_prompt": "blurry",
+        "steps": 4,
+        **SIZE64,
+    }  # 30: a weight shows on random weights
+    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
+    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
+    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
+    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
+    pipe = raw_pipeline(model)
+    with torch.no_grad():  # compel's own syntax for (red:3)
+        embeds, second, name = by_hand(pipe, "a (red)3 cat", "a red cat")
+        negative, negative_second, _ = by_hand(pipe, "blurry", "blurry")
     raw = pipe(
-        prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=negative,
-        negative_pooled_prompt_embeds=negative_pooled, guidance_scale=30.0,
-        generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
+        prompt_embeds=embeds, negative_prompt_embeds=negative, **{name: second, f"negative_{name}": negative_second},
+        guidance_scale=30.0, generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
     ).images[0]  # fmt: skip
     assert max_difference(made[0].image, raw) <= 1
     alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
     assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
     with pytest.raises(ValueError, match="diffusers alone cannot"):
         made[0].code()
-
-
-def test_weights_on_chroma_weight_its_masked_t5_sequence_as_compel_does_by_hand():
-    import copy
-
-    from compel import Compel
-
-    model, options = (
-        "nbbatch:tiny-chroma",
-        {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64},
-    )
-    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
-    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
-    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
-    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
-    pipe = raw_pipeline(model)
-    tokenizer = copy.copy(pipe.tokenizer)
-    tokenizer.model_max_length = 512  # Chroma's default max_sequence_length
-    compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder, padding_attention_mask_value=0)
-
-    def mask(text):  # the prompt's tokens and one padding token, as ChromaPipeline masks them
-        read = tokenizer(text, padding="max_length", truncation=True, return_tensors="pt").attention_mask.sum()
-        return (torch.arange(512)[None] <= read).float()
-
-    with torch.no_grad():
-        embeds, negative = compel("a (red)3 cat"), compel("blurry")  # compel's own syntax for (red:3)
-    raw = pipe(
-        prompt_embeds=embeds, prompt_attention_mask=mask("a red cat"), negative_prompt_embeds=negative,
-        negative_prompt_attention_mask=mask("blurry"), guidance_scale=30.0,
-        generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
-    ).images[0]  # fmt: skip
-    assert max_difference(made[0].image, raw) <= 1
-    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
-    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
-    with pytest.raises(ValueError, match="diffusers alone cannot"):
-        made[0].code()
-
-
-def test_weights_on_auraflow_weight_its_umt5_sequence_with_its_padding_zeroed_as_by_hand():
-    import copy
-
-    from compel import Compel
-
-    model, options = "nbbatch:tiny-auraflow", {"guidance": 30.0, "negative_prompt": "blurry", "steps": 4, **SIZE64}
-    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
-    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
-    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
-    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
-    pipe = raw_pipeline(model)
-    tokenizer = copy.copy(pipe.tokenizer)
-    tokenizer.model_max_length = 256  # AuraFlow's default max_sequence_length
-    compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder, padding_attention_mask_value=0)
-
-    def encoded(weighted, plain):  # as AuraFlowPipeline.encode_prompt: padding zeroed, the mask over every feature
-        kept = tokenizer(plain, padding="max_length", truncation=True, return_tensors="pt").attention_mask[..., None]
-        embeds = compel(weighted) * kept
-        return embeds, kept.expand(embeds.shape).reshape(1, -1)
-
-    with torch.no_grad():
-        (embeds, mask), (negative, negative_mask) = encoded("a (red)3 cat", "a red cat"), encoded("blurry", "blurry")
-    raw = pipe(
-        prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
-        negative_prompt_attention_mask=negative_mask, guidance_scale=30.0,
-        generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
-    ).images[0]  # fmt: skip
-    assert max_difference(made[0].image, raw) <= 1
-    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
-    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
 
 
 def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers_batched_does_not():

@@ -190,125 +190,38 @@ class Conditioner:
         return provider.get_pooled_embeddings([text], device=provider.device)
 
 
-class T5Conditioner:
-    """FLUX.1's prompts with A1111 weights: their T5 sequence weighted by compel, CLIP's pooled embedding of the text.
+class _OneWindow:
+    """What the conditioners of one-window encoders share: weights read in one window, each text encoded once.
 
-    Only a chunk with weights comes here; a plain prompt goes to the pipeline as text. compel
-    reads the T5 window the pipeline reads (`window`, its ``max_sequence_length``) and a
-    fragment of weight 1 gives exactly the pipeline's own embeddings; CLIP's pooled embedding
-    is the pipeline's own of the text without its weights (compel's ``CompelForFlux`` does the
-    same: its pooled embedding ignores weights). ``BREAK`` splits CLIP's 75-token windows and
-    means nothing to one T5 sequence: `nbbatch.models.backend.check_prompts` refuses it. With
-    `negatives` (true CFG), every image gets its negative prompt's embeddings too, the empty
-    prompt's where it has none.
+    A chunk comes here only when one of its prompts has weights. Each text's embeddings and
+    the argument that goes with them (`second`: a pooled embedding or an attention mask) are
+    made by `_embed` from the prompt's fragments and its plain text; with `negatives`, every
+    image gets its negative prompt's as well (the empty prompt's where it has none).
     """
 
     reads_any_length = False
+    second = "pooled_prompt_embeds"
+    """The pipeline argument that comes with ``prompt_embeds`` (its negative is ``negative_`` and this)."""
 
-    def __init__(self, pipe: Any, window: int, negatives: bool) -> None:
-        import copy
-
-        from compel import Compel
-
-        self.pipe, self.window, self.negatives = pipe, window, negatives
-        tokenizer = copy.copy(pipe.tokenizer_2)
-        tokenizer.model_max_length = window  # compel pads and cuts to the tokenizer's length: the pipeline's window
-        compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder_2, truncate_long_prompts=True)
-        self._t5 = compel.conditioning_provider
+    def __init__(self, negatives: bool = True) -> None:
+        self.negatives = negatives
         self._cache: dict[str, tuple[Any, Any]] = {}
 
     def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
         """Whether a chunk with these prompts has weights, and so must be encoded here."""
         return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
 
-    def length(self, prompt: str, negative: str | None) -> int:
-        """Every image's T5 sequence is the window long: any prompts share a call."""
-        return self.window
-
     def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
-        """The pipeline's ``prompt_embeds`` and ``pooled_prompt_embeds`` (and the negative ones, for true CFG)."""
+        """The pipeline's ``prompt_embeds`` and `second` (and the negative prompts' where guidance needs them)."""
         import torch
 
         made = [self._encode(prompt) for prompt in prompts]
-        arguments = {
-            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
-            "pooled_prompt_embeds": torch.cat([pooled for _, pooled in made]),
-        }
+        arguments = {"prompt_embeds": torch.cat([e for e, _ in made]), self.second: torch.cat([s for _, s in made])}
         if self.negatives:
             negative = [self._encode(text or "") for text in negatives]
-            arguments["negative_prompt_embeds"] = torch.cat([embeds for embeds, _ in negative])
-            arguments["negative_pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in negative])
+            arguments["negative_prompt_embeds"] = torch.cat([e for e, _ in negative])
+            arguments[f"negative_{self.second}"] = torch.cat([s for _, s in negative])
         return arguments
-
-    def _encode(self, prompt: str) -> tuple[Any, Any]:
-        if prompt not in self._cache:
-            import torch
-
-            windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
-            fragments = windows[0] if windows else [("", 1.0)]
-            with torch.no_grad(), _quiet():
-                plain = plain_text(prompt)
-                _, pooled, _ = self.pipe.encode_prompt(plain, prompt_2=plain, max_sequence_length=self.window)
-                embeds = self._t5.get_embeddings_for_weighted_prompt_fragments(
-                    [[text for text, _ in fragments]], [[weight for _, weight in fragments]], device=self._t5.device
-                )
-            self._cache[prompt] = (embeds.to(pooled.dtype), pooled)
-        return self._cache[prompt]
-
-
-class SD3Conditioner:
-    """SD3's prompts with A1111 weights: each encoder's sequence weighted by compel, joined as the pipeline joins them.
-
-    CLIP-L's and CLIP-G's states before the last (``clip_skip`` further back), cut at 77
-    tokens, side by side, padded with zeros to T5's width, then T5's `window` tokens after
-    them; the pooled embedding is the two CLIPs' of the text without its weights, as
-    ``CompelForFlux`` does for FLUX.1. A fragment of weight 1 gives exactly the pipeline's own
-    embeddings. Every image gets its negative prompt's embeddings (the empty prompt's where
-    it has none): SD3's guidance is real CFG.
-    """
-
-    reads_any_length = False
-
-    def __init__(self, pipe: Any, window: int, clip_skip: int | None) -> None:
-        import copy
-
-        from compel import Compel
-
-        self.pipe, self.window = pipe, window
-        hidden = -((clip_skip or 0) + 2)  # diffusers' clip_skip: states before the last, by default
-        device = pipe._execution_device
-        self._clips = [
-            _layer_provider(pipe.tokenizer, pipe.text_encoder, hidden, False, device, truncate=True),
-            _layer_provider(pipe.tokenizer_2, pipe.text_encoder_2, hidden, False, device, truncate=True),
-        ]
-        self._t5 = None
-        if pipe.text_encoder_3 is not None:  # without T5, the pipeline gives zeros in its place
-            tokenizer = copy.copy(pipe.tokenizer_3)
-            tokenizer.model_max_length = window
-            compel = Compel(tokenizer=tokenizer, text_encoder=pipe.text_encoder_3, truncate_long_prompts=True)
-            self._t5 = compel.conditioning_provider
-        self._cache: dict[str, tuple[Any, Any]] = {}
-
-    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
-        """Whether a chunk with these prompts has weights, and so must be encoded here."""
-        return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
-
-    def length(self, prompt: str, negative: str | None) -> int:
-        """Every image's sequence is 77 CLIP tokens and the T5 window: any prompts share a call."""
-        return 77 + self.window
-
-    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
-        """The pipeline's prompt and pooled embeddings, and the negative prompts' (SD3's CFG needs them)."""
-        import torch
-
-        made = [self._encode(prompt) for prompt in prompts]
-        negative = [self._encode(text or "") for text in negatives]
-        return {
-            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
-            "pooled_prompt_embeds": torch.cat([pooled for _, pooled in made]),
-            "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative]),
-            "negative_pooled_prompt_embeds": torch.cat([pooled for _, pooled in negative]),
-        }
 
     def _encode(self, prompt: str) -> tuple[Any, Any]:
         if prompt not in self._cache:
@@ -318,25 +231,98 @@ class SD3Conditioner:
             fragments = windows[0] if windows else [("", 1.0)]
             texts, weights = [[text for text, _ in fragments]], [[weight for _, weight in fragments]]
             with torch.no_grad(), _quiet():
-                plain = plain_text(prompt)
-                _, _, pooled, _ = self.pipe.encode_prompt(
-                    plain, plain, plain, do_classifier_free_guidance=False, max_sequence_length=self.window
-                )
-                clips = [
-                    p.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=p.device) for p in self._clips
-                ]
-                clip = torch.cat(clips, dim=-1)
-                width = self.pipe.transformer.config.joint_attention_dim
-                if self._t5 is not None:
-                    t5 = self._t5.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=self._t5.device)
-                else:
-                    t5 = torch.zeros(1, self.window, width, dtype=clip.dtype, device=clip.device)
-                clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-            self._cache[prompt] = (torch.cat([clip, t5.to(clip.dtype)], dim=-2).to(pooled.dtype), pooled)
+                self._cache[prompt] = self._embed(texts, weights, plain_text(prompt))
         return self._cache[prompt]
 
+    def _embed(self, texts: list[list[str]], weights: list[list[float]], plain: str) -> tuple[Any, Any]:
+        raise NotImplementedError
 
-class MaskedT5Conditioner:
+
+def _t5_provider(tokenizer: Any, encoder: Any, window: int, masked: bool = False) -> Any:
+    """Compel's provider for a T5 encoder reading `window` tokens (`masked`: with its padding masked out)."""
+    import copy
+
+    from compel import Compel
+
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.model_max_length = window  # compel pads and cuts to the tokenizer's length: the pipeline's window
+    options = {"padding_attention_mask_value": 0} if masked else {}
+    return Compel(
+        tokenizer=tokenizer, text_encoder=encoder, truncate_long_prompts=True, **options
+    ).conditioning_provider
+
+
+class T5Conditioner(_OneWindow):
+    """FLUX.1's prompts with A1111 weights: their T5 sequence weighted by compel, CLIP's pooled embedding of the text.
+
+    compel reads the T5 window the pipeline reads (`window`, its ``max_sequence_length``) and a
+    fragment of weight 1 gives exactly the pipeline's own embeddings; CLIP's pooled embedding
+    is the pipeline's own of the text without its weights (compel's ``CompelForFlux`` does the
+    same: its pooled embedding ignores weights). ``BREAK`` splits CLIP's 75-token windows and
+    means nothing to one T5 sequence: `nbbatch.models.backend.check_prompts` refuses it. With
+    `negatives` (true CFG), every image gets its negative prompt's embeddings too.
+    """
+
+    def __init__(self, pipe: Any, window: int, negatives: bool) -> None:
+        super().__init__(negatives)
+        self.pipe, self.window = pipe, window
+        self._t5 = _t5_provider(pipe.tokenizer_2, pipe.text_encoder_2, window)
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """Every image's T5 sequence is the window long: any prompts share a call."""
+        return self.window
+
+    def _embed(self, texts: list[list[str]], weights: list[list[float]], plain: str) -> tuple[Any, Any]:
+        _, pooled, _ = self.pipe.encode_prompt(plain, prompt_2=plain, max_sequence_length=self.window)
+        embeds = self._t5.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=self._t5.device)
+        return embeds.to(pooled.dtype), pooled
+
+
+class SD3Conditioner(_OneWindow):
+    """SD3's prompts with A1111 weights: each encoder's sequence weighted by compel, joined as the pipeline joins them.
+
+    CLIP-L's and CLIP-G's states before the last (``clip_skip`` further back), cut at 77
+    tokens, side by side, padded with zeros to T5's width, then T5's `window` tokens after
+    them; the pooled embedding is the two CLIPs' of the text without its weights, as
+    ``CompelForFlux`` does for FLUX.1. A fragment of weight 1 gives exactly the pipeline's own
+    embeddings. Every image gets its negative prompt's embeddings: SD3's guidance is real CFG.
+    """
+
+    def __init__(self, pipe: Any, window: int, clip_skip: int | None) -> None:
+        super().__init__()
+        self.pipe, self.window = pipe, window
+        hidden = -((clip_skip or 0) + 2)  # diffusers' clip_skip: states before the last, by default
+        device = pipe._execution_device
+        self._clips = [
+            _layer_provider(pipe.tokenizer, pipe.text_encoder, hidden, False, device, truncate=True),
+            _layer_provider(pipe.tokenizer_2, pipe.text_encoder_2, hidden, False, device, truncate=True),
+        ]
+        self._t5 = None  # without T5, the pipeline gives zeros in its place
+        if pipe.text_encoder_3 is not None:
+            self._t5 = _t5_provider(pipe.tokenizer_3, pipe.text_encoder_3, window)
+
+    def length(self, prompt: str, negative: str | None) -> int:
+        """Every image's sequence is 77 CLIP tokens and the T5 window: any prompts share a call."""
+        return 77 + self.window
+
+    def _embed(self, texts: list[list[str]], weights: list[list[float]], plain: str) -> tuple[Any, Any]:
+        import torch
+
+        _, _, pooled, _ = self.pipe.encode_prompt(
+            plain, plain, plain, do_classifier_free_guidance=False, max_sequence_length=self.window
+        )
+        clips = [p.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=p.device) for p in self._clips]
+        clip = torch.cat(clips, dim=-1)
+        if self._t5 is not None:
+            t5 = self._t5.get_embeddings_for_weighted_prompt_fragments(texts, weights, device=self._t5.device)
+        else:
+            width = self.pipe.transformer.config.joint_attention_dim
+            t5 = torch.zeros(1, self.window, width, dtype=clip.dtype, device=clip.device)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return torch.cat([clip, t5.to(clip.dtype)], dim=-2).to(pooled.dtype), pooled
+
+
+class MaskedT5Conditioner(_OneWindow):
     """Chroma's and AuraFlow's prompts with A1111 weights: their T5 sequence weighted by compel, with their masks.
 
     Both encode T5 with the padding masked out (compel does too, told the mask value). Chroma
@@ -344,72 +330,35 @@ class MaskedT5Conditioner:
     (`zeroed`) zeroes the padding's embeddings and passes the token mask spread over every
     feature, as its pipeline does. Both are made here from the tokens compel read. A fragment
     of weight 1 gives exactly the pipeline's own embeddings. Every image gets its negative
-    prompt's embeddings (the empty prompt's where it has none): their guidance is real CFG.
+    prompt's embeddings: their guidance is real CFG.
     """
 
-    reads_any_length = False
+    second = "prompt_attention_mask"
 
     def __init__(self, pipe: Any, window: int, zeroed: bool = False) -> None:
-        import copy
-
-        from compel import Compel
-
+        super().__init__()
         self.pipe, self.window, self.zeroed = pipe, window, zeroed
-        tokenizer = copy.copy(pipe.tokenizer)
-        tokenizer.model_max_length = window
-        compel = Compel(
-            tokenizer=tokenizer,
-            text_encoder=pipe.text_encoder,
-            truncate_long_prompts=True,
-            padding_attention_mask_value=0,
-        )
-        self._t5 = compel.conditioning_provider
-        self._cache: dict[str, tuple[Any, Any]] = {}
-
-    def needed(self, prompts: list[str], negatives: list[str | None]) -> bool:
-        """Whether a chunk with these prompts has weights, and so must be encoded here."""
-        return any(not is_plain(text) for text in [*prompts, *(n for n in negatives if n)])
+        self._t5 = _t5_provider(pipe.tokenizer, pipe.text_encoder, window, masked=True)
 
     def length(self, prompt: str, negative: str | None) -> int:
         """Every image's T5 sequence is the window long: any prompts share a call."""
         return self.window
 
-    def arguments(self, prompts: list[str], negatives: list[str | None]) -> dict[str, Any]:
-        """The pipeline's prompt embeddings and attention masks, and the negative prompts' (Chroma's CFG)."""
+    def _embed(self, texts: list[list[str]], weights: list[list[float]], plain: str) -> tuple[Any, Any]:
         import torch
 
-        made = [self._encode(prompt) for prompt in prompts]
-        negative = [self._encode(text or "") for text in negatives]
-        return {
-            "prompt_embeds": torch.cat([embeds for embeds, _ in made]),
-            "prompt_attention_mask": torch.cat([mask for _, mask in made]),
-            "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative]),
-            "negative_prompt_attention_mask": torch.cat([mask for _, mask in negative]),
-        }
-
-    def _encode(self, prompt: str) -> tuple[Any, Any]:
-        if prompt not in self._cache:
-            import torch
-
-            windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
-            fragments = windows[0] if windows else [("", 1.0)]
-            with torch.no_grad(), _quiet():
-                embeds, tokens = self._t5.get_embeddings_for_weighted_prompt_fragments(
-                    [[text for text, _ in fragments]],
-                    [[weight for _, weight in fragments]],
-                    should_return_tokens=True,
-                    device=self._t5.device,
-                )
-            read = int((tokens != self._t5.tokenizer.pad_token_id).sum())  # the prompt's tokens and its end
-            dtype = self.pipe.text_encoder.dtype
-            positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
-            if self.zeroed:
-                kept = (positions < read).to(embeds.dtype)[..., None].expand(embeds.shape)
-                embeds, mask = embeds * kept, kept.reshape(1, -1)
-            else:
-                mask = (positions <= read).to(dtype)  # and one padding token
-            self._cache[prompt] = (embeds.to(dtype), mask)
-        return self._cache[prompt]
+        embeds, tokens = self._t5.get_embeddings_for_weighted_prompt_fragments(
+            texts, weights, should_return_tokens=True, device=self._t5.device
+        )
+        read = int((tokens != self._t5.tokenizer.pad_token_id).sum())  # the prompt's tokens and its end
+        dtype = self.pipe.text_encoder.dtype
+        positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
+        if self.zeroed:
+            kept = (positions < read).to(embeds.dtype)[..., None].expand(embeds.shape)
+            embeds, mask = embeds * kept, kept.reshape(1, -1)
+        else:
+            mask = (positions <= read).to(dtype)  # and one padding token
+        return embeds.to(dtype), mask
 
 
 PromptEncoder = Conditioner | T5Conditioner | SD3Conditioner | MaskedT5Conditioner
