@@ -225,28 +225,6 @@ def test_what_the_family_would_ignore_is_refused_in_one_line(case):
         assert "\n" not in str(error.value)
 
 
-def test_weights_on_flux_weight_its_t5_sequence_as_compel_does_by_hand():
-    from compel import CompelForFlux
-
-    model, cfg = "nbbatch:tiny-flux", {"true_cfg": 50.0, "negative_prompt": "blurry", "steps": 4}
-    options = {**cfg, "width": 64, "height": 64}  # true CFG at 50 makes a weight visible on random weights
-    made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
-    assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
-    assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
-    assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
-    pipe = raw_pipeline(model)
-    by_hand = CompelForFlux(pipe)("a (red)3 cat")  # compel's own syntax for (red:3)
-    raw = pipe(
-        prompt_embeds=by_hand.embeds, pooled_prompt_embeds=by_hand.pooled_embeds, negative_prompt="blurry",
-        true_cfg_scale=50.0, generator=torch.Generator().manual_seed(1), num_inference_steps=4, width=64, height=64,
-    ).images[0]  # fmt: skip
-    assert max_difference(made[0].image, raw) <= 1
-    alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
-    assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
-    with pytest.raises(ValueError, match="diffusers alone cannot"):
-        made[0].code()
-
-
 def _t5_compel(tokenizer, encoder, window, **options):
     """compel on a T5 encoder reading `window` tokens, built as its own docs build it."""
     import copy
@@ -256,6 +234,14 @@ def _t5_compel(tokenizer, encoder, window, **options):
     tokenizer = copy.copy(tokenizer)
     tokenizer.model_max_length = window
     return Compel(tokenizer=tokenizer, text_encoder=encoder, **options), tokenizer
+
+
+def flux_by_hand(pipe, weighted, plain):
+    """FLUX.1: compel's own CompelForFlux (its T5 weighted, CLIP's pooled embedding of the plain text)."""
+    from compel import CompelForFlux
+
+    made = CompelForFlux(pipe)(weighted)
+    return made.embeds, made.pooled_embeds, "pooled_prompt_embeds"
 
 
 def sd3_by_hand(pipe, weighted, plain):
@@ -288,22 +274,21 @@ def auraflow_by_hand(pipe, weighted, plain):
     return embeds, kept.expand(embeds.shape).reshape(1, -1), "prompt_attention_mask"
 
 
-@pytest.mark.parametrize(
-    ("model", "by_hand"),
-    [
-        ("nbbatch:tiny-sd3", sd3_by_hand),
-        ("nbbatch:tiny-chroma", chroma_by_hand),
-        ("nbbatch:tiny-auraflow", auraflow_by_hand),
-    ],
-    ids=["sd3", "chroma", "auraflow"],
-)
-def test_weights_on_a_real_cfg_family_equal_compel_s_embeddings_by_hand(model, by_hand):
-    options = {
-        "guidance": 30.0,
-        "negative_prompt": "blurry",
-        "steps": 4,
-        **SIZE64,
-    }  # 30: a weight shows on random weights
+REAL_CFG = ("guidance", "guidance_scale", 30.0)
+WEIGHTED = {
+    "flux": ("nbbatch:tiny-flux", flux_by_hand, ("true_cfg", "true_cfg_scale", 50.0)),  # its guidance is distilled
+    "sd3": ("nbbatch:tiny-sd3", sd3_by_hand, REAL_CFG),
+    "chroma": ("nbbatch:tiny-chroma", chroma_by_hand, REAL_CFG),
+    "auraflow": ("nbbatch:tiny-auraflow", auraflow_by_hand, REAL_CFG),
+}
+"""The families that read A1111 weights on their T5 (and SD3's CLIPs): their tiny model, the embeddings compel
+gives by hand, and the CFG, strong enough that a weight shows on random weights (nbbatch's setting, diffusers')."""
+
+
+@pytest.mark.parametrize(("model", "by_hand", "cfg"), WEIGHTED.values(), ids=WEIGHTED)
+def test_weights_equal_compel_s_own_embeddings_given_to_diffusers_by_hand(model, by_hand, cfg):
+    setting, argument, scale = cfg
+    options = {setting: scale, "negative_prompt": "blurry", "steps": 4, **SIZE64}
     made = nbbatch.generate(["a (red:3) cat", "a red cat", "a (red:1.0) cat"], [1], model=model, **options)
     assert made[0].call.encoded_by == "compel" and made[1].call.encoded_by is None
     assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
@@ -314,7 +299,7 @@ def test_weights_on_a_real_cfg_family_equal_compel_s_embeddings_by_hand(model, b
         negative, negative_second, _ = by_hand(pipe, "blurry", "blurry")
     raw = pipe(
         prompt_embeds=embeds, negative_prompt_embeds=negative, **{name: second, f"negative_{name}": negative_second},
-        guidance_scale=30.0, generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
+        **{argument: scale}, generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
     ).images[0]  # fmt: skip
     assert max_difference(made[0].image, raw) <= 1
     alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
