@@ -87,12 +87,18 @@ def max_difference(a, b) -> int:
 @functools.lru_cache(maxsize=4)
 def _raw_pipeline(model: str):
     """A built-in model as diffusers loads it, kept for the next raw call (callers never change it in place)."""
+    return _load(model)
+
+
+def _load(model: str):
+    """A built-in model loaded by diffusers as a user would: the auto pipeline, or `DiffusionPipeline` for HiDream."""
     import torch
-    from diffusers import AutoPipelineForText2Image
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
     from nbbatch.models.tiny import builtin_path
 
-    return AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+    loader = DiffusionPipeline if model == "nbbatch:tiny-hidream" else AutoPipelineForText2Image  # not in its map
+    return loader.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
 
 
 def direct_call(model: str, prompt: str, seed: int, *, image=None, prepare=None, **kwargs):
@@ -101,14 +107,12 @@ def direct_call(model: str, prompt: str, seed: int, *, image=None, prepare=None,
     `prepare` is called with the fresh pipeline first (to load a LoRA or an embedding the diffusers way).
     """
     import torch
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-
-    from nbbatch.models.tiny import builtin_path
+    from diffusers import AutoPipelineForImage2Image
 
     if prepare is None:
         pipe = _raw_pipeline(model)
     else:
-        pipe = AutoPipelineForText2Image.from_pretrained(str(builtin_path(model)), dtype=torch.float32)
+        pipe = _load(model)
         prepare(pipe)
     if image is not None:
         pipe = AutoPipelineForImage2Image.from_pipe(pipe)

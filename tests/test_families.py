@@ -1,18 +1,18 @@
 """Model families beyond SD: every feature on each family's tiny pipeline, equal to raw diffusers within one level.
 
-The tiny pipelines have their family's latent channels, VAE scaling and scheduler:
-``nbbatch:tiny-flux`` FLUX.1-dev's (dynamic shift, ``mu`` from the image's size, embedded
-guidance), ``nbbatch:tiny-flux-schnell`` a static shift and no guidance, ``nbbatch:tiny-sd3``
-SD3.5's (three text encoders, unpacked latents), ``nbbatch:tiny-chroma`` Chroma's (T5 alone,
-packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder that pads every
-prompt to the batch's longest with no mask, its own shift rule, float32 noise, no image-to-image
-pipeline), ``nbbatch:tiny-qwen-image`` Qwen-Image's (a Qwen2.5-VL encoder, packed latents, its own
-VAE and shift, CFG as ``true_cfg_scale``), ``nbbatch:tiny-z-image`` Z-Image's (a Qwen3 encoder
-under a chat template, float32 noise), ``nbbatch:tiny-flux2-klein`` FLUX.2 Klein's (a Qwen3 encoder read
-at three depths, noise drawn as 2x2 patches, no negative prompt, no image-to-image: it edits from a
-reference picture), ``nbbatch:tiny-lumina2`` Lumina 2's (Gemma 2 under its
-system prompt, no image-to-image pipeline). Each test is named by the feature and parametrized by
-the family, so a failure says which cell of the matrix broke.
+The tiny pipelines have their family's latent channels, VAE scaling and scheduler: ``nbbatch:tiny-flux`` FLUX.1-dev's
+(dynamic shift, ``mu`` from the image's size, embedded guidance), ``nbbatch:tiny-flux-schnell`` a static shift and no
+guidance, ``nbbatch:tiny-sd3`` SD3.5's (three text encoders, unpacked latents), ``nbbatch:tiny-chroma`` Chroma's (T5
+alone, packed latents, real CFG), ``nbbatch:tiny-cogview4`` CogView4's (a GLM encoder that pads every prompt to the
+batch's longest with no mask, its own shift rule, float32 noise, no image-to-image pipeline),
+``nbbatch:tiny-qwen-image`` Qwen-Image's (a Qwen2.5-VL encoder, packed latents, its own VAE and shift, CFG as
+``true_cfg_scale``), ``nbbatch:tiny-z-image`` Z-Image's (a Qwen3 encoder under a chat template, float32 noise),
+``nbbatch:tiny-flux2-klein`` FLUX.2 Klein's (a Qwen3 encoder read at three depths, noise drawn as 2x2 patches, no
+negative prompt, no image-to-image: it edits from a reference picture), ``nbbatch:tiny-lumina2`` Lumina 2's (Gemma 2
+under its system prompt, no image-to-image pipeline), ``nbbatch:tiny-hidream`` HiDream-I1's (two CLIPs, T5 and a Llama
+read at every layer, a mixture-of-experts transformer, every size drawn at its 128 px area, loaded with
+`DiffusionPipeline`). Each test is named by the feature and parametrized by the family, so a failure says which cell
+of the matrix broke.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ CASES = {
     "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
     "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8), weights=True),  # SDXL's VAE
     "sana": Case("nbbatch:tiny-sana", "SanaPipeline", None, noise=(1, 8, 16, 16)),  # its 512 px bin, at 1/32
+    "hidream": Case(
+        "nbbatch:tiny-hidream",
+        "HiDreamImagePipeline",
+        None,
+        long="a very long prompt about a small blue dog running through a green park on a sunny day",  # 128 tokens
+        noise=(1, 16, 128, 128),  # at 128 px whatever the size asked: its pipeline keeps (128 x its VAE's scale)²
+    ),
 }
 SIZE = {"steps": 2, "width": 64, "height": 64}
 SIZE64 = {"width": 64, "height": 64}
@@ -330,6 +337,7 @@ def test_cogview4_short_prompt_beside_a_long_one_equals_it_alone_where_diffusers
         ("qwen-image", "WAN21"),
         ("pixart", "SDXL"),
         ("flux2-klein", "FLUX2"),
+        ("hidream", "FLUX"),
     ],
 )
 def test_step_previews_map_the_family_s_latents_with_comfyui_s_factors(kind, factors, tmp_path, monkeypatch):
@@ -575,3 +583,63 @@ def test_a_step_distilled_flux2_klein_refuses_guidance_and_records_none(tmp_path
     assert made.call.guidance_scale is None
     expected = pipe(prompt="a red cat", generator=torch.Generator().manual_seed(1), **RAW).images[0]
     assert max_difference(made.image, expected) <= 1
+
+
+def test_a_hidream_repo_without_its_llama_loads_it_from_the_repo_its_model_card_names(tmp_path, monkeypatch):
+    """HiDream-I1's repos hold no Llama: nbbatch loads it as the model card does, records it and exports it."""
+    import dataclasses
+    import json
+    import shutil
+
+    from nbbatch.models import families
+
+    full = builtin_path("nbbatch:tiny-hidream")
+    folder = tmp_path / "hidream-without-llama"  # as published: no text_encoder_4, no tokenizer_4
+    shutil.copytree(full, folder, ignore=shutil.ignore_patterns("text_encoder_4", "tokenizer_4"))
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "text_encoder_4": [None, None]}))
+    del index["tokenizer_4"]
+    llama = tmp_path / "llama"  # as the Llama's repo holds it: the model and its tokenizer side by side
+    shutil.copytree(full / "text_encoder_4", llama)
+    shutil.copytree(full / "tokenizer_4", llama, dirs_exist_ok=True)
+    hidream = families.family_named("HiDreamImagePipeline")
+
+    def named(repo):
+        moved = dataclasses.replace(hidream, companion=dataclasses.replace(hidream.companion, repo=str(repo)))
+        monkeypatch.setattr(families, "FAMILIES", tuple(moved if f.name == "HiDream" else f for f in families.FAMILIES))
+
+    named(tmp_path / "nowhere")
+    with pytest.raises(
+        ValueError, match=r"this model's repo has no text_encoder_4: its model card loads it from"
+    ) as no:
+        nbbatch.generate("a red cat", [1], model=str(folder), **SIZE)
+    assert "\n" not in str(no.value)
+    named(llama)
+    made = nbbatch.generate("a red cat", [1], model=str(folder), **SIZE)[0]
+    assert made.call.companion == str(llama)
+    expected = direct_call("nbbatch:tiny-hidream", "a red cat", 1, **RAW)
+    assert max_difference(made.image, expected) <= 1
+    own = nbbatch.generate("a red cat", [1], model="nbbatch:tiny-hidream", **SIZE)[0]
+    assert own.call.companion is None, "a folder that holds its Llama loads nothing else"
+    code = made.code()
+    assert f"text_encoder_4 = LlamaForCausalLM.from_pretrained({str(llama)!r}, dtype=torch.float32)" in code
+    assert max_difference(run_codes({"hidream": code}, tmp_path)["hidream"], made.image) <= 1
+
+
+def test_a_size_hidream_scales_to_its_area_is_recorded_as_asked_so_it_reproduces(tmp_path):
+    """HiDream draws 32 x 96 at 72 x 220, and 72 x 220 at 72 x 222: the record keeps the size asked for."""
+    model = "nbbatch:tiny-hidream"
+    made = nbbatch.generate("a red cat", [1], model=model, steps=2, width=32, height=96)[0]
+    assert made.image.size == (72, 220) and (made.call.width, made.call.height) == (32, 96)
+    expected = direct_call(model, "a red cat", 1, num_inference_steps=2, width=32, height=96)
+    assert max_difference(made.image, expected) <= 1
+    assert direct_call(model, "a red cat", 1, num_inference_steps=2, width=72, height=220).size == (72, 222)
+    (path,) = nbbatch.generate("a red cat", [1], model=model, steps=2, width=32, height=96).save(tmp_path, grid=False)
+    assert max_difference(nbbatch.reproduce(path)[0].image, made.image) == 0
+    varied = nbbatch.generate("a red cat", [1], model=model, steps=2, width=32, height=96, variation_seed=9,
+                              variation_strength=0.4)[0]  # fmt: skip
+    pictures = run_codes({"asked": made.code(), "varied": varied.code()}, tmp_path)
+    assert max_difference(pictures["asked"], made.image) <= 1 and max_difference(pictures["varied"], varied.image) <= 1
+    assert max_difference(varied.image, made.image) > 1
+    default = nbbatch.generate("a red cat", [1], model=model, steps=2)[0]
+    assert (default.call.width, default.call.height) == (128, 128) == default.image.size

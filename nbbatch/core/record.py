@@ -126,8 +126,8 @@ class Hires(_Strict):
 class Call(_Strict):
     """Every argument the pipeline was called with, and where: what the code export writes out.
 
-    The sizes are the picture's; a guidance or strength the pipeline does not take is left
-    out (None), as are speedups, adapters and the refiner when none ran.
+    The sizes are the picture's (HiDream's: those asked for, which its pipeline scales to its area); a guidance or
+    strength the pipeline does not take is left out (None), as are speedups, adapters and the refiner when none ran.
     """
 
     model: Name
@@ -152,6 +152,8 @@ class Call(_Strict):
     embeddings: Annotated[list[EmbeddingRecord], Field(max_length=100)] = []
     encoded_by: Literal["compel"] | None = None
     refiner: Name | None = None
+    companion: Name | None = None
+    """The repo a model the pipeline's own files lack was loaded from, as its model card loads it (HiDream's Llama)."""
     inpaint: Literal["blend"] | None = None
     refiner_at: Annotated[float, Field(gt=0, lt=1)] | None = None
     scheduler_config: Annotated[

@@ -77,9 +77,11 @@ def item_code(item: _Exported) -> str:
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"the record's dtype {str(dtype)[:40]!r} is none of {', '.join(TORCH_DTYPES)}: no code")
     imports = ["import torch", f"from diffusers import {', '.join(sorted({pipeline, scheduler} - {None}))}"]
-    body = [
+    body, parts = _companion(call, dtype, imports)
+    body += [
         f"pipe = {pipeline}.from_pretrained(",
         f"    {_source(item)!r},",
+        *(f"    {name}={name}," for name in parts),
         f"    dtype=torch.{dtype},",
         *([f"    variant={item.settings.variant!r},"] if item.settings.variant else []),
         ")",
@@ -216,6 +218,23 @@ def _source(item: _Exported) -> str:
     return resolve_model(item.settings.model)
 
 
+def _companion(call: Call, dtype: str, imports: list[str]) -> tuple[list[str], list[str]]:
+    """The lines that load what the pipeline's files lack from its model card's repo (HiDream's Llama), and names."""
+    from nbbatch.models.families import family_named
+
+    companion = family_named(call.pipeline).companion
+    if companion is None or call.companion is None:
+        return [], []
+    imports.append(f"from transformers import {', '.join(sorted(kind for _, kind in companion.parts))}")
+    lines = [
+        f"{name} = {kind}.from_pretrained({call.companion!r}"
+        + (")" if kind.endswith("Tokenizer") else f", dtype=torch.{dtype})")
+        + "  # as its model card loads it"
+        for name, kind in companion.parts
+    ]
+    return lines, [name for name, _ in companion.parts]
+
+
 def _placement(item: _Exported, call: Call) -> list[str]:
     settings = item.settings
     device = _device(call.device)
@@ -312,6 +331,15 @@ def _variation(item: _Exported, call: Call) -> list[str]:
             f"bins = {{{table}}}[pipe.transformer.config.sample_size]",
             f"binned = pipe.image_processor.classify_height_width_bin({height}, {width}, ratios=bins)",
             "shape = (1, pipe.transformer.config.in_channels, *(side // pipe.vae_scale_factor for side in binned))",
+        ]
+    elif family.area:  # HiDream draws at its default area, keeping the aspect asked for, as its __call__ scales it
+        shape = [
+            "import math",
+            "area, division = (pipe.default_sample_size * pipe.vae_scale_factor) ** 2, pipe.vae_scale_factor * 2",
+            f"ratio = math.sqrt(area / ({width} * {height}))",
+            "scale = pipe.vae_scale_factor",
+            f"sides = [int(side * ratio // division * division) // scale for side in ({height}, {width})]",
+            "shape = (1, pipe.transformer.config.in_channels, *sides)",
         ]
     else:
         shape = [

@@ -38,6 +38,7 @@ from nbbatch.core.record import RECORD_VERSION, Call, Generator, Record, Step, i
 from nbbatch.core.seeds import SEED_MAX
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
 from nbbatch.formats.foreign import read_foreign, scheduler_name
+from nbbatch.models.families import family_named
 from nbbatch.models.pipelines import schedule_name
 from nbbatch.settings import PLOT_TYPES
 
@@ -536,7 +537,7 @@ def _load_png(path: Path) -> Loaded:
 def _item_from_record(entry: Record, image: Image.Image, path: Path) -> Item:
     """An item from a checked record (see `nbbatch.core.record`); its input image must lie beside it."""
     call = entry.call
-    if (call.width, call.height) != image.size:
+    if (call.width, call.height) != image.size and not family_named(call.pipeline).area:  # HiDream's: as asked
         raise ValueError(f"call: it says {call.width}x{call.height}, the picture is {image.width}x{image.height}")
     init_image = None
     if entry.init_image:

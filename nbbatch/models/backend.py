@@ -381,7 +381,7 @@ class DiffusersPass:
     def item(self, made: Made) -> Item:
         """The finished image as a result item, with the pass's settings, its call and its job's provenance."""
         job = made.job
-        own = {"width": made.image.width, "height": made.image.height}
+        own: dict[str, Any] = family_of(self.pipe).recorded_size(self.pipe, self.arguments, made.image)
         if self.conditioner is not None and self.conditioner.needed([job.prompt], [job.negative_prompt or None]):
             own["encoded_by"] = "compel"  # its embeddings were built here, not by the pipeline: see code export
         return Item(
@@ -467,6 +467,9 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
         "generator_device": device,
         **arguments,
     }
+    companion = family_of(pipe).companion
+    if companion is not None and companion.source(pipe):
+        recorded["companion"] = companion.repo
     if settings.variation_seed is not None:
         recorded["variation_seed"] = settings.variation_seed
         recorded["variation_strength"] = settings.variation_strength

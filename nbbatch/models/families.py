@@ -8,18 +8,41 @@ nbbatch may encode their prompts itself (A1111 weights and long prompts on the C
 families, weights on FLUX.1's T5), whether a negative prompt does anything, and which tokenizer bounds what the
 model reads of a prompt. `family_of` finds a pipeline's family by its class.
 
-Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2,
-PixArt-Σ, Sana, AuraFlow and CogView4 (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma
-(packed latents), and FLUX.1 Kontext, which edits a picture it is given by an instruction (packed
-latents). `family_of` refuses, in one line, a pipeline of no family it knows.
+Families so far: Stable Diffusion 1.x/2.x and SDXL (UNet latents), SD3/3.5, Z-Image, Lumina 2, PixArt-Σ, Sana,
+AuraFlow, CogView4 and HiDream (unpacked transformer latents), FLUX.1 dev and schnell, Qwen-Image and Chroma (packed
+latents), and FLUX.1 Kontext, which edits a picture it is given by an instruction (packed latents). `family_of`
+refuses, in one line, a pipeline of no family it knows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from nbbatch.core.errors import SettingError
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A model a family's published repos leave out, and the repo its model card loads it from.
+
+    HiDream-I1's repos hold no Llama: its model card loads ``text_encoder_4`` and ``tokenizer_4``
+    from Meta's Llama 3.1 8B Instruct. `parts` are each component and the transformers class that loads it.
+    """
+
+    repo: str
+    parts: tuple[tuple[str, str], ...]
+
+    def missing(self, index: dict[str, Any]) -> bool:
+        """Whether a pipeline's ``model_index.json`` (`index`) leaves the companion out (absent or null)."""
+        return any(not any(index.get(name) or ()) for name, _ in self.parts)
+
+    def source(self, pipe: Any) -> str | None:
+        """The repo if `pipe`'s companion was loaded from it (not from the model's own files), else None."""
+        name, _ = self.parts[0]
+        loaded = getattr(getattr(pipe, name, None), "config", None)
+        return self.repo if getattr(loaded, "_name_or_path", None) == self.repo else None
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class Family:
     pads_to_longest: bool = False
     """Whether the pipeline pads every prompt to the batch's longest: then only prompts of one length share a call."""
     float32_noise: bool = False
-    shift_rule: Literal["flux", "cogview4", "flux2"] = "flux"
+    shift_rule: Literal["flux", "cogview4", "flux2", "hidream"] = "flux"
     guidance: str = "guidance_scale"
     distilled: bool = False
     """Whether the guidance is embedded in the transformer (FLUX.1-dev), so a model without that embedding has none."""
@@ -78,6 +101,10 @@ class Family:
     reference: bool = False
     """Whether ``image`` is one list of reference pictures for every image of a call (FLUX.2), not one per image:
     then a call holds the jobs of one picture, given once."""
+    area: bool = False
+    """Whether the pipeline scales any size asked for to its default area, keeping the aspect (HiDream)."""
+    companion: Companion | None = None
+    """A model the family's published repos leave out, loaded beside them (HiDream's Llama)."""
 
     def noise_shape(self, pipe: Any, height: int | None, width: int | None) -> tuple[int, ...]:
         """The shape of one image's starting noise as the pipeline draws it (before packing)."""
@@ -91,6 +118,9 @@ class Family:
             )
             channels = pipe.transformer.config.in_channels
         height, width = int(height or default), int(width or default)
+        if self.area:  # as HiDreamImagePipeline: to the default's area, each side a multiple of twice the VAE's scale
+            ratio = math.sqrt(default**2 / (width * height))
+            width, height = (int(side * ratio // (scale * 2) * (scale * 2)) for side in (width, height))
         if self.bins:  # the noise is drawn at the bin's size; the picture is resized back afterwards
             height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=self.bin_table(pipe))
         if self.latents == "packed":  # each side even, as FluxPipeline.prepare_latents makes it
@@ -109,6 +139,18 @@ class Family:
         return (
             encoder.dtype if encoder is not None else (pipe.unet if self.latents == "unet" else pipe.transformer).dtype
         )
+
+    def recorded_size(self, pipe: Any, arguments: dict[str, Any], picture: Any) -> dict[str, int]:
+        """The size an image's record states, so that passing it again makes the same picture.
+
+        The picture's own size, except where the pipeline scales the size asked for to its area
+        (HiDream): there a picture's size may scale to another one (736 x 1392 is drawn at 736 x
+        1408), so the record keeps the size asked for, with the pipeline's default for a side not given.
+        """
+        if not self.area:
+            return {"width": picture.width, "height": picture.height}
+        default = pipe.default_sample_size * pipe.vae_scale_factor
+        return {side: int(arguments.get(side) or default) for side in ("width", "height")}
 
     def bin_table(self, pipe: Any) -> dict[str, list[float]]:
         """The aspect-ratio bins the pipeline picks for its transformer's sample size."""
@@ -151,6 +193,10 @@ class Family:
             from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
             return {"mu": compute_empirical_mu(rows * columns, steps)}
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        if self.shift_rule == "hidream":  # its transformer's longest sequence, at calculate_shift's defaults
+            return {"mu": calculate_shift(pipe.transformer.max_seq)}
         patch = 2 if self.latents == "packed" else self.patch or pipe.transformer.config.patch_size
         if self.shift_rule == "cogview4":  # its own rule: the square root of the token count's ratio
             from diffusers.pipelines.cogview4.pipeline_cogview4 import calculate_shift as cogview4_shift
@@ -159,8 +205,6 @@ class Family:
             base, low, high = (config.get(k, d) for k, d in (("base_image_seq_len", 256), ("base_shift", 0.25),
                                                                 ("max_shift", 0.75)))  # fmt: skip
             return {"mu": cogview4_shift(tokens, base, low, high)}
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
         mu = calculate_shift(
             (rows // patch) * (columns // patch),
             config.get("base_image_seq_len", 256),
@@ -184,9 +228,10 @@ class Family:
         if max_sequence_length is None:
             return
         if self.max_sequence is None:
+            readers = [family.name for family in FAMILIES if family.max_sequence]
             raise SettingError(
                 "max_sequence_length",
-                "is for the T5 and LLM text encoders of FLUX.1, SD3, Qwen-Image, Z-Image, Chroma and CogView4; "
+                f"is for the T5 and LLM text encoders of {', '.join(readers[:-1])} and {readers[-1]}; "
                 f"{type(pipe).__name__} reads a fixed number of CLIP tokens",
             )
         if not 1 <= max_sequence_length <= self.max_sequence:
@@ -375,6 +420,21 @@ FAMILIES = (
         weights=None,
         max_sequence=256,  # its caption positions: the real transformer's rotary table holds 300
         prefix=("system_prompt", " <Prompt Start> "),
+    ),
+    Family(
+        "HiDream",
+        ("HiDreamImagePipeline",),
+        None,  # diffusers has no HiDream-I1 image-to-image
+        latents="transformer",
+        reader=("tokenizer_3", 128),  # T5 and Llama read 128 tokens by default; its CLIPs 218 at most
+        weights=None,
+        shift_rule="hidream",
+        max_sequence=512,
+        area=True,
+        companion=Companion(
+            "meta-llama/Meta-Llama-3.1-8B-Instruct",
+            (("text_encoder_4", "LlamaForCausalLM"), ("tokenizer_4", "AutoTokenizer")),
+        ),
     ),
     Family(
         "CogView4",

@@ -1,7 +1,8 @@
 """Loading pipelines once per kernel: device and dtype choice, the cache, schedulers and image-to-image.
 
 The text-to-image pipeline is loaded with `AutoPipelineForText2Image.from_pretrained`
-(a hub id, a local folder, or a built-in ``nbbatch:`` model). Image-to-image and other
+(a hub id, a local folder, or a built-in ``nbbatch:`` model), or with `DiffusionPipeline.from_pretrained`
+where the auto mapping has no entry for it (HiDream). Image-to-image and other
 schedulers are views made with `from_pipe`, which share the loaded weights.
 """
 
@@ -20,7 +21,7 @@ from nbbatch.core.errors import SettingError, first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
-from nbbatch.models.families import check_family, family_of
+from nbbatch.models.families import check_family, family_named, family_of
 from nbbatch.models.previews import LatentMap, latent_map
 from nbbatch.models.quiet import quiet_loading
 from nbbatch.models.standins import STANDINS, build_pipeline
@@ -430,18 +431,30 @@ def load_pipeline(
 ) -> DiffusionPipeline:
     """`AutoPipelineForText2Image.from_pretrained(source, dtype=..., variant=...)`, with the loading bars silenced.
 
-    A `variant` such as ``"fp16"`` loads the weight files saved in that precision, where
-    the model has them: half the download for an fp16 run. When the hub cannot be reached,
-    only the download cache is tried, so the error comes at once rather than after retries.
-    `image_to_image` loads its image-to-image pipeline instead (an SDXL refiner), with
-    `components` taken from a loaded pipeline rather than from the files.
+    A pipeline the auto mapping does not know (HiDream) is loaded with `DiffusionPipeline`, and a model its published
+    repos leave out (HiDream's Llama) from the repo its model card names (`nbbatch.models.families.Companion`), as the
+    card loads it. A `variant` such as ``"fp16"`` loads the weight files saved in that precision, where the model has
+    them: half the download for an fp16 run. When the hub cannot be reached, only the download cache is tried, so the
+    error comes at once rather than after retries. `image_to_image` loads its image-to-image pipeline instead (an SDXL
+    refiner), with `components` taken from a loaded pipeline rather than from the files.
     """
     with quiet_loading():
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+        from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
 
-        loader = AutoPipelineForImage2Image if image_to_image else AutoPipelineForText2Image
         offline = not os.path.isdir(source) and not hub_reachable()  # then only the download cache, no retries
         try:
+            index = DiffusionPipeline.load_config(source, local_files_only=offline)
+            name_of_class = str(index.get("_class_name", ""))
+            if image_to_image:
+                loader: Any = AutoPipelineForImage2Image
+            elif any(cls.__name__ == name_of_class for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()):
+                loader = AutoPipelineForText2Image
+            else:
+                loader = DiffusionPipeline  # the class its model_index.json names; check_family refuses an unknown
+            companion = family_named(name_of_class).companion
+            if companion is not None and companion.missing(index) and not components:
+                components = _companion(companion, placement, offline)
             return loader.from_pretrained(
                 source, dtype=placement.torch_dtype(), variant=variant, local_files_only=offline, **components
             )
@@ -452,6 +465,24 @@ def load_pipeline(
                     "cannot be reached (no network?): pass a local folder, or download it where there is a network"
                 ) from None
             raise ValueError(f"could not load model {name!r}: {first_line(error)}") from error
+
+
+def _companion(companion: Any, placement: Placement, offline: bool) -> dict[str, Any]:
+    """The companion's parts, each loaded from its repo by its transformers class (models in the pipeline's dtype)."""
+    import transformers
+
+    parts = {}
+    for name, class_name in companion.parts:
+        loader = getattr(transformers, class_name)
+        options = {} if class_name.endswith("Tokenizer") else {"dtype": placement.torch_dtype()}
+        try:
+            parts[name] = loader.from_pretrained(companion.repo, local_files_only=offline, **options)
+        except OSError as error:
+            raise ValueError(
+                f"this model's repo has no {name}: its model card loads it from {companion.repo}, which could not be "
+                f"loaded ({first_line(error)}); on the hub it may ask you to accept its licence first"
+            ) from None
+    return parts
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -35,16 +35,21 @@ def quiet_loading() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet_call() -> Iterator[None]:
-    """Silence diffusers' log during a pipeline call: nbbatch says itself what matters (a prompt cut short).
+    """Silence diffusers' and transformers' logs during a pipeline call: nbbatch says itself what matters.
 
     FLUX.1 logs that CLIP truncates every long prompt, though CLIP gives only its pooled
-    embedding there and T5 reads the whole prompt.
+    embedding there and T5 reads the whole prompt (nbbatch warns of a prompt cut short where
+    it is); HiDream asks its Llama for attention maps it never reads, which transformers
+    says SDPA attention cannot give.
     """
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
+    saved = [(module, module.get_verbosity()) for module in (diffusers_logging, transformers_logging)]
+    for module, _ in saved:
+        module.set_verbosity_error()
     try:
         yield
     finally:
-        diffusers_logging.set_verbosity(verbosity)
+        for module, verbosity in saved:
+            module.set_verbosity(verbosity)

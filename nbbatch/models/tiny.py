@@ -35,6 +35,7 @@ BUILTIN_MODELS = {
     "nbbatch:tiny-pixart": "pixart",
     "nbbatch:tiny-auraflow": "auraflow",
     "nbbatch:tiny-sana": "sana",
+    "nbbatch:tiny-hidream": "hidream",
 }
 _VERSION = "v2"
 _UNET_SHAPE = {
@@ -108,6 +109,7 @@ def build_tiny_pipeline(kind: str = "sd") -> DiffusionPipeline:
         "pixart",
         "auraflow",
         "sana",
+        "hidream",
     ):
         return _tiny_transformer(kind)
     if kind == "sdxl-refiner":
@@ -229,7 +231,10 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
     step callback); ``auraflow``: AuraFlow's (a UMT5 encoder, SDXL's 4-channel VAE, a static shift,
     1024 px unless a size is given); ``sana``: Sana's (a Gemma 2 encoder after its complex human
     instruction, a deep-compression VAE that scales by 32 as the real one, aspect-ratio bins, noise
-    in float32). Every other VAE scales by 8 as the real ones.
+    in float32); ``hidream``: HiDream-I1 Full's (two long CLIPs, T5 and a Llama 3 read at every layer, a
+    mixture-of-experts transformer, FLUX.1's VAE statistics, UniPC on flow sigmas). Every other VAE scales by 8 as
+    the real ones; HiDream's does not scale (its pipeline draws every picture at (128 x the VAE's scale)² pixels,
+    so a scale of 8 would make 1024 px pictures: these are 128 px).
     """
     import torch
     from diffusers import AutoencoderKL
@@ -285,6 +290,8 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
             return _auraflow(vae, t5_tokenizer, {**t5_options, "num_layers": 1})
         if kind == "sana":
             return _sana()
+        if kind == "hidream":
+            return _hidream(tokenizer, t5_tokenizer, T5EncoderModel(t5_config), scaling, shift)
         t5 = T5EncoderModel(t5_config)
         if kind == "sd3":
             return _sd3(vae, tokenizer, t5_tokenizer, clip, t5)
@@ -295,7 +302,7 @@ def _tiny_transformer(kind: str) -> DiffusionPipeline:
         return _flux(vae, tokenizer, t5_tokenizer, CLIPTextModel(clip), t5, kind)
 
 
-def clip_config(tokenizer: Any) -> Any:
+def clip_config(tokenizer: Any, positions: int = _MAX_TOKENS) -> Any:
     """The tiny CLIP text encoder's config: two layers of width 32 over `tokenizer`'s vocabulary, 77 positions."""
     from transformers import CLIPTextConfig
 
@@ -308,7 +315,7 @@ def clip_config(tokenizer: Any) -> Any:
         intermediate_size=64,
         num_attention_heads=4,
         num_hidden_layers=2,
-        max_position_embeddings=_MAX_TOKENS,
+        max_position_embeddings=positions,
         projection_dim=32,
     )
 
@@ -665,6 +672,58 @@ def _lumina2(vae: Any) -> DiffusionPipeline:
     return Lumina2Pipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer
     )
+
+
+def _hidream(tokenizer: Any, t5_tokenizer: Any, t5: Any, scaling: float, shift: float) -> DiffusionPipeline:
+    """HiDream-I1 Full: its CLIPs read 128 tokens (248 positions, as its long CLIPs), its Llama every layer."""
+    from diffusers import AutoencoderKL, HiDreamImagePipeline, HiDreamImageTransformer2DModel, UniPCMultistepScheduler
+    from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    clip = clip_config(tokenizer, positions=248)
+    llama_tokenizer = llama3_tokenizer()
+    llama = LlamaConfig(
+        **_text_model(llama_tokenizer),
+        head_dim=8,
+        bos_token_id=llama_tokenizer.bos_token_id,
+        eos_token_id=llama_tokenizer.eos_token_id,
+    )
+    vae = AutoencoderKL(  # one block: no downscaling (see _tiny_transformer)
+        block_out_channels=(8,), latent_channels=16, norm_num_groups=4, sample_size=128, use_quant_conv=False,
+        use_post_quant_conv=False, scaling_factor=scaling, shift_factor=shift,
+    )  # fmt: skip
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=4, caption_channels=[32, 32], text_emb_dim=64, num_routed_experts=4,
+        num_activated_experts=2, axes_dims_rope=(4, 2, 2), max_resolution=(128, 128), llama_layers=(0, 1),
+    )  # fmt: skip
+    scheduler = UniPCMultistepScheduler(  # HiDream-I1 Full's: UniPC on flow sigmas, shift 3
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return HiDreamImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=CLIPTextModelWithProjection(clip), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=tokenizer, text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer, text_encoder_4=LlamaForCausalLM(llama).eval(), tokenizer_4=llama_tokenizer,
+        transformer=transformer.eval(),
+    )  # fmt: skip
+
+
+def llama3_tokenizer() -> Any:
+    """A Llama-3-style tokenizer: byte-level BPE with no merges, ``<|begin_of_text|>`` first, padding on the right."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
+    for special in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"):
+        vocab[special] = len(vocab)
+    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.decoder = decoders.ByteLevel()
+    first = "<|begin_of_text|>"
+    model.post_processor = processors.TemplateProcessing(single=f"{first} $A", special_tokens=[(first, vocab[first])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, bos_token=first, eos_token="<|eot_id|>")
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=131072)
 
 
 def gemma_tokenizer() -> Any:
