@@ -454,7 +454,7 @@ def load_pipeline(
                 loader = DiffusionPipeline  # the class its model_index.json names; check_family refuses an unknown
             companion = family_named(name_of_class).companion
             if companion is not None and companion.missing(index) and not components:
-                components = _companion(companion, placement, offline)
+                components = _companion(companion, placement)
             return loader.from_pretrained(
                 source, dtype=placement.torch_dtype(), variant=variant, local_files_only=offline, **components
             )
@@ -467,10 +467,11 @@ def load_pipeline(
             raise ValueError(f"could not load model {name!r}: {first_line(error)}") from error
 
 
-def _companion(companion: Any, placement: Placement, offline: bool) -> dict[str, Any]:
+def _companion(companion: Any, placement: Placement) -> dict[str, Any]:
     """The companion's parts, each loaded from its repo by its transformers class (models in the pipeline's dtype)."""
     import transformers
 
+    offline = not os.path.isdir(companion.repo) and not hub_reachable()  # a local model may need the hub's Llama
     parts = {}
     for name, class_name in companion.parts:
         loader = getattr(transformers, class_name)

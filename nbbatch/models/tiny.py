@@ -693,7 +693,7 @@ def _hidream(tokenizer: Any, t5_tokenizer: Any, t5: Any, scaling: float, shift: 
     )  # fmt: skip
     transformer = HiDreamImageTransformer2DModel(
         patch_size=2, in_channels=16, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=4, caption_channels=[32, 32], text_emb_dim=64, num_routed_experts=4,
+        num_attention_heads=1, caption_channels=[32, 32], text_emb_dim=64, num_routed_experts=4,
         num_activated_experts=2, axes_dims_rope=(4, 2, 2), max_resolution=(128, 128), llama_layers=(0, 1),
     )  # fmt: skip
     scheduler = UniPCMultistepScheduler(  # HiDream-I1 Full's: UniPC on flow sigmas, shift 3
