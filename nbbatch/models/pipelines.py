@@ -392,8 +392,7 @@ def resolve_model(model: str) -> str:
     if model == shapes.NAME:
         return str(shapes.WEIGHTS)
     if model in BUILTIN_MODELS:
-        with quiet_loading():
-            return str(builtin_path(model))
+        return str(builtin_path(model))  # built quietly on first use
     if model in STANDINS:
         return model  # built, not loaded: see nbbatch.models.standins
     if model.startswith("nbbatch:"):

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbbatch.models.quiet import quiet_loading
+
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from transformers import CLIPTokenizer
@@ -65,7 +67,7 @@ def builtin_path(name: str) -> Path:
     target = cache_dir() / f"{name.split(':', 1)[1]}-{_VERSION}"
     if not (target / "model_index.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging, quiet_loading():
             build_tiny_pipeline(BUILTIN_MODELS[name]).save_pretrained(staging)
             notes = {"latent_rgb": None, "why": "random weights: its latents have no colours to preview"}
             (Path(staging) / "nbbatch.json").write_text(json.dumps(notes, indent=1), encoding="utf-8")
