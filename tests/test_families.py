@@ -51,7 +51,7 @@ class Case:
     """One image's starting noise at 64x64 (16 latent channels at 1/8; PixArt-Σ: 4 channels of its 256 px bin)."""
     lora: bool = True
     weights: bool = False
-    """Whether A1111 weights are read (FLUX.1's, Chroma's and AuraFlow's T5, SD3's three encoders), not refused."""
+    """Whether A1111 weights are read (FLUX.1's, Chroma's, PixArt-Σ's and AuraFlow's T5, SD3's three encoders)."""
 
 
 CASES = {
@@ -79,7 +79,7 @@ CASES = {
     ),  # no image-to-image: a picture is a reference it edits from
     "z-image": Case("nbbatch:tiny-z-image", "ZImagePipeline", "ZImageImg2ImgPipeline"),
     "lumina2": Case("nbbatch:tiny-lumina2", "Lumina2Pipeline", None, long="a small blue dog in a green park"),
-    "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False),
+    "pixart": Case("nbbatch:tiny-pixart", "PixArtSigmaPipeline", None, noise=(1, 4, 32, 32), lora=False, weights=True),
     "auraflow": Case("nbbatch:tiny-auraflow", "AuraFlowPipeline", None, noise=(1, 4, 8, 8), weights=True),  # SDXL's VAE
     "sana": Case("nbbatch:tiny-sana", "SanaPipeline", None, noise=(1, 8, 16, 16)),  # its 512 px bin, at 1/32
     "hidream": Case(
@@ -213,7 +213,7 @@ def test_what_the_family_would_ignore_is_refused_in_one_line(case):
             (
                 "a red cat BREAK a blue sky",
                 {},
-                r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3|Chroma|AuraFlow) reads one",
+                r"^BREAK splits CLIP's 75-token windows; (FLUX.1|SD3|Chroma|PixArt-Σ|AuraFlow) reads one",
             )
         ]
     else:
@@ -221,7 +221,8 @@ def test_what_the_family_would_ignore_is_refused_in_one_line(case):
             (
                 "a (red:1.3) cat",
                 {},
-                "^prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma and AuraFlow pipelines;",
+                "^prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma, PixArt-Σ and AuraFlow "
+                "pipelines;",
             )
         ]
     if not case.negative:
@@ -281,12 +282,20 @@ def auraflow_by_hand(pipe, weighted, plain):
     return embeds, kept.expand(embeds.shape).reshape(1, -1), "prompt_attention_mask"
 
 
+def pixart_by_hand(pipe, weighted, plain):
+    """PixArt-Σ: compel on its T5 with the padding masked; the mask of the prompt's tokens (lowercase already)."""
+    compel, tokenizer = _t5_compel(pipe.tokenizer, pipe.text_encoder, 300, padding_attention_mask_value=0)
+    mask = tokenizer(plain, padding="max_length", truncation=True, return_tensors="pt").attention_mask
+    return compel(weighted), mask, "prompt_attention_mask"
+
+
 REAL_CFG = ("guidance", "guidance_scale", 30.0)
 WEIGHTED = {
     "flux": ("nbbatch:tiny-flux", flux_by_hand, ("true_cfg", "true_cfg_scale", 50.0)),  # its guidance is distilled
     "sd3": ("nbbatch:tiny-sd3", sd3_by_hand, REAL_CFG),
     "chroma": ("nbbatch:tiny-chroma", chroma_by_hand, REAL_CFG),
     "auraflow": ("nbbatch:tiny-auraflow", auraflow_by_hand, REAL_CFG),
+    "pixart": ("nbbatch:tiny-pixart", pixart_by_hand, REAL_CFG),
 }
 """The families that read A1111 weights on their T5 (and SD3's CLIPs): their tiny model, the embeddings compel
 gives by hand, and the CFG, strong enough that a weight shows on random weights (nbbatch's setting, diffusers')."""
@@ -301,16 +310,27 @@ def test_weights_equal_compel_s_own_embeddings_given_to_diffusers_by_hand(model,
     assert max_difference(made[0].image, made[1].image) > 1, "the weight changes the picture"
     assert max_difference(made[2].image, made[1].image) <= 1, "a weight of 1 is the plain prompt"
     pipe = raw_pipeline(model)
-    with torch.no_grad():  # compel's own syntax for (red:3)
-        embeds, second, name = by_hand(pipe, "a (red)3 cat", "a red cat")
-        negative, negative_second, _ = by_hand(pipe, "blurry", "blurry")
-    raw = pipe(
-        prompt_embeds=embeds, negative_prompt_embeds=negative, **{name: second, f"negative_{name}": negative_second},
-        **{argument: scale}, generator=torch.Generator().manual_seed(1), num_inference_steps=4, **SIZE64,
-    ).images[0]  # fmt: skip
-    assert max_difference(made[0].image, raw) <= 1
+
+    def by_diffusers(negative_prompt: str):
+        with torch.no_grad():  # compel's own syntax for (red:3)
+            embeds, second, name = by_hand(pipe, "a (red)3 cat", "a red cat")
+            negative, negative_second, _ = by_hand(pipe, negative_prompt, negative_prompt)
+        return pipe(
+            prompt_embeds=embeds,
+            negative_prompt_embeds=negative,
+            negative_prompt=None,
+            **{name: second, f"negative_{name}": negative_second},
+            **{argument: scale},
+            generator=torch.Generator().manual_seed(1),
+            num_inference_steps=4,
+            **SIZE64,
+        ).images[0]  # negative_prompt=None: PixArt-Σ's default, "", is refused beside embeddings
+
+    assert max_difference(made[0].image, by_diffusers("blurry")) <= 1
     alone = nbbatch.generate("a (red:3) cat", [1], model=model, **options)[0]
     assert max_difference(alone.image, made[0].image) <= 1, "the same beside plain prompts as alone"
+    bare = nbbatch.generate("a (red:3) cat", [1], model=model, **{**options, "negative_prompt": ""})[0]
+    assert max_difference(bare.image, by_diffusers("")) <= 1, "no negative prompt: the empty prompt's embeddings"
     with pytest.raises(ValueError, match="diffusers alone cannot"):
         made[0].code()
 
@@ -643,3 +663,13 @@ def test_a_size_hidream_scales_to_its_area_is_recorded_as_asked_so_it_reproduces
     assert max_difference(varied.image, made.image) > 1
     default = nbbatch.generate("a red cat", [1], model=model, steps=2)[0]
     assert (default.call.width, default.call.height) == (128, 128) == default.image.size
+
+
+def test_pixart_weights_read_each_fragment_as_its_pipeline_reads_a_prompt_lowercased():
+    """PixArt-Σ lowercases (or, with bs4 and ftfy, cleans) every prompt: a weighted one's fragments are read alike."""
+    model = "nbbatch:tiny-pixart"
+    made = nbbatch.generate(["A (Red:1.0) CAT", "A (Red:3) CAT", "a (red:3) cat"], [1], model=model, **SIZE)
+    assert made[0].call.encoded_by == "compel"
+    assert max_difference(made[0].image, direct_call(model, "A Red CAT", 1, **RAW)) <= 1
+    assert max_difference(made[1].image, made[2].image) <= 1
+    assert max_difference(made[1].image, made[0].image) > 1

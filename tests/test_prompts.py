@@ -162,7 +162,7 @@ def test_a_cut_prompt_is_a_warning_naming_what_was_cut_where_there_is_no_long_pr
         check_prompts(other, [Job(prompt, 0)], None)
     with pytest.raises(
         ValueError,
-        match="prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma and AuraFlow pipelines;",
+        match="prompt weights are read on Stable Diffusion, SDXL, SD3, FLUX.1, Chroma, PixArt-Σ and AuraFlow pipelines",
     ):
         check_prompts(other, [Job("a (red:1.2) cat", 0)], None)
 

@@ -325,6 +325,8 @@ class DiffusersPass:
             for key in ("prompt", "negative_prompt", "clip_skip"):
                 kwargs.pop(key, None)
             kwargs.update(self.conditioner.arguments([job.prompt for job in jobs], negatives))
+            if "negative_prompt_embeds" in kwargs:  # PixArt-Σ's default negative is "", refused beside embeddings
+                kwargs["negative_prompt"] = None
 
         done = [0]  # steps of earlier calls of this chunk (the base's, before a refiner's)
         blend = masked_blend(pipe, jobs, kwargs["generator"]) if self.blend else None
@@ -507,9 +509,9 @@ def _prepare(settings: Settings, jobs: list[Job], pipelines: PipelineCache) -> D
     elif family.weights == "sd3":
         window = settings.max_sequence_length or family.reader[1] or 256
         conditioner = SD3Conditioner(pipe, window, arguments.get("clip_skip"))
-    elif family.weights in ("t5-masked", "t5-zeroed"):
+    elif family.weights in ("t5-masked", "t5-zeroed", "t5-exact"):
         window = settings.max_sequence_length or family.reader[1] or 512
-        conditioner = MaskedT5Conditioner(pipe, window, zeroed=family.weights == "t5-zeroed")
+        conditioner = MaskedT5Conditioner(pipe, window, mask=family.weights)
     check_prompts(pipe, jobs, conditioner, settings.max_sequence_length)
     if loaded.vocabulary:
         check_vocabulary(loaded.vocabulary, jobs, settings.model)

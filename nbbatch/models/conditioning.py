@@ -18,7 +18,8 @@ FLUX.1's weights go through `T5Conditioner`: compel weights its T5 sequence, as 
 encoders' sequences, which are put together as the pipeline puts them (compel has no SD3
 wrapper; sd_embed, which has one, is not on the package index). Chroma's go through
 `MaskedT5Conditioner`: its T5 encoded with the padding masked, as the pipeline encodes it;
-AuraFlow's likewise, its padding's embeddings then zeroed as its pipeline zeroes them.
+AuraFlow's likewise, its padding's embeddings then zeroed as its pipeline zeroes them; PixArt-Σ's likewise, with
+the mask of the prompt's tokens, each fragment lowercased (or its caption cleaned) as its pipeline does a prompt.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ def cut_text(tokenizer: Any, window: int, prompt: str) -> str | None:
     if tokenizer is None:
         return None
     kept = window - 2  # the window holds a start and an end token
-    with _quiet():
-        ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        return tokenizer.decode(ids[kept:]).strip() or None if len(ids) > kept else None
+    ids = tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids  # no notice of a long one: it is ours
+    return tokenizer.decode(ids[kept:]).strip() or None if len(ids) > kept else None
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,8 @@ class Conditioner:
     def _windows(self, text: str) -> int:
         if text not in self._window_counts:
             tokenizer = self.pipe.tokenizer
-            with _quiet():
-                ids = tokenizer(self.pipe.maybe_convert_prompt(text, tokenizer), add_special_tokens=False).input_ids
+            text_read = self.pipe.maybe_convert_prompt(text, tokenizer)
+            ids = tokenizer(text_read, add_special_tokens=False, verbose=False).input_ids
             self._window_counts[text] = max(1, -(-len(ids) // (tokenizer.model_max_length - 2)))
         return self._window_counts[text]
 
@@ -228,7 +228,7 @@ class _OneWindow:
             import torch
 
             windows = parse_attention(prompt)  # one: `check_prompts` refuses BREAK here
-            fragments = windows[0] if windows else [("", 1.0)]
+            fragments = (windows[0] if windows else None) or [("", 1.0)]  # the empty prompt: one empty fragment
             texts, weights = [[text for text, _ in fragments]], [[weight for _, weight in fragments]]
             with torch.no_grad(), _quiet():
                 self._cache[prompt] = self._embed(texts, weights, plain_text(prompt))
@@ -323,21 +323,24 @@ class SD3Conditioner(_OneWindow):
 
 
 class MaskedT5Conditioner(_OneWindow):
-    """Chroma's and AuraFlow's prompts with A1111 weights: their T5 sequence weighted by compel, with their masks.
+    """Chroma's, AuraFlow's and PixArt-Σ's prompts with A1111 weights: their T5 sequence weighted by compel, masked.
 
-    Both encode T5 with the padding masked out (compel does too, told the mask value). Chroma
-    hands the transformer a mask of the prompt's tokens and one padding token; AuraFlow
-    (`zeroed`) zeroes the padding's embeddings and passes the token mask spread over every
-    feature, as its pipeline does. Both are made here from the tokens compel read. A fragment
-    of weight 1 gives exactly the pipeline's own embeddings. Every image gets its negative
-    prompt's embeddings: their guidance is real CFG.
+    All three encode T5 with the padding masked out (compel does too, told the mask value).
+    By `mask`: Chroma (``t5-masked``) hands the transformer a mask of the prompt's tokens and
+    one padding token; AuraFlow (``t5-zeroed``) zeroes the padding's embeddings and passes the
+    token mask spread over every feature; PixArt-Σ (``t5-exact``) passes the mask of the
+    prompt's tokens, and each fragment goes through the pipeline's own text preprocessing first
+    (lowercased, or its caption cleaned where bs4 and ftfy are installed), as a prompt does.
+    The masks are made here from the tokens compel read. A fragment of weight 1 gives exactly
+    the pipeline's own embeddings. Every image gets its negative prompt's embeddings: their
+    guidance is real CFG.
     """
 
     second = "prompt_attention_mask"
 
-    def __init__(self, pipe: Any, window: int, zeroed: bool = False) -> None:
+    def __init__(self, pipe: Any, window: int, mask: str = "t5-masked") -> None:
         super().__init__()
-        self.pipe, self.window, self.zeroed = pipe, window, zeroed
+        self.pipe, self.window, self.mask = pipe, window, mask
         self._t5 = _t5_provider(pipe.tokenizer, pipe.text_encoder, window, masked=True)
 
     def length(self, prompt: str, negative: str | None) -> int:
@@ -347,17 +350,22 @@ class MaskedT5Conditioner(_OneWindow):
     def _embed(self, texts: list[list[str]], weights: list[list[float]], plain: str) -> tuple[Any, Any]:
         import torch
 
+        if self.mask == "t5-exact":  # PixArt-Σ's: lowercased and stripped, or cleaned with bs4 and ftfy
+            from diffusers.utils import is_bs4_available, is_ftfy_available
+
+            cleaned = is_bs4_available() and is_ftfy_available()  # else the pipeline says so and lowercases
+            texts = [self.pipe._text_preprocessing(window, clean_caption=cleaned) for window in texts]
         embeds, tokens = self._t5.get_embeddings_for_weighted_prompt_fragments(
             texts, weights, should_return_tokens=True, device=self._t5.device
         )
         read = int((tokens != self._t5.tokenizer.pad_token_id).sum())  # the prompt's tokens and its end
         dtype = self.pipe.text_encoder.dtype
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
-        if self.zeroed:
+        if self.mask == "t5-zeroed":
             kept = (positions < read).to(embeds.dtype)[..., None].expand(embeds.shape)
             embeds, mask = embeds * kept, kept.reshape(1, -1)
-        else:
-            mask = (positions <= read).to(dtype)  # and one padding token
+        else:  # Chroma's has one padding token more
+            mask = (positions < read + (self.mask == "t5-masked")).to(dtype)
         return embeds.to(dtype), mask
 
 

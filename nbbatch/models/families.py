@@ -68,11 +68,13 @@ class Family:
     latents: Literal["unet", "transformer", "packed", "patched"] = "unet"
     embeddings: str = "text_encoder"
     reader: tuple[str, int | None] = ("tokenizer", None)
-    weights: Literal["clip", "t5", "sd3", "t5-masked", "t5-zeroed"] | None = "clip"
+    weights: Literal["clip", "t5", "sd3", "t5-masked", "t5-zeroed", "t5-exact"] | None = "clip"
     """How nbbatch may encode prompts itself: ``clip`` (SD, SDXL: A1111 weights, ``BREAK``, any length), ``t5``
     (FLUX.1: A1111 weights on its T5 sequence, through compel), ``sd3`` (SD3: A1111 weights on its two CLIPs'
     and its T5's sequences, through compel), ``t5-masked`` (Chroma: A1111 weights on its T5 sequence, encoded and
-    attended with the padding masked), ``t5-zeroed`` (AuraFlow: the same, the padding's embeddings zeroed), None
+    attended with the padding masked), ``t5-zeroed`` (AuraFlow: the same, the padding's embeddings zeroed),
+    ``t5-exact`` (PixArt-Σ: the same, the mask of the prompt's tokens alone, each fragment preprocessed as the
+    pipeline preprocesses a prompt), None
     (prompts go to the pipeline as text)."""
     negative: str | None = None
     pads_to_longest: bool = False
@@ -384,7 +386,7 @@ FAMILIES = (
         None,
         latents="transformer",
         reader=("tokenizer", 300),
-        weights=None,
+        weights="t5-exact",
         max_sequence=300,
         legacy_callback=True,
         bins=PIXART_BINS,
