@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -495,3 +496,32 @@ def test_a_scheduler_config_with_an_infinity_saves_loads_and_exports(tmp_path):
     again = nbbatch.reproduce(path)[0]
     assert again.call.scheduler_config["lambda_min_clipped"] == float("-inf")
     assert "float('-inf')" in made.code(2)
+
+
+def test_a_cached_hidream_record_does_not_fetch_the_llama_its_repo_leaves_out(rich, tmp_path, monkeypatch):
+    """A cached HiDream repo holds no Llama: loading it would download Meta's, so that is asked for first."""
+    from huggingface_hub import constants
+
+    def cache(repo: str, name: str, text: str) -> None:
+        snapshot = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_text(text)
+        (snapshot.parents[1] / "refs").mkdir(exist_ok=True)
+        (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    index = {"_class_name": "HiDreamImagePipeline", "text_encoder_4": [None, None], "tokenizer_4": [None, None]}
+    cache("someone/hidream", "model_index.json", json.dumps(index))
+    _, record, _ = rich
+    record = replaced(replaced(record, ("settings", "loras"), []), ("settings", "embeddings"), [])
+    file = write_png(tmp_path / "hidream.png", replaced(record, ("settings", "model"), "someone/hidream"))
+    monkeypatch.setattr(
+        "nbbatch.models.pipelines.load_pipeline", lambda *a, **k: (_ for _ in ()).throw(ValueError("tried"))
+    )
+    llama = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+    message = f"hidream.png names what nbbatch loads only when you allow it: hub model '{llama}' (its model card"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nbbatch.reproduce(file)
+    cache(llama, "config.json", "{}")
+    with pytest.raises(ValueError, match="^tried$"):  # both cached: it goes on to load them, fetching nothing
+        nbbatch.reproduce(file)

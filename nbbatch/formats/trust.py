@@ -8,7 +8,8 @@ exporting it reads nothing else; making it again (`reproduce`, `refine`, `vary`,
   (gigabytes built in memory);
 - LoRA and embedding files found *in the picture's own folder*, by their file name
   (wherever the record says they were);
-- hub ids already in the local Hugging Face cache;
+- hub ids already in the local Hugging Face cache (and, for a model its repo leaves a part of out, such as
+  HiDream's Llama, that part's repo too: loading it would fetch it);
 - anything else only with ``allow_download=True`` (``--allow-download``), which loads
   what the record names, as it names it: a hub download, a local folder elsewhere.
 
@@ -70,9 +71,27 @@ def _model_refusal(model: str) -> list[str]:
     if model in BUILTIN_NAMES:
         return []
     if _HUB_ID.fullmatch(model) and _cached(model, "model_index.json"):
-        return []
+        return _companion_refusal(model)
     kind = "hub model" if _HUB_ID.fullmatch(model) else "model folder"
     return [f"{kind} {model!r}"]
+
+
+def _companion_refusal(repo: str) -> list[str]:
+    """The repo loading cached `repo` would fetch besides (HiDream's Llama), where that is not cached; else none."""
+    import json
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from nbbatch.models.families import family_named
+
+    try:
+        index = json.loads(Path(str(try_to_load_from_cache(repo, "model_index.json"))).read_text(encoding="utf-8"))
+        companion = family_named(str(index.get("_class_name", ""))).companion
+    except (OSError, ValueError, AttributeError):  # unreadable: loading it fails on its own, fetching nothing
+        return []
+    if companion is None or not companion.missing(index) or _cached(companion.repo, "config.json"):
+        return []
+    return [f"hub model {companion.repo!r} (its model card loads it beside {repo!r})"]
 
 
 def _beside(folder: Path, source: str) -> str | None:
