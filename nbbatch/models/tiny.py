@@ -710,42 +710,19 @@ def _hidream(tokenizer: Any, t5_tokenizer: Any, t5: Any, scaling: float, shift: 
 
 
 def llama3_tokenizer() -> Any:
-    """A Llama-3-style tokenizer: byte-level BPE with no merges, ``<|begin_of_text|>`` first, padding on the right."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
-    for special in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"):
-        vocab[special] = len(vocab)
-    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    model.decoder = decoders.ByteLevel()
+    """A Llama-3-style tokenizer: ``<|begin_of_text|>`` first, no padding token (HiDream pads with its end token)."""
     first = "<|begin_of_text|>"
-    model.post_processor = processors.TemplateProcessing(single=f"{first} $A", special_tokens=[(first, vocab[first])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, bos_token=first, eos_token="<|eot_id|>")
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=131072)
+    return _byte_bpe(
+        (first, "<|end_of_text|>", "<|eot_id|>"), (first,), 131072, bos_token=first, eos_token="<|eot_id|>"
+    )
 
 
 def gemma_tokenizer() -> Any:
-    """A Gemma-style tokenizer: byte-level BPE with no merges, ``<bos>`` first, padding on the right."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
-    for special in ("<pad>", "<eos>", "<bos>", "<unk>"):
-        vocab[special] = len(vocab)
-    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    model.decoder = decoders.ByteLevel()
-    model.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=model, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=8192)
+    """A Gemma-style tokenizer: ``<bos>`` first, padding on the right."""
+    return _byte_bpe(
+        ("<pad>", "<eos>", "<bos>", "<unk>"), ("<bos>",), 8192, pad_token="<pad>", eos_token="<eos>",
+        bos_token="<bos>", unk_token="<unk>",
+    )  # fmt: skip
 
 
 def _text_model(tokenizer: Any) -> dict[str, Any]:
@@ -776,62 +753,50 @@ QWEN_CHAT = (
 
 
 def qwen_tokenizer(chat: bool = False) -> Any:
-    """A Qwen-style tokenizer: byte-level BPE with no merges, Qwen's special tokens, padding on the right.
+    """A Qwen-style tokenizer: Qwen's special tokens, padding on the right; with `chat`, `QWEN_CHAT` as its template.
 
-    Written to ``tokenizer.json`` and loaded back as `PreTrainedTokenizerFast`; with `chat`, it
-    carries `QWEN_CHAT` as its chat template (Z-Image applies one to every prompt).
+    Z-Image applies a chat template to every prompt.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
-    specials += ["<|image_pad|>", "<|video_pad|>"]
-    for special in specials:
-        vocab[special] = len(vocab)
-    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    model.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=model,
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=specials[1:],
-    )
-    if chat:
-        tokenizer.chat_template = QWEN_CHAT
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=32768)
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                "<|video_pad|>")  # fmt: skip
+    options = {"chat_template": QWEN_CHAT} if chat else {}
+    return _byte_bpe(
+        specials, (), 32768, pad_token="<|endoftext|>", eos_token="<|im_end|>", additional_special_tokens=specials[1:],
+        **options,
+    )  # fmt: skip
 
 
 def glm_tokenizer() -> Any:
-    """A GLM-4-style tokenizer: byte-level BPE with no merges, ``[gMASK]<sop>`` first, padding on the left.
+    """A GLM-4-style tokenizer: ``[gMASK]<sop>`` first, padding on the left, as CogView4's is."""
+    return _byte_bpe(
+        ("<|endoftext|>", "[gMASK]", "<sop>"), ("[gMASK]", "<sop>"), 1024, pad_token="<|endoftext|>",
+        eos_token="<|endoftext|>", additional_special_tokens=["[gMASK]", "<sop>"], padding_side="left",
+    )  # fmt: skip
 
-    Written to ``tokenizer.json`` and loaded back as `PreTrainedTokenizerFast`, as CogView4's is.
+
+def _byte_bpe(specials: tuple[str, ...], first: tuple[str, ...], max_length: int, **options: Any) -> Any:
+    """A byte-level BPE tokenizer with no merges: every byte a token, then `specials`, `first` before every text.
+
+    Written to ``tokenizer.json`` and loaded back as `PreTrainedTokenizerFast`, as a saved LLM
+    tokenizer is; `options` are its special tokens and settings.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {symbol: index for index, symbol in enumerate(_bytes_to_unicode().values())}
-    for special in ("<|endoftext|>", "[gMASK]", "<sop>"):
+    for special in specials:
         vocab[special] = len(vocab)
     model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     model.decoder = decoders.ByteLevel()
-    model.post_processor = processors.TemplateProcessing(
-        single="[gMASK] <sop> $A", special_tokens=[("[gMASK]", vocab["[gMASK]"]), ("<sop>", vocab["<sop>"])]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=model,
-        pad_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        additional_special_tokens=["[gMASK]", "<sop>"],
-        padding_side="left",
-    )
+    if first:
+        model.post_processor = processors.TemplateProcessing(
+            single=" ".join((*first, "$A")), special_tokens=[(token, vocab[token]) for token in first]
+        )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, **options)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
-        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=1024)
+        return PreTrainedTokenizerFast.from_pretrained(folder, model_max_length=max_length)
 
 
 def unigram_tokenizer() -> Any:
