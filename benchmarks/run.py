@@ -51,12 +51,19 @@ def median_time(function, repeats: int) -> float:
 
 
 def interleaved(functions: dict, repeats: int) -> dict:
-    """Median seconds of each function, run in turn so that machine noise hits all alike."""
+    """Median seconds of each function, run in turn so that machine noise hits all alike.
+
+    Each round starts with the next function, so no place in the order (first after the last
+    one's garbage, say) favours one of them.
+    """
     for function in functions.values():
         function()  # warm up
     times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
+    names = list(functions)
+    for round_ in range(repeats):
+        first = round_ % len(names)
+        for name in names[first:] + names[:first]:
+            function = functions[name]
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
