@@ -111,6 +111,17 @@ def test_a_saved_folder_loads_like_a_hub_model(tmp_path):
     assert result[0].image.tobytes() == reference[0].image.tobytes(), "the built-in model is this same build"
 
 
+def test_a_folder_saved_as_image_to_image_loads_as_its_text_to_image_pipeline(tmp_path):
+    """As AutoPipelineForText2Image maps it: an SD image-to-image folder draws what the SD folder draws."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    StableDiffusionImg2ImgPipeline(**nbbatch.build_tiny_pipeline("sd").components).save_pretrained(tmp_path / "i2i")
+    result = nbbatch.generate("a cat", [1], model=str(tmp_path / "i2i"), steps=4, width=32, height=32)[0]
+    assert result.call.pipeline == "StableDiffusionPipeline"
+    reference = nbbatch.generate("a cat", [1], steps=4, width=32, height=32)[0]
+    assert result.image.tobytes() == reference.image.tobytes()
+
+
 def test_a_weight_variant_loads_the_files_saved_in_it(tmp_path):
     nbbatch.build_tiny_pipeline("sd").save_pretrained(tmp_path / "model", variant="fp16")
     assert list((tmp_path / "model" / "unet").glob("*.fp16.safetensors"))

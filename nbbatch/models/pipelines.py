@@ -439,7 +439,7 @@ def load_pipeline(
     """
     with quiet_loading():
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
-        from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+        from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING, SUPPORTED_TASKS_MAPPINGS
 
         offline = not os.path.isdir(source) and not hub_reachable()  # then only the download cache, no retries
         try:
@@ -447,8 +447,8 @@ def load_pipeline(
             name_of_class = str(index.get("_class_name", ""))
             if image_to_image:
                 loader: Any = AutoPipelineForImage2Image
-            elif any(cls.__name__ == name_of_class for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()):
-                loader = AutoPipelineForText2Image
+            elif _auto_key(name_of_class, SUPPORTED_TASKS_MAPPINGS) in AUTO_TEXT2IMAGE_PIPELINES_MAPPING:
+                loader = AutoPipelineForText2Image  # an image-to-image or inpaint class too: its text-to-image one
             else:
                 loader = DiffusionPipeline  # the class its model_index.json names; check_family refuses an unknown
             companion = family_named(name_of_class).companion
@@ -464,6 +464,11 @@ def load_pipeline(
                     "cannot be reached (no network?): pass a local folder, or download it where there is a network"
                 ) from None
             raise ValueError(f"could not load model {name!r}: {first_line(error)}") from error
+
+
+def _auto_key(class_name: str, mappings: Any) -> str | None:
+    """The auto pipelines' name for the family of pipeline class `class_name` (as they look it up), else None."""
+    return next((key for mapping in mappings for key, cls in mapping.items() if cls.__name__ == class_name), None)
 
 
 def _companion(companion: Any, placement: Placement) -> dict[str, Any]:
