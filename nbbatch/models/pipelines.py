@@ -21,7 +21,7 @@ from nbbatch.core.errors import SettingError, first_line
 from nbbatch.core.spec import Settings
 from nbbatch.models import shapes
 from nbbatch.models.adapters import Adapters
-from nbbatch.models.families import check_family, family_named, family_of
+from nbbatch.models.families import Companion, check_family, family_named, family_of
 from nbbatch.models.previews import LatentMap, latent_map
 from nbbatch.models.quiet import quiet_loading
 from nbbatch.models.standins import STANDINS, build_pipeline
@@ -471,7 +471,7 @@ def _auto_key(class_name: str, mappings: Any) -> str | None:
     return next((key for mapping in mappings for key, cls in mapping.items() if cls.__name__ == class_name), None)
 
 
-def _companion(companion: Any, placement: Placement) -> dict[str, Any]:
+def _companion(companion: Companion, placement: Placement) -> dict[str, Any]:
     """The companion's parts, each loaded from its repo by its transformers class (models in the pipeline's dtype)."""
     import transformers
 
