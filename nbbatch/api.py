@@ -12,7 +12,6 @@ from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.result import BatchError, BatchResult, run_batch
 from nbbatch.core.spec import Job, Settings, make_jobs
 from nbbatch.formats.png import read_items
-from nbbatch.formats.trust import settings_to_remake
 from nbbatch.session import Session, default_session
 from nbbatch.settings import SETTINGS
 
@@ -155,4 +154,4 @@ def reproduce(
         mask=item.mask,
     )
     runner = (session or default_session()).runner()
-    return run_batch(settings_to_remake(item, {}, allow_download), [job], runner=runner)
+    return run_batch(item.settings_to_remake({}, allow_download), [job], runner=runner)

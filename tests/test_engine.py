@@ -138,7 +138,7 @@ def test_a_second_batch_on_a_backend_while_one_runs_is_refused_in_one_line_and_a
         thread.join()
 
 
-def test_the_core_imports_no_diffusers_and_no_model_code():
+def test_the_core_imports_no_diffusers_no_model_code_and_no_file_formats():
     code = """
 import pkgutil, sys, importlib
 import nbbatch.core
@@ -150,7 +150,8 @@ from nbbatch.core import engine, result
 from nbbatch.core.spec import Settings
 made = result.run_batch(Settings(), jobs(3), runner=lambda s, j, **k: engine.execute(s, j, FakeBackend(), **k))
 made.grid()
-loaded = sorted(name for name in sys.modules if name.startswith(("diffusers", "transformers", "nbbatch.models")))
+prefixes = ("diffusers", "transformers", "nbbatch.models", "nbbatch.formats")
+loaded = sorted(name for name in sys.modules if name.startswith(prefixes))
 print(len(made), loaded)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

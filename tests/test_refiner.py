@@ -119,12 +119,13 @@ def test_the_magic_takes_refiner_and_refiner_at(shell):
 def test_a_stranger_s_refiner_loads_only_when_allowed(tmp_path):
     import dataclasses
 
-    from nbbatch.formats.trust import settings_to_remake
-
     (path,) = nbbatch.generate("a red cat", [1], model=BASE, refiner=REFINER, **SIZE).save(tmp_path, grid=False)
     loaded = nbbatch.load(path)[0]
-    assert settings_to_remake(loaded, {}).refiner == REFINER, "a built-in refiner loads"
+    assert loaded.settings_to_remake({}).refiner == REFINER, "a built-in refiner loads"
     hostile = dataclasses.replace(loaded, settings=loaded.settings.replace(refiner="evil-org/evil-refiner"))
     with pytest.raises(ValueError, match=r"allow it: refiner hub model 'evil-org/evil-refiner'; put its files beside"):
-        settings_to_remake(hostile, {})
-    assert settings_to_remake(hostile, {}, allow_download=True).refiner == "evil-org/evil-refiner"
+        hostile.settings_to_remake({})
+    assert hostile.settings_to_remake({}, allow_download=True).refiner == "evil-org/evil-refiner"
+    unvetted = dataclasses.replace(hostile, vet=None)  # an item that claims a file but skipped its reader's check
+    with pytest.raises(ValueError, match=r"was read without its reader's check of what it names: read it with load$"):
+        unvetted.settings_to_remake({})

@@ -8,6 +8,7 @@ settings. Items remember their parent, so a refinement knows its whole lineage.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,8 +53,9 @@ class Item:
     (template, grid cell, refine step, ...): both typed (`nbbatch.core.record`). A picture
     another tool made has neither state nor call, and what that tool wrote in `found`.
     `parent` is the item this one refines or varies. `loaded_from` is the file it was read
-    from: what its record names is then data from that file, which
-    `nbbatch.formats.trust.settings_to_remake` checks before anything loads it.
+    from: what its record names is then data from that file, which `vet`, the check of the
+    reader that read it (`nbbatch.formats.trust.settings_to_remake`), passes before anything
+    loads it (see `settings_to_remake`).
     """
 
     image: Image.Image = field(repr=False)
@@ -72,6 +74,20 @@ class Item:
     mask: Image.Image | None = field(default=None, repr=False)
     provenance: Provenance = field(default=Provenance(), repr=False)
     found: Foreign | None = field(default=None, repr=False)
+    vet: Callable[[Item, Mapping[str, Any]], Settings] | None = field(default=None, repr=False)
+
+    def settings_to_remake(self, overrides: Mapping[str, Any], allow_download: bool = False) -> Settings:
+        """Its settings with `overrides`, to make it again (refine, vary, reproduce, ...).
+
+        An item made in this kernel is the user's own, and `allow_download` loads what a record
+        names as it names it; otherwise an item read from a file goes through its reader's `vet`,
+        which loads only what the user named or allowed, or refuses in one line.
+        """
+        if self.loaded_from is None or allow_download:
+            return self.settings.replace(**overrides)
+        if self.vet is None:
+            raise ValueError(f"{self.file} was read without its reader's check of what it names: read it with load")
+        return self.vet(self, overrides)
 
     @property
     def foreign(self) -> bool:

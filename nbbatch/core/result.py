@@ -35,7 +35,6 @@ from nbbatch.core.item import Item
 from nbbatch.core.masks import make_mask
 from nbbatch.core.observer import QUIET, Observer
 from nbbatch.core.spec import UPSCALERS, Job, Settings, choose_seeds
-from nbbatch.formats.trust import settings_to_remake
 from nbbatch.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -656,7 +655,7 @@ def refine_jobs(
         raise SettingError("generator_device", "cannot change in a refinement: it restores the saved generator state")
     if item.init_image is None:
         overrides = {**overrides, "width": width, "height": height}
-    settings = settings_to_remake(item, overrides, allow_download)
+    settings = item.settings_to_remake(overrides, allow_download)
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     step = f"r{item.depth + 1}"
     letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(prompts))] if len(prompts) > 1 else [""]
@@ -701,7 +700,7 @@ def vary_jobs(
         raise ValueError(f"the prompt must be text, not {type(prompt).__name__}")
     for text in (prompt or "", negative_prompt or ""):
         check_prompt(text)
-    settings = settings_to_remake(item, {**reset, **overrides}, allow_download)
+    settings = item.settings_to_remake({**reset, **overrides}, allow_download)
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(Job(prompt or item.prompt, seed, 0, negative, item.image, None, item, "vary") for seed in seeds)
@@ -734,12 +733,10 @@ def hires_jobs(
     if "width" in overrides or "height" in overrides:
         raise ValueError("a hires fix's size is the picture's times the scale: give scale, not width or height")
     width, height = (max(8, round(side * scale / 8) * 8) for side in item.image.size)
-    settings = settings_to_remake(
-        item,
-        {"variation_seed": None, "variation_strength": 0.0, **overrides, "width": width, "height": height,
-         "strength": strength},
-        allow_download,
-    )  # fmt: skip
+    fixed = {"variation_seed": None, "variation_strength": 0.0}
+    settings = item.settings_to_remake(
+        {**fixed, **overrides, "width": width, "height": height, "strength": strength}, allow_download
+    )
     settings.image_to_image_steps()
     from PIL import Image as PILImage
 
@@ -783,7 +780,7 @@ def inpaint_jobs(
         raise ValueError("an inpaint keeps the picture's size: width and height do not apply")
     width, height = item.image.size
     reset = {"variation_seed": None, "variation_strength": 0.0, "width": width, "height": height}
-    settings = settings_to_remake(item, {**reset, **overrides}, allow_download)
+    settings = item.settings_to_remake({**reset, **overrides}, allow_download)
     settings.image_to_image_steps()
     negative = item.negative_prompt if negative_prompt is None else negative_prompt
     jobs = tuple(
@@ -839,7 +836,7 @@ def edit_jobs(
     changes = {"strength": 0.8, "width": width, "height": height}
     if model is not None and model != item.settings.model:
         changes.update(EDIT_RESET, model=model)
-    settings = settings_to_remake(item, {**changes, **overrides}, allow_download)
+    settings = item.settings_to_remake({**changes, **overrides}, allow_download)
     starts = [(item.seed, item.state)] if seeds is None else [(seed, None) for seed in seeds]
     step = f"e{sum(step.origin == 'edit' for step in item.lineage()) + 1}"
     letters = [chr(ord("a") + n % 26) * (1 + n // 26) for n in range(len(instructions))]

@@ -38,6 +38,7 @@ from nbbatch.core.record import RECORD_VERSION, Call, Generator, Record, Step, i
 from nbbatch.core.seeds import SEED_MAX
 from nbbatch.core.spec import MAX_SIDE, UPSCALERS, Settings, check_name
 from nbbatch.formats.foreign import read_foreign, scheduler_name
+from nbbatch.formats.trust import settings_to_remake
 from nbbatch.models.families import family_named
 from nbbatch.models.pipelines import schedule_name
 from nbbatch.settings import PLOT_TYPES
@@ -572,6 +573,7 @@ def _item_from_record(entry: Record, image: Image.Image, path: Path) -> Item:
         loaded_from=str(path),
         mask=mask,
         provenance=entry.provenance,
+        vet=settings_to_remake,
     )
 
 
@@ -616,6 +618,7 @@ def _item_from_foreign(found: Foreign, image: Image.Image, path: Path) -> Item:
         "foreign",
         loaded_from=str(path),
         found=found,
+        vet=settings_to_remake,
     )
 
 

@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
-def settings_to_remake(item: Item, overrides: Mapping[str, Any], allow_download: bool = False) -> Settings:
+def settings_to_remake(item: Item, overrides: Mapping[str, Any]) -> Settings:
     """`item`'s settings with `overrides`, once what they load is allowed (see the module's text).
 
-    An item made in this kernel (not loaded from a file) is the user's own: nothing is checked.
+    The `vet` of every item the PNG reader makes (`nbbatch.core.item.Item.settings_to_remake`
+    calls it for an item read from a file, unless downloads are allowed).
     """
-    if item.loaded_from is None or allow_download:
+    if item.loaded_from is None:  # made in this kernel: the user's own
         return item.settings.replace(**overrides)
     folder = Path(item.loaded_from).parent
     settings, refused, changes = item.settings, [], {}
